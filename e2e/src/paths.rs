@@ -1,0 +1,76 @@
+//! Where things live: the workspace, the run state of a cluster, and the Go-built binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Root of the cargo workspace (this crate lives in `<root>/e2e`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e crate is inside the workspace")
+        .to_path_buf()
+}
+
+/// Run state of the cluster: certificates, data, logs, pids. `SMARTREGION_E2E_STATE`
+/// selects another one, so the test suite never disturbs a cluster started by the demo.
+pub fn default_state_dir() -> PathBuf {
+    match std::env::var_os("SMARTREGION_E2E_STATE") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target/e2e-cluster"),
+    }
+}
+
+/// Directory with etcd, kube-*, kubectl and kwok, building them first if needed
+/// (`e2e/go/build.sh` caches them outside the checkout and reports its progress).
+pub fn kubernetes_binaries() -> Result<PathBuf> {
+    let script = workspace_root().join("e2e/go/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("failed to run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "building the Kubernetes binaries failed ({}); see the messages above",
+            output.status
+        );
+    }
+    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// Directory with the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`).
+pub fn postgres_binaries() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SMARTREGION_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    // Debian and Ubuntu keep the server binaries out of PATH, one directory per major version.
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .collect();
+    candidates.sort();
+    candidates.reverse();
+    if let Some(dir) = which("initdb") {
+        candidates.insert(0, dir);
+    }
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        .context(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with \
+             `apt-get install postgresql-15` or set SMARTREGION_PG_BIN to their directory",
+        )
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|dir| dir.join(program).is_file())
+    })
+}

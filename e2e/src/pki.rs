@@ -1,0 +1,114 @@
+//! Certificates and keys for a local cluster: one CA, the API server's serving
+//! certificate, an admin client certificate in `system:masters`, and the service-account
+//! signing key. Generated once per cluster start; never leave the state directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Paths of the generated files.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub apiserver_cert: PathBuf,
+    pub apiserver_key: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    pub service_account_key: PathBuf,
+}
+
+impl Pki {
+    pub fn at(dir: &Path) -> Self {
+        Pki {
+            ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
+            apiserver_cert: dir.join("apiserver.crt"),
+            apiserver_key: dir.join("apiserver.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
+            service_account_key: dir.join("service-account.key"),
+        }
+    }
+
+    /// Creates every certificate and key under `dir`, replacing older ones.
+    pub fn generate(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let pki = Pki::at(dir);
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name = name("smartregion-e2e-ca", None);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, &ca_key);
+        write(&pki.ca_cert, &ca_cert.pem())?;
+        write(&pki.ca_key, &ca_key.serialize_pem())?;
+
+        let serving_key = KeyPair::generate()?;
+        let mut serving = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+        ])?;
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse()?));
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress("10.96.0.1".parse()?));
+        serving.distinguished_name = name("kube-apiserver", None);
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+        write(&pki.apiserver_cert, &serving_cert.pem())?;
+        write(&pki.apiserver_key, &serving_key.serialize_pem())?;
+
+        let admin_key = KeyPair::generate()?;
+        let mut admin = CertificateParams::new(Vec::<String>::new())?;
+        admin.distinguished_name = name("smartregion-e2e-admin", Some("system:masters"));
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+        write(&pki.admin_cert, &admin_cert.pem())?;
+        write(&pki.admin_key, &admin_key.serialize_pem())?;
+
+        write(
+            &pki.service_account_key,
+            &KeyPair::generate()?.serialize_pem(),
+        )?;
+        Ok(pki)
+    }
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}

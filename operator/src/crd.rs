@@ -1,0 +1,426 @@
+//! The `SmartRegionTenant` custom resource: its spec, status and admission rules.
+//!
+//! Owns the API shape and every name that is part of the public contract (group,
+//! finalizer, field manager, label and annotation keys). It must not contain logic
+//! that needs a client: validation that the API server can do lives here as schema
+//! and CEL rules, so bad input is refused at admission and never reaches the controller.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// API group of every smartregion resource.
+pub const GROUP: &str = "smartregion.toscana.it";
+/// Finalizer that guards a tenant until its namespace and data are dealt with.
+pub const FINALIZER: &str = "smartregion.toscana.it/cleanup";
+/// The one field manager the operator uses for server-side apply.
+pub const FIELD_MANAGER: &str = "smartregion-operator";
+/// Label on every child object: the name of the tenant it belongs to.
+pub const TENANT_LABEL: &str = "smartregion.toscana.it/tenant";
+/// `app.kubernetes.io/managed-by` value on every child object.
+pub const MANAGED_BY: &str = "smartregion-operator";
+/// Annotation that confirms `deletionPolicy: Delete`; its value must be the tenant name.
+pub const CONFIRM_DELETE_ANNOTATION: &str = "smartregion.toscana.it/confirm-delete";
+/// Annotation whose change of value asks for new database credentials.
+pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "smartregion.toscana.it/rotate-credentials";
+/// Longest tenant name: leaves room for prefixes and role suffixes within
+/// PostgreSQL's 63-byte identifiers and Kubernetes' 63-character labels.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// One public body (ente) on the Smart Region Toscana platform and the space it owns:
+/// a namespace with quotas, isolation and admin access, a database schema with
+/// credentials, and dedicated ingest pods.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "smartregion.toscana.it",
+    version = "v1alpha1",
+    kind = "SmartRegionTenant",
+    plural = "smartregiontenants",
+    singular = "smartregiontenant",
+    shortname = "srt",
+    category = "smartregion",
+    status = "SmartRegionTenantStatus",
+    doc = "One public body (ente) on the Smart Region Toscana platform and the space it owns.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.entity.type"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS label that starts with a letter: lower-case letters, digits and '-', e.g. 'prato' or 'unione-mugello'"
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionTenantSpec {
+    /// Human-readable name of the ente, e.g. "Comune di Prato". Shown to people only;
+    /// no Kubernetes or database name is ever derived from it.
+    #[schemars(length(min = 1, max = 200))]
+    pub display_name: String,
+
+    /// What kind of public body this is and its official identifiers.
+    pub entity: Entity,
+
+    /// Named preset of quotas and database settings, defined in the operator's
+    /// configuration (Helm values) so conventions change without a release.
+    #[serde(default)]
+    pub tier: Tier,
+
+    /// Overrides of individual limits of the tier. Every value must be positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+
+    /// Groups and users that administer the tenant's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admins: Option<Admins>,
+
+    /// The tenant's dedicated ingest service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestSpec>,
+
+    /// Time-series storage settings; unset values come from the tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+
+    /// What happens to the data when the tenant is deleted. `Retain` (default) keeps the
+    /// schema and its data and disables the database logins; `Delete` drops them too, and
+    /// only when the tenant also carries the annotation
+    /// `smartregion.toscana.it/confirm-delete: <tenant name>`.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Stops ingest and database writes while keeping everything in place.
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+/// The kind of public body and its official identifiers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.istatCode) || has(self.istatCode)")
+    .message("entity.istatCode cannot be removed once set"))]
+pub struct Entity {
+    /// Kind of public body. Immutable: a different kind of ente is a different tenant.
+    #[serde(rename = "type")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("entity.type is immutable; create a new tenant instead"))]
+    pub kind: EntityType,
+
+    /// ISTAT code of the territory (six digits, e.g. "100005" for Prato). Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{6}$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("entity.istatCode is immutable once set"))]
+    pub istat_code: Option<String>,
+
+    /// Code of the ente in the Indice della Pubblica Amministrazione (IPA), e.g. "c_g999".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_]{2,20}$"))]
+    pub ipa_code: Option<String>,
+}
+
+/// Kinds of public body on the platform.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntityType {
+    /// A municipality (comune), e.g. Comune di Prato.
+    Comune,
+    /// A union of municipalities, e.g. Unione dei Comuni del Mugello.
+    UnioneDiComuni,
+    /// A province, e.g. Provincia di Pisa.
+    Provincia,
+    /// The metropolitan city of Florence.
+    CittaMetropolitana,
+    /// The region itself.
+    Regione,
+    /// A directorate of the region, e.g. Direzione Attività Produttive.
+    DirezioneRegionale,
+    /// A publicly owned company or utility (società partecipata), e.g. Publiacqua.
+    Partecipata,
+    /// Any other public body.
+    Altro,
+}
+
+/// Named presets of limits, defined in the operator's configuration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// For a small comune or a pilot.
+    #[default]
+    Small,
+    /// For a mid-sized comune or an unione.
+    Medium,
+    /// For a capoluogo, a provincia or the region.
+    Large,
+}
+
+/// What happens to the tenant's data when the tenant is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the schema and its data; disable the database logins. Re-creating a tenant
+    /// of the same name adopts them again.
+    #[default]
+    Retain,
+    /// Drop the schema, its data and the roles. Needs the confirm-delete annotation.
+    Delete,
+}
+
+/// Overrides of the tier's limits. Unset fields keep the tier's value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// Total CPU requests and limits of the namespace, e.g. "4" or "1500m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_QUANTITY).message("quotas.cpu must be a positive quantity such as 2 or 1500m"))]
+    pub cpu: Option<Quantity>,
+
+    /// Total memory requests and limits of the namespace, e.g. "8Gi".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_QUANTITY).message("quotas.memory must be a positive quantity such as 8Gi"))]
+    pub memory: Option<Quantity>,
+
+    /// Maximum number of pods in the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub pods: Option<i32>,
+
+    /// Total persistent volume storage the namespace may request, e.g. "50Gi".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_QUANTITY).message("quotas.storage must be a positive quantity such as 50Gi"))]
+    pub storage: Option<Quantity>,
+
+    /// Size the tenant's database schema may reach, e.g. "20Gi". Above it, ingest can no
+    /// longer insert (reads keep working) until usage falls below 95%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_QUANTITY).message("quotas.databaseStorage must be a positive quantity such as 20Gi"))]
+    pub database_storage: Option<Quantity>,
+
+    /// Rows per second the ingest service accepts before answering 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub ingest_rate: Option<i32>,
+}
+
+/// CEL: the value (int or string) is a valid, strictly positive quantity.
+const POSITIVE_QUANTITY: &str =
+    "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))";
+
+/// Who administers the tenant's namespace (bound to an admin Role inside it).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Admins {
+    /// Groups as the cluster's authentication reports them, e.g. "prato-admins".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub groups: Vec<String>,
+
+    /// Individual users, e.g. "mario.rossi@comune.prato.it".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub users: Vec<String>,
+}
+
+/// Settings of the tenant's ingest service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSpec {
+    /// Run the ingest service. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Number of ingest pods; unset takes the tier's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: Option<i32>,
+
+    /// Payload formats accepted over HTTP. Unset accepts all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub formats: Vec<IngestFormat>,
+
+    /// Subscribe to an MQTT broker as well as serving HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSource>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A payload format the ingest service accepts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IngestFormat {
+    /// `POST /v1/measurements`: a JSON batch of sensor, metric, time, value.
+    Measurements,
+    /// `POST /v2/notify`: NGSI-v2 notifications as FIWARE Orion sends them.
+    NgsiV2,
+    /// `POST /v1/senml`: RFC 8428 SenML JSON packs.
+    SenML,
+}
+
+/// An MQTT broker the ingest service subscribes to (QoS 1, acknowledged after commit).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttSource {
+    /// Broker address, e.g. "mqtts://broker.example.it:8883".
+    #[schemars(regex(pattern = r"^mqtts?://[^\s/]+(:[0-9]{1,5})?/?$"), length(max = 253))]
+    pub url: String,
+
+    /// Topic filters to subscribe to, e.g. "prato/sensors/#".
+    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 253)))]
+    pub topics: Vec<String>,
+
+    /// Secret in the tenant namespace with keys `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+/// Time-series storage settings. Unset values come from the tier.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Days measurements are kept before they are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: Option<i32>,
+
+    /// Days after which TimescaleDB compresses measurements (ignored on plain PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub compress_after_days: Option<i32>,
+
+    /// Width of one time partition (chunk) in hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8760))]
+    pub chunk_interval_hours: Option<i32>,
+}
+
+/// A Kubernetes resource quantity ("2", "1500m", "8Gi") written as a string or a number.
+///
+/// k8s-openapi's `Quantity` only deserializes strings, but `cpu: 4` in YAML is a number;
+/// this type accepts both and keeps the text as written.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum IntOrString {
+            Int(i64),
+            String(String),
+        }
+        Ok(match IntOrString::deserialize(deserializer)? {
+            IntOrString::Int(n) => Quantity(n.to_string()),
+            IntOrString::String(s) => Quantity(s),
+        })
+    }
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A Kubernetes quantity such as 2, 1500m or 8Gi.",
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{ "type": "integer" }, { "type": "string", "maxLength": 64 }],
+        })
+    }
+}
+
+/// Observed state of a tenant, written by the operator only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionTenantStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One-word summary of the tenant's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// `Ready`, and one condition per part: `NamespaceReady`, `DatabaseReady`,
+    /// `IngestReady`, `WithinQuota`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The tenant's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+
+    /// Where the tenant's data lives and which Secrets hold its credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
+
+    /// Address of the ingest service inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_endpoint: Option<String>,
+
+    /// Measured usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One-word summary of a tenant's state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Seen, nothing created yet.
+    Pending,
+    /// Parts are being created or are not ready yet.
+    Provisioning,
+    /// Every part is ready.
+    Ready,
+    /// A part that was ready has failed; see the conditions.
+    Degraded,
+    /// `spec.suspended` is true: ingest and writes are stopped, everything is kept.
+    Suspended,
+    /// The tenant is being deleted.
+    Terminating,
+}
+
+/// Where the tenant's data lives. Never contains credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// PostgreSQL schema of the tenant.
+    pub schema: String,
+    /// Secret in the tenant namespace with the writer's connection values.
+    pub writer_secret: String,
+    /// Secret in the tenant namespace with the reader's connection values.
+    pub reader_secret: String,
+    /// When the credentials were last issued or rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_rotated_at: Option<Time>,
+}
+
+/// Measured usage of the tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Size of the tenant's database schema in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_bytes: Option<i64>,
+    /// Rows per second written by ingest, averaged over the last measurement interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<f64>,
+}
