@@ -9,7 +9,7 @@
 //! Tests call [`shared`] and build their own clients from [`Cluster::kubeconfig`].
 
 mod control_plane;
-mod paths;
+pub mod paths;
 mod pki;
 mod postgres;
 mod process;

@@ -11,13 +11,24 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-/// Starts `program` detached from this process, with stdout and stderr in `log`.
-pub fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Result<u32> {
+/// Starts `program` detached from this process, with stdout and stderr in `log`, as
+/// `user` (uid, gid) when given.
+pub fn spawn_detached(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    user: Option<(u32, u32)>,
+) -> Result<u32> {
     let out = File::create(log).with_context(|| format!("failed to create {}", log.display()))?;
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -52,13 +63,13 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// Stops a process of ours: SIGTERM, then SIGKILL if it has not exited within `grace`.
-pub fn stop(pid: u32, marker: &Path, grace: Duration) -> Result<()> {
+/// Stops a process of ours: `signal`, then SIGKILL if it has not exited within `grace`.
+pub fn stop(pid: u32, marker: &Path, signal: Signal, grace: Duration) -> Result<()> {
     if !is_ours(pid, marker) {
         return Ok(());
     }
     let target = Pid::from_raw(pid as i32);
-    let _ = kill(target, Signal::SIGTERM);
+    let _ = kill(target, signal);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if !is_ours(pid, marker) {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Fails with a message that says how to get each missing prerequisite.
+set -euo pipefail
+missing=0
+need() { # command, how to get it
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "error: '$1' not found. $2" >&2
+    missing=1
+  fi
+}
+need cargo "Install Rust with rustup: https://rustup.rs (then open a new shell)."
+need go "Install Go 1.24 or newer: https://go.dev/dl/ (or apt-get install golang-1.24) and put it on PATH."
+need git "Install git: apt-get install git."
+if command -v go >/dev/null 2>&1; then
+  version="$(go env GOVERSION | sed 's/^go//')"
+  major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"
+  if (( major < 1 || (major == 1 && minor < 24) )); then
+    echo "error: Go $version is too old; Kubernetes 1.33 needs Go 1.24 or newer: https://go.dev/dl/" >&2
+    missing=1
+  fi
+fi
+if [[ -z "${SMARTREGION_PG_BIN:-}" ]] && ! command -v initdb >/dev/null 2>&1 \
+   && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "error: PostgreSQL server binaries (initdb, pg_ctl, postgres) not found." \
+       "Install them with 'apt-get install postgresql-15' or set SMARTREGION_PG_BIN to their directory." >&2
+  missing=1
+fi
+exit "$missing"

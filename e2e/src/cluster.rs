@@ -1,0 +1,337 @@
+//! Bringing the whole local cluster up and down, idempotently, and sharing it with tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::Client;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::control_plane::{self, Layout, Started};
+use crate::paths;
+use crate::pki::Pki;
+use crate::postgres;
+use crate::process::{self, Signal};
+use crate::state::State;
+
+/// A running local cluster: what a client needs to reach it.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub state_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub database_url: String,
+    pub apiserver_port: u16,
+}
+
+impl Cluster {
+    fn from_state(state_dir: &Path, state: &State) -> Self {
+        Cluster {
+            state_dir: state_dir.to_path_buf(),
+            kubeconfig: state.kubeconfig.clone(),
+            database_url: state.database_url.clone(),
+            apiserver_port: state.apiserver_port,
+        }
+    }
+
+    /// An admin client for this cluster.
+    pub async fn client(&self) -> Result<Client> {
+        control_plane::client(&self.kubeconfig).await
+    }
+
+    /// Shell lines that point kubectl and psql at this cluster.
+    pub fn exports(&self) -> String {
+        format!(
+            "export KUBECONFIG='{}'\nexport DATABASE_URL='{}'\n",
+            self.kubeconfig.display(),
+            self.database_url
+        )
+    }
+
+    /// Starts the cluster in `state_dir`, or reuses the one already running there.
+    pub async fn up(state_dir: &Path) -> Result<Cluster> {
+        let state_dir = absolute(state_dir)?;
+        let _lock = lock(&state_dir)?;
+        let marker = marker(&state_dir);
+        if let Some(state) = State::load(&state_dir)? {
+            match healthy(&state, &marker).await {
+                Ok(()) => {
+                    eprintln!(
+                        "cluster: already running in {} (nothing changed)",
+                        state_dir.display()
+                    );
+                    return Ok(Cluster::from_state(&state_dir, &state));
+                }
+                Err(error) => eprintln!(
+                    "cluster: the cluster in {} is not healthy ({error:#}); starting it afresh",
+                    state_dir.display()
+                ),
+            }
+        }
+        stop_all(&state_dir, &marker)?;
+        if state_dir.exists() {
+            // A fresh start: data, certificates and logs of an earlier cluster go.
+            std::fs::remove_dir_all(&state_dir)
+                .with_context(|| format!("failed to remove {}", state_dir.display()))?;
+        }
+        match start(&state_dir, &marker).await {
+            Ok(cluster) => Ok(cluster),
+            Err(error) => {
+                // Leave nothing half-started behind; the logs stay for diagnosis.
+                let _ = stop_processes(&marker, &[]);
+                let _ = std::fs::remove_file(State::path(&state_dir));
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops every process of the cluster in `state_dir` and removes its files.
+    /// Returns how many processes were stopped.
+    pub fn down(state_dir: &Path) -> Result<usize> {
+        let state_dir = absolute(state_dir)?;
+        if !state_dir.exists() {
+            return Ok(0);
+        }
+        let _lock = lock(&state_dir)?;
+        let stopped = stop_all(&state_dir, &marker(&state_dir))?;
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("failed to remove {}", state_dir.display()))?;
+        Ok(stopped)
+    }
+
+    /// The running cluster in `state_dir`, if its state file exists and it is healthy.
+    pub async fn running(state_dir: &Path) -> Result<Cluster> {
+        let state_dir = absolute(state_dir)?;
+        let state = State::load(&state_dir)?.with_context(|| {
+            format!(
+                "no cluster in {}; start one with `e2e/cluster up`",
+                state_dir.display()
+            )
+        })?;
+        healthy(&state, &marker(&state_dir)).await?;
+        Ok(Cluster::from_state(&state_dir, &state))
+    }
+}
+
+/// The cluster every test in this process uses: the one in the default state directory,
+/// started on first use if it is not running yet (and then left running for later test
+/// binaries; `e2e/cluster down` stops it).
+pub fn shared() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Tests run inside their own Tokio runtimes; bring the cluster up on a separate
+        // thread with its own runtime so the two never nest.
+        let result = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to build a Tokio runtime")?
+                .block_on(Cluster::up(&paths::default_state_dir()))
+        })
+        .join()
+        .expect("cluster start-up thread panicked");
+        match result {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("the local test cluster could not be started: {error:#}"),
+        }
+    })
+}
+
+async fn start(state_dir: &Path, marker: &Path) -> Result<Cluster> {
+    let mut clock = Stages::new();
+    // Check every prerequisite before starting anything.
+    let bin = paths::kubernetes_binaries()?;
+    let pg_bin = paths::postgres_binaries()?;
+    clock.done("Kubernetes binaries ready");
+
+    std::fs::create_dir_all(state_dir)?;
+    let pki = Pki::generate(&state_dir.join("pki"))?;
+    let layout = Layout {
+        bin: &bin,
+        dir: state_dir,
+        pki: &pki,
+    };
+    let password = postgres::init(&pg_bin, state_dir)?;
+    clock.done("certificates and PostgreSQL data directory created");
+
+    let (etcd_client, etcd_peer) = (control_plane::free_port()?, control_plane::free_port()?);
+    let apiserver_port = control_plane::free_port()?;
+    let postgres_port = control_plane::free_port()?;
+    let mut processes: Vec<(String, u32)> = Vec::new();
+    let mut record = |started: &Started| processes.push((started.name.to_string(), started.pid));
+
+    let postgres = postgres::start(&pg_bin, state_dir, postgres_port)?;
+    record(&postgres);
+    let etcd = layout.start_etcd(etcd_client, etcd_peer)?;
+    record(&etcd);
+    control_plane::wait_etcd(&etcd, marker, etcd_client).await?;
+    clock.done("etcd healthy");
+
+    let apiserver = layout.start_apiserver(apiserver_port, etcd_client)?;
+    record(&apiserver);
+    let kubeconfig = layout.write_kubeconfig(apiserver_port)?;
+    let client = control_plane::client(&kubeconfig).await?;
+    control_plane::wait_apiserver(&apiserver, marker, &client).await?;
+    clock.done("kube-apiserver ready");
+
+    let controller_manager = layout.start_controller_manager()?;
+    record(&controller_manager);
+    let scheduler = layout.start_scheduler()?;
+    record(&scheduler);
+    let kwok = layout.start_kwok()?;
+    record(&kwok);
+    control_plane::wait_leader(&controller_manager, marker, &client).await?;
+    control_plane::wait_default_service_account(&controller_manager, marker, &client).await?;
+    control_plane::wait_leader(&scheduler, marker, &client).await?;
+    control_plane::create_nodes(&kwok, marker, &client).await?;
+    clock.done("controller-manager, scheduler and kwok ready; Nodes Ready");
+
+    postgres::wait_and_create_database(&postgres, marker, &password, postgres_port).await?;
+    clock.done("PostgreSQL ready");
+
+    let state = State {
+        kubeconfig,
+        database_url: postgres::url(&password, postgres_port),
+        apiserver_port,
+        postgres_port,
+        postgres_data: postgres::data_dir(state_dir),
+        processes,
+    };
+    state.save(state_dir)?;
+    eprintln!(
+        "cluster: up in {:.1}s; state and logs in {}",
+        clock.total().as_secs_f64(),
+        state_dir.display()
+    );
+    Ok(Cluster::from_state(state_dir, &state))
+}
+
+/// Every recorded process alive, the API server ready and the Nodes Ready.
+async fn healthy(state: &State, marker: &Path) -> Result<()> {
+    for (name, pid) in &state.processes {
+        if !process::is_ours(*pid, marker) {
+            bail!("{name} (pid {pid}) is not running");
+        }
+    }
+    let client = control_plane::client(&state.kubeconfig).await?;
+    control_plane::readyz(&client).await?;
+    let nodes: Api<Node> = Api::all(client);
+    for name in control_plane::NODES {
+        let node = nodes.get(name).await?;
+        let ready = node
+            .status
+            .and_then(|status| status.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+        if !ready {
+            bail!("Node {name} is not Ready");
+        }
+    }
+    Ok(())
+}
+
+/// Stops the recorded processes in reverse start order, then any other process that
+/// mentions the state directory (a lost state file must not leave processes behind).
+fn stop_all(state_dir: &Path, marker: &Path) -> Result<usize> {
+    let recorded = State::load(state_dir)
+        .ok()
+        .flatten()
+        .map(|state| state.processes)
+        .unwrap_or_default();
+    let stopped = stop_processes(marker, &recorded)?;
+    let _ = std::fs::remove_file(State::path(state_dir));
+    Ok(stopped)
+}
+
+fn stop_processes(marker: &Path, recorded: &[(String, u32)]) -> Result<usize> {
+    let mut stopped = 0;
+    let mut stop = |name: &str, pid: u32| -> Result<()> {
+        if !process::is_ours(pid, marker) {
+            return Ok(());
+        }
+        // PostgreSQL's SIGTERM waits for clients to disconnect; SIGINT is its fast shutdown.
+        let signal = if name == "postgres" {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        process::stop(pid, marker, signal, Duration::from_secs(15))?;
+        stopped += 1;
+        Ok(())
+    };
+    for (name, pid) in recorded.iter().rev() {
+        stop(name, *pid)?;
+    }
+    for pid in process::find_all(marker) {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        stop(name.trim(), pid)?;
+    }
+    let left = process::find_all(marker);
+    if !left.is_empty() {
+        bail!("processes {left:?} are still running; stop them by hand");
+    }
+    Ok(stopped)
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    if dir.is_absolute() {
+        Ok(dir.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(dir))
+    }
+}
+
+/// What every process of this cluster has in its command line: the state directory with a
+/// trailing slash, so `.../e2e-cluster` never matches `.../e2e-cluster-test`.
+fn marker(state_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}/", state_dir.display()))
+}
+
+/// An exclusive lock next to the state directory, held while starting or stopping, so two
+/// commands (or two test binaries) never start the same cluster twice.
+fn lock(state_dir: &Path) -> Result<Flock<std::fs::File>> {
+    let path = state_dir.with_extension("lock");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| anyhow::anyhow!("failed to lock {}: {errno}", path.display()))
+}
+
+/// Progress lines with the time each start-up stage took.
+struct Stages {
+    start: Instant,
+    last: Instant,
+}
+
+impl Stages {
+    fn new() -> Self {
+        let now = Instant::now();
+        Stages {
+            start: now,
+            last: now,
+        }
+    }
+
+    fn done(&mut self, what: &str) {
+        let now = Instant::now();
+        eprintln!(
+            "cluster: {what} ({:.1}s)",
+            now.duration_since(self.last).as_secs_f64()
+        );
+        self.last = now;
+    }
+
+    fn total(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
