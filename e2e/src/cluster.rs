@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
 use kube::Client;
+use kube::api::Api;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::control_plane::{self, Layout, Started};

@@ -223,7 +223,12 @@ pub async fn client(kubeconfig: &Path) -> Result<Client> {
 
 /// Waits until `check` answers `Some` while `started` keeps running; fails at once, with
 /// the component's log tail, if it exits, and after [`START_TIMEOUT`] otherwise.
-pub async fn ready<T, F, Fut>(started: &Started, marker: &Path, what: &str, mut check: F) -> Result<T>
+pub async fn ready<T, F, Fut>(
+    started: &Started,
+    marker: &Path,
+    what: &str,
+    mut check: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
@@ -245,7 +250,9 @@ where
             Err(error) => last_error = Some(error),
         }
         if Instant::now() >= deadline {
-            let last = last_error.map(|error| format!(" (last error: {error:#})")).unwrap_or_default();
+            let last = last_error
+                .map(|error| format!(" (last error: {error:#})"))
+                .unwrap_or_default();
             bail!(
                 "{} did not become ready within {START_TIMEOUT:?}: waited for {what}{last}; last lines of {}:\n{}",
                 started.name,

@@ -15,7 +15,26 @@ mod postgres;
 mod process;
 mod state;
 
+pub mod apply;
 pub mod cluster;
 pub mod wait;
 
 pub use cluster::{Cluster, shared};
+
+/// `prefix` plus a random suffix, so every test run works in its own objects even on a
+/// cluster that earlier runs used. Stays a valid tenant and namespace name when `prefix`
+/// is a DNS label of at most 33 characters.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let mixed = nanos
+        ^ std::process::id().rotate_left(16)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9);
+    format!("{prefix}-{:06x}", mixed & 0xff_ffff)
+}

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// Paths of the generated files.
@@ -85,7 +85,10 @@ impl Pki {
         write(&pki.admin_key, &admin_key.serialize_pem())?;
 
         let service_account_key = KeyPair::generate()?;
-        write(&pki.service_account_key, &service_account_key.serialize_pem())?;
+        write(
+            &pki.service_account_key,
+            &service_account_key.serialize_pem(),
+        )?;
         write(
             &pki.service_account_public_key,
             &service_account_key.public_key_pem(),
@@ -104,8 +107,8 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

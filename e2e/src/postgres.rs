@@ -56,7 +56,11 @@ pub fn init(bin: &Path, dir: &Path) -> Result<String> {
         .arg(format!("--pgdata={}", data.display()))
         .arg(format!("--username={SUPERUSER}"))
         .arg(format!("--pwfile={}", pwfile.display()))
-        .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"])
+        .args([
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ])
         .output()
         .context("failed to run initdb")?;
     std::fs::remove_file(&pwfile)?;

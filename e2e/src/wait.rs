@@ -23,7 +23,9 @@ where
         }
         if Instant::now() >= deadline {
             match last_error {
-                Some(error) => bail!("timed out after {timeout:?} waiting for {what}; last error: {error:#}"),
+                Some(error) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {error:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

@@ -272,7 +272,10 @@ pub enum IngestFormat {
 #[serde(rename_all = "camelCase")]
 pub struct MqttSource {
     /// Broker address, e.g. "mqtts://broker.example.it:8883".
-    #[schemars(regex(pattern = r"^mqtts?://[^\s/]+(:[0-9]{1,5})?/?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^mqtts?://[^\s/]+(:[0-9]{1,5})?/?$"),
+        length(max = 253)
+    )]
     pub url: String,
 
     /// Topic filters to subscribe to, e.g. "prato/sensors/#".

@@ -49,15 +49,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up => {
             let cluster = runtime.block_on(Cluster::up(&cli.state_dir))?;
             print!("{}", cluster.exports());
-            eprintln!("cluster: use it with `eval \"$(e2e/cluster status)\"`, then kubectl or psql \"$DATABASE_URL\"");
+            eprintln!(
+                "cluster: use it with `eval \"$(e2e/cluster status)\"`, then kubectl or psql \"$DATABASE_URL\""
+            );
         }
         Command::Down => {
             let stopped = Cluster::down(&cli.state_dir)?;
-            eprintln!("cluster: stopped {stopped} processes; removed {}", cli.state_dir.display());
+            eprintln!(
+                "cluster: stopped {stopped} processes; removed {}",
+                cli.state_dir.display()
+            );
         }
         Command::Status => match runtime.block_on(Cluster::running(&cli.state_dir)) {
             Ok(cluster) => {
-                eprintln!("cluster: running and healthy in {}", cli.state_dir.display());
+                eprintln!(
+                    "cluster: running and healthy in {}",
+                    cli.state_dir.display()
+                );
                 print!("{}", cluster.exports());
             }
             Err(error) => {
