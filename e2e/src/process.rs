@@ -37,7 +37,24 @@ pub fn spawn_detached(
         .process_group(0)
         .spawn()
         .with_context(|| format!("failed to start {}", program.display()))?;
-    Ok(child.id())
+    let pid = child.id();
+    // `spawn` returns once exec has passed its point of no return, but the kernel fills in
+    // the new command line only after loading the binary (seconds for a large binary on a
+    // cold page cache). Until then /proc/<pid>/cmdline is empty and `is_ours` would call
+    // the process gone, so wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmdline) if !cmdline.is_empty() => return Ok(pid),
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) => bail!(
+                "{} (pid {pid}) did not finish starting within 30s",
+                program.display()
+            ),
+            // Already exited; the caller's readiness check reports it with the log.
+            Err(_) => return Ok(pid),
+        }
+    }
 }
 
 /// True when `pid` is alive and its command line mentions `marker` (the state directory).
