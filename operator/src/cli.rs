@@ -1,20 +1,107 @@
 //! Command line of the `smartregion-operator` binary. Every setting has a flag and an
 //! environment variable, so the Helm chart configures the operator through env.
 
-use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Kubernetes operator for Smart Region Toscana tenants.
 #[derive(Parser, Debug)]
 #[command(name = "smartregion-operator", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    /// Settings of `run`, the default subcommand.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the controller (the default).
+    Run,
     /// Print the SmartRegionTenant CustomResourceDefinition as YAML.
     Crd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Tenant `n` gets the namespace `<prefix>n`.
+    #[arg(long, env = "SMARTREGION_NAMESPACE_PREFIX", default_value = "srt-")]
+    pub namespace_prefix: String,
+
+    /// YAML file with the small, medium and large tier presets (e.g. a mounted
+    /// ConfigMap); the built-in presets when unset.
+    #[arg(long, env = "SMARTREGION_TIERS_FILE")]
+    pub tiers_file: Option<PathBuf>,
+
+    /// Only reconcile tenants with these labels (a label selector such as
+    /// `smartregion.toscana.it/shard=a`), e.g. to run a canary operator next to the main
+    /// one. Every tenant when unset.
+    #[arg(long, env = "SMARTREGION_TENANT_SELECTOR")]
+    pub tenant_selector: Option<String>,
+
+    /// Tenants reconciled at the same time.
+    #[arg(long, env = "SMARTREGION_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+
+    /// Seconds between periodic re-checks of a tenant that is fine.
+    #[arg(long, env = "SMARTREGION_REQUEUE_SECONDS", default_value_t = 300)]
+    pub requeue_seconds: u64,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "SMARTREGION_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_address: SocketAddr,
+
+    /// Run only while holding the leader Lease, so several replicas can run for
+    /// availability.
+    #[arg(long, env = "SMARTREGION_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "SMARTREGION_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "SMARTREGION_LEASE_NAME",
+        default_value = "smartregion-operator"
+    )]
+    pub lease_name: String,
+
+    /// Seconds a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "SMARTREGION_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+
+    /// IP address of the shared database, opened for egress by the tenants'
+    /// NetworkPolicy.
+    #[arg(long, env = "SMARTREGION_DATABASE_ADDRESS")]
+    pub database_address: Option<IpAddr>,
+
+    /// Port of the shared database.
+    #[arg(long, env = "SMARTREGION_DATABASE_PORT", default_value_t = 5432)]
+    pub database_port: u16,
+
+    /// Port of the tenants' ingest service.
+    #[arg(long, env = "SMARTREGION_INGEST_PORT", default_value_t = 8080)]
+    pub ingest_port: u16,
+
+    /// Log format: json in clusters, text for people.
+    #[arg(long, env = "SMARTREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
 }
 
 #[cfg(test)]
@@ -25,5 +112,20 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_is_the_default_and_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "smartregion-operator",
+            "--namespace-prefix=tenant-",
+            "--leader-election=false",
+            "--database-address=10.0.0.5",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.namespace_prefix, "tenant-");
+        assert!(!cli.run.leader_election);
+        assert_eq!(cli.run.database_address, Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -1,10 +1,18 @@
 //! smartregion-operator: turns a `SmartRegionTenant` into everything a Tuscan public body
 //! (ente) needs on the Smart Region platform, keeps it that way, and removes it safely.
 //!
-//! Layout: [`crd`] holds the API types and constants; [`cli`] the command line.
+//! Layout: [`crd`] holds the API types and constants; [`cli`] the command line;
+//! [`controller`] wires the watches, leader election and HTTP server around the
+//! [`reconcile`] pipeline, whose pure builders live in [`resources`].
 
 pub mod cli;
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod metrics;
+pub mod quantity;
+pub mod reconcile;
+pub mod resources;
 
 /// The CRD manifest exactly as committed under `crds/` and in the Helm chart.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

@@ -1,10 +1,45 @@
-use clap::Parser;
-use smartregion_operator::cli::{Cli, Command};
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
+use clap::Parser;
+use smartregion_operator::cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Crd => print!("{}", smartregion_operator::crd_yaml()?),
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Crd => match smartregion_operator::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => {
+            init_tracing(cli.run.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a Tokio runtime");
+            match runtime.block_on(smartregion_operator::controller::run(cli.run)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "operator stopped");
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
-    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
 }

@@ -1,0 +1,264 @@
+//! Operator configuration: naming conventions, tier presets and network settings.
+//!
+//! Pure data, loaded once at start-up from flags, env and the tiers file. Nothing here
+//! talks to a cluster. Tier presets are what regional IT tunes (a ConfigMap mounted as
+//! the tiers file), so conventions change without a release.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{MAX_NAME_LEN, Tier};
+
+/// Longest namespace prefix: a prefix plus the longest tenant name must stay a
+/// 63-character DNS label.
+pub const MAX_NAMESPACE_PREFIX_LEN: usize = 63 - MAX_NAME_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read the tiers file {path}")]
+    ReadTiers {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the tiers file {path} is not valid")]
+    ParseTiers {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error(
+        "namespace prefix {0:?} must be at most {MAX_NAMESPACE_PREFIX_LEN} characters of \
+         lower-case letters, digits and '-', starting with a letter"
+    )]
+    NamespacePrefix(String),
+    #[error("tier {tier}: {problem}")]
+    Tier { tier: &'static str, problem: String },
+}
+
+/// Limits and settings one tier gives a tenant; `spec.quotas` overrides single values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierPreset {
+    /// ResourceQuota `requests.cpu` and `limits.cpu` of the namespace.
+    pub cpu: String,
+    /// ResourceQuota `requests.memory` and `limits.memory` of the namespace.
+    pub memory: String,
+    /// Most pods in the namespace.
+    pub pods: i32,
+    /// Total persistent volume storage requested in the namespace.
+    pub storage: String,
+    /// Largest size of the tenant's database schema.
+    pub database_storage: String,
+    /// Rows per second the tenant's ingest accepts.
+    pub ingest_rate: i32,
+    /// Ingest pods.
+    pub ingest_replicas: i32,
+    /// Days measurements are kept.
+    pub retention_days: i32,
+    /// Days after which measurements are compressed (TimescaleDB only).
+    pub compress_after_days: i32,
+    /// Width of one time partition in hours.
+    pub chunk_interval_hours: i32,
+    /// Default CPU request and limit of a container without its own (LimitRange).
+    pub container_cpu: String,
+    /// Default memory request and limit of a container without its own (LimitRange).
+    pub container_memory: String,
+}
+
+/// The presets of the three tiers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tiers {
+    pub small: TierPreset,
+    pub medium: TierPreset,
+    pub large: TierPreset,
+}
+
+impl Tiers {
+    pub fn preset(&self, tier: Tier) -> &TierPreset {
+        match tier {
+            Tier::Small => &self.small,
+            Tier::Medium => &self.medium,
+            Tier::Large => &self.large,
+        }
+    }
+
+    /// Reads presets from a YAML file with `small`, `medium` and `large` keys.
+    pub fn from_file(path: &Path) -> Result<Tiers, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTiers {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tiers: Tiers = serde_yaml::from_str(&text).map_err(|source| Error::ParseTiers {
+            path: path.display().to_string(),
+            source,
+        })?;
+        tiers.check()?;
+        Ok(tiers)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        for (tier, preset) in [
+            ("small", &self.small),
+            ("medium", &self.medium),
+            ("large", &self.large),
+        ] {
+            let problem = |problem: String| Error::Tier { tier, problem };
+            for (field, value) in [
+                ("cpu", &preset.cpu),
+                ("memory", &preset.memory),
+                ("storage", &preset.storage),
+                ("databaseStorage", &preset.database_storage),
+                ("containerCpu", &preset.container_cpu),
+                ("containerMemory", &preset.container_memory),
+            ] {
+                match crate::quantity::parse(value) {
+                    Some(amount) if amount > 0 => {}
+                    _ => {
+                        return Err(problem(format!(
+                            "{field} must be a positive quantity such as 2, 500m or 8Gi, not {value:?}"
+                        )));
+                    }
+                }
+            }
+            for (field, value) in [
+                ("pods", preset.pods),
+                ("ingestRate", preset.ingest_rate),
+                ("ingestReplicas", preset.ingest_replicas),
+                ("retentionDays", preset.retention_days),
+                ("compressAfterDays", preset.compress_after_days),
+                ("chunkIntervalHours", preset.chunk_interval_hours),
+            ] {
+                if value < 1 {
+                    return Err(problem(format!("{field} must be at least 1, not {value}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Tiers {
+    /// Built-in presets, used when no tiers file is configured.
+    fn default() -> Self {
+        let preset =
+            |cpu: &str, memory: &str, pods, storage: &str, db: &str, rate, replicas| TierPreset {
+                cpu: cpu.into(),
+                memory: memory.into(),
+                pods,
+                storage: storage.into(),
+                database_storage: db.into(),
+                ingest_rate: rate,
+                ingest_replicas: replicas,
+                retention_days: 365,
+                compress_after_days: 7,
+                chunk_interval_hours: 24,
+                container_cpu: "250m".into(),
+                container_memory: "256Mi".into(),
+            };
+        Tiers {
+            small: preset("2", "4Gi", 20, "20Gi", "10Gi", 500, 1),
+            medium: preset("8", "16Gi", 60, "100Gi", "50Gi", 5_000, 2),
+            large: preset("32", "64Gi", 200, "500Gi", "250Gi", 50_000, 3),
+        }
+    }
+}
+
+/// Everything the reconcile pipeline needs to know about the platform.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Tenant `n` gets the namespace `<prefix>n`.
+    pub namespace_prefix: String,
+    pub tiers: Tiers,
+    /// Where tenants' pods may connect to the shared database (NetworkPolicy egress).
+    pub database_address: Option<IpAddr>,
+    pub database_port: u16,
+    /// Port of the ingest service inside the namespace (NetworkPolicy ingress).
+    pub ingest_port: u16,
+    /// Extra labels for the tenant namespaces, e.g. for a monitoring selector.
+    pub namespace_labels: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace_prefix: "srt-".into(),
+            tiers: Tiers::default(),
+            database_address: None,
+            database_port: 5432,
+            ingest_port: 8080,
+            namespace_labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks what the CRD cannot: settings whose combination with a tenant name matters.
+    pub fn check(&self) -> Result<(), Error> {
+        let prefix = &self.namespace_prefix;
+        let valid = prefix.len() <= MAX_NAMESPACE_PREFIX_LEN
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(Error::NamespacePrefix(prefix.clone()));
+        }
+        self.tiers.check()
+    }
+
+    pub fn namespace_for(&self, tenant: &str) -> String {
+        format!("{}{tenant}", self.namespace_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_tiers_are_valid_and_grow() {
+        let tiers = Tiers::default();
+        tiers.check().unwrap();
+        assert!(tiers.small.pods < tiers.medium.pods && tiers.medium.pods < tiers.large.pods);
+    }
+
+    #[test]
+    fn tiers_file_round_trips_and_rejects_unknown_keys() {
+        let yaml = serde_yaml::to_string(&Tiers::default()).unwrap();
+        assert_eq!(
+            serde_yaml::from_str::<Tiers>(&yaml).unwrap(),
+            Tiers::default()
+        );
+        let typo = yaml.replacen("pods:", "podz:", 1);
+        assert!(serde_yaml::from_str::<Tiers>(&typo).is_err());
+    }
+
+    #[test]
+    fn bad_presets_and_prefixes_are_refused_with_the_field_named() {
+        let mut tiers = Tiers::default();
+        tiers.medium.memory = "lots".into();
+        let message = tiers.check().unwrap_err().to_string();
+        assert!(
+            message.contains("medium") && message.contains("memory"),
+            "{message}"
+        );
+
+        for prefix in ["Srt-", "srt_", "1srt-", &"a".repeat(24)] {
+            let config = Config {
+                namespace_prefix: prefix.to_string(),
+                ..Config::default()
+            };
+            assert!(config.check().is_err(), "{prefix:?} accepted");
+        }
+        let longest = Config {
+            namespace_prefix: "a".repeat(MAX_NAMESPACE_PREFIX_LEN),
+            ..Config::default()
+        };
+        longest.check().unwrap();
+    }
+}

@@ -1,0 +1,254 @@
+//! `smartregion-operator run`: start-up checks, leader election, the HTTP server for
+//! metrics and health, and the controller with its watches.
+//!
+//! Children of the cluster-scoped tenant are mapped back to it by the tenant label:
+//! `Controller::owns` cannot map namespaced children to a cluster-scoped owner.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::{error, info, warn};
+
+use crate::cli::RunArgs;
+use crate::config::{Config, Tiers};
+use crate::crd::{SmartRegionTenant, TENANT_LABEL};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+use crate::resources::MANAGED_SELECTOR;
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let config = Config {
+        namespace_prefix: args.namespace_prefix.clone(),
+        tiers: match &args.tiers_file {
+            Some(path) => Tiers::from_file(path)?,
+            None => Tiers::default(),
+        },
+        database_address: args.database_address,
+        database_port: args.database_port,
+        ingest_port: args.ingest_port,
+        ..Config::default()
+    };
+    config.check()?;
+    let client = Client::try_default()
+        .await
+        .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    check_crd_installed(&client).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = serve(args.metrics_address, metrics.clone(), ready.clone()).await?;
+
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "smartregion-operator".into()),
+        std::process::id()
+    );
+    let mut leadership = None;
+    if args.leader_election {
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_seconds)
+            .with_grace(args.lease_seconds.div_ceil(3).max(1))
+            .build()
+            .await
+            .context("failed to set up leader election")?;
+        let (mut channel, task) = manager.watch().await;
+        // Standby replicas are ready: they are healthy and waiting for the Lease.
+        ready.store(true, Ordering::Relaxed);
+        info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
+        while !*channel.borrow_and_update() {
+            channel.changed().await.context("leader election stopped")?;
+        }
+        info!(%identity, "became the leader");
+        leadership = Some((channel, task));
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "smartregion-operator".into(),
+            instance: Some(identity),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config,
+        recorder,
+        metrics,
+        Duration::from_secs(args.requeue_seconds),
+    ));
+    let tenants = match &args.tenant_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let controller = controller(client, context, tenants, args.concurrency);
+
+    match leadership {
+        None => controller.await,
+        Some((mut channel, _task)) => {
+            let lost = async move {
+                while *channel.borrow_and_update() {
+                    if channel.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = controller => {}
+                () = lost => {
+                    // Another replica may already be reconciling: stop at once.
+                    server.abort();
+                    bail!("lost the leader Lease; exiting so that only one replica reconciles");
+                }
+            }
+        }
+    }
+    server.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn check_crd_installed(client: &Client) -> Result<()> {
+    let name = SmartRegionTenant::crd_name();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!(
+            "the CustomResourceDefinition {name} is not installed; install it with \
+             `kubectl apply --server-side -f crds/` (or `smartregion-operator crd | kubectl apply --server-side -f -`)"
+        ),
+        Err(error) => Err(error).context(format!(
+            "failed to check that the CustomResourceDefinition {name} is installed"
+        )),
+    }
+}
+
+fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<SmartRegionTenant>> {
+    object
+        .labels()
+        .get(TENANT_LABEL)
+        .map(|tenant| ObjectRef::new(tenant))
+}
+
+async fn controller(
+    client: Client,
+    context: Arc<Context>,
+    tenants: watcher::Config,
+    concurrency: u16,
+) {
+    // Children of tenants outside the selector map to tenants that are not in the
+    // controller's cache, which it then skips.
+    let children = watcher::Config::default().labels(MANAGED_SELECTOR);
+    Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
+    .watches(
+        Api::<Namespace>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<ServiceAccount>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<ResourceQuota>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<LimitRange>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<NetworkPolicy>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<Role>::all(client.clone()),
+        children.clone(),
+        by_tenant_label,
+    )
+    .watches(
+        Api::<RoleBinding>::all(client.clone()),
+        children,
+        by_tenant_label,
+    )
+    .with_config(controller::Config::default().concurrency(concurrency))
+    .shutdown_on_signal()
+    .run(reconcile::reconcile, reconcile::error_policy, context)
+    .for_each(|result| async move {
+        match result {
+            Ok(_) => {}
+            Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+            Err(error) => warn!(error = %reconcile::error_chain(&error), "controller"),
+        }
+    })
+    .await;
+}
+
+async fn serve(
+    address: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State((metrics, _)): State<(Arc<Metrics>, Arc<AtomicBool>)>| async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                },
+            ),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(
+                |State((_, ready)): State<(Arc<Metrics>, Arc<AtomicBool>)>| async move {
+                    if ready.load(Ordering::Relaxed) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                },
+            ),
+        )
+        .with_state((metrics, ready));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address} for /metrics and health"))?;
+    info!(%address, "serving /metrics, /healthz and /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            error!(%error, "the metrics and health server stopped");
+        }
+    }))
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics of the operator, served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::crd::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Counter,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Histogram,
+    tenants: Family<PhaseLabels, Gauge>,
+    phases: Mutex<HashMap<String, Phase>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("smartregion");
+        let reconciles = Counter::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let tenants = Family::<PhaseLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciles of tenants", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile of a tenant took",
+            duration.clone(),
+        );
+        registry.register("tenants", "Tenants, by phase", tenants.clone());
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            tenants,
+            phases: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a tenant's phase (`None`: the tenant is gone) and updates the gauges.
+    pub fn set_phase(&self, tenant: &str, phase: Option<Phase>) {
+        let mut phases = self.phases.lock().expect("metrics lock");
+        match phase {
+            Some(phase) => phases.insert(tenant.to_string(), phase),
+            None => phases.remove(tenant),
+        };
+        self.tenants.clear();
+        for phase in phases.values() {
+            self.tenants
+                .get_or_create(&PhaseLabels {
+                    phase: format!("{phase:?}"),
+                })
+                .inc();
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

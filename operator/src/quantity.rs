@@ -1,0 +1,103 @@
+//! Kubernetes resource quantities ("2", "1500m", "8Gi", "1e3") as exact numbers.
+//!
+//! Needed to compare what the operator wants with what the API server stores: the server
+//! rewrites quantities into canonical form ("1000m" becomes "1"), and a textual
+//! comparison would see drift, and write, on every reconcile.
+
+/// The quantity in thousandths of its unit, or `None` when it is not a quantity.
+/// Fractions below one thousandth are rounded up, as the API server does.
+pub fn parse(text: &str) -> Option<i128> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let (negative, digits) = match number.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, number.strip_prefix('+').unwrap_or(number)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+        || whole.len() + fraction.len() > 30
+    {
+        return None;
+    }
+    // value = mantissa / 10^scale * multiplier, with the multiplier as base^exponent.
+    let mantissa: i128 = format!("{whole}{fraction}").parse().ok()?;
+    let scale = fraction.len() as u32;
+    let (base, exponent): (i128, i32) = match suffix {
+        "" => (10, 0),
+        "n" => (10, -9),
+        "u" => (10, -6),
+        "m" => (10, -3),
+        "k" => (10, 3),
+        "M" => (10, 6),
+        "G" => (10, 9),
+        "T" => (10, 12),
+        "P" => (10, 15),
+        "E" => (10, 18),
+        "Ki" => (2, 10),
+        "Mi" => (2, 20),
+        "Gi" => (2, 30),
+        "Ti" => (2, 40),
+        "Pi" => (2, 50),
+        "Ei" => (2, 60),
+        exponent if exponent.starts_with(['e', 'E']) => (10, exponent[1..].parse().ok()?),
+        _ => return None,
+    };
+    if exponent.abs() > 30 {
+        return None;
+    }
+    // In thousandths: multiply by 1000 first, then apply scale and multiplier exactly.
+    let mut numerator = mantissa.checked_mul(1000)?;
+    let mut denominator: i128 = 10i128.checked_pow(scale)?;
+    if exponent >= 0 {
+        numerator = numerator.checked_mul(base.checked_pow(exponent as u32)?)?;
+    } else {
+        denominator = denominator.checked_mul(base.checked_pow(exponent.unsigned_abs())?)?;
+    }
+    let value = (numerator + denominator - 1) / denominator;
+    Some(if negative { -value } else { value })
+}
+
+/// True when both texts are the same quantity, however written.
+pub fn same(a: &str, b: &str) -> bool {
+    a == b || matches!((parse(a), parse(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_decimal_binary_and_exponent_forms() {
+        assert_eq!(parse("2"), Some(2000));
+        assert_eq!(parse("1500m"), Some(1500));
+        assert_eq!(parse("1.5"), Some(1500));
+        assert_eq!(parse("8Gi"), Some(8 * 1024 * 1024 * 1024 * 1000));
+        assert_eq!(parse("1k"), Some(1_000_000));
+        assert_eq!(parse("1e3"), Some(1_000_000));
+        assert_eq!(parse("-1Gi"), Some(-(1 << 30) * 1000));
+        assert_eq!(parse("0"), Some(0));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_quantity() {
+        for text in ["", "lots", "1.2.3", "Gi", "1Xi", "1e99", "--1"] {
+            assert_eq!(parse(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn compares_canonical_forms_the_api_server_writes() {
+        assert!(same("1000m", "1"));
+        assert!(same("1024Mi", "1Gi"));
+        assert!(same("0.5", "500m"));
+        assert!(!same("1Gi", "1G"));
+        assert!(!same("lots", "more"));
+    }
+}

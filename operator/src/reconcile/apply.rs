@@ -1,0 +1,267 @@
+//! Step 3 (client): make the cluster hold exactly the desired children.
+//!
+//! Server-side apply with one field manager, in a fixed order, and only for children that
+//! differ from what is desired: an idle reconcile reads but never writes. Children with
+//! the tenant label that are no longer desired are deleted. Must not touch the tenant
+//! object itself (that is `status` and `finalize`).
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::build::Children;
+use super::validate::Validated;
+use crate::crd::{FIELD_MANAGER, TENANT_LABEL};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {kind} {name}")]
+    Read {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to apply {kind} {name}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to delete {kind} {name}, which is no longer desired")]
+    Prune {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("namespace {0} is being deleted; it is created again once it is gone")]
+    NamespaceTerminating(String),
+}
+
+impl Error {
+    /// Short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Apply { .. } => "apply",
+            Error::Prune { .. } => "prune",
+            Error::NamespaceTerminating(_) => "namespace_terminating",
+        }
+    }
+}
+
+/// How many write requests applying took (0 in the steady state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub writes: usize,
+}
+
+pub async fn apply_children(
+    client: &Client,
+    tenant: &Validated,
+    children: Children,
+) -> Result<Outcome, Error> {
+    let Children {
+        namespace,
+        service_account,
+        resource_quota,
+        limit_range,
+        network_policies,
+        admin_role,
+        admin_bindings,
+    } = children;
+    let mut outcome = Outcome::default();
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if let Some(current) = read(&namespaces, &tenant.namespace).await?
+        && current.metadata.deletion_timestamp.is_some()
+    {
+        return Err(Error::NamespaceTerminating(tenant.namespace.clone()));
+    }
+    outcome.writes += ensure(&namespaces, &namespace).await?;
+
+    let ns = tenant.namespace.as_str();
+    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &service_account).await?;
+    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &resource_quota).await?;
+    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &limit_range).await?;
+    outcome.writes += ensure_set::<NetworkPolicy>(client, tenant, &network_policies).await?;
+    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &admin_role).await?;
+    outcome.writes += ensure_set::<RoleBinding>(client, tenant, &admin_bindings).await?;
+
+    // Single children are pruned too, so a child a later release renames does not linger.
+    outcome.writes += prune::<ServiceAccount>(client, tenant, &[&service_account]).await?;
+    outcome.writes += prune::<ResourceQuota>(client, tenant, &[&resource_quota]).await?;
+    outcome.writes += prune::<LimitRange>(client, tenant, &[&limit_range]).await?;
+    outcome.writes += prune::<Role>(client, tenant, &[&admin_role]).await?;
+    Ok(outcome)
+}
+
+fn kind<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
+}
+
+async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind: kind::<K>(),
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Applies `desired` unless the current object already holds every field of it.
+/// Returns the number of write requests made (0 or 1).
+async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = desired.name_any();
+    if let Some(current) = read(api, &name).await? {
+        let current = serde_json::to_value(&current).expect("objects serialize");
+        let wanted = serde_json::to_value(desired).expect("objects serialize");
+        if contains(&current, &wanted) {
+            return Ok(0);
+        }
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: kind::<K>(),
+        name: name.clone(),
+        source,
+    })?;
+    Ok(1)
+}
+
+/// Applies each of `desired`, then deletes the tenant's other objects of that kind.
+async fn ensure_set<K>(client: &Client, tenant: &Validated, desired: &[K]) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
+    let mut writes = 0;
+    for object in desired {
+        writes += ensure(&api, object).await?;
+    }
+    let keep: Vec<&K> = desired.iter().collect();
+    writes += prune(client, tenant, &keep).await?;
+    Ok(writes)
+}
+
+/// Deletes the tenant's objects of kind `K` (found by the tenant label) not in `keep`.
+async fn prune<K>(client: &Client, tenant: &Validated, keep: &[&K]) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
+    let selector = format!("{TENANT_LABEL}={}", tenant.name);
+    let existing = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Read {
+            kind: kind::<K>(),
+            name: selector.clone(),
+            source,
+        })?;
+    let mut writes = 0;
+    for object in existing.items {
+        let name = object.name_any();
+        if object.metadata.deletion_timestamp.is_some()
+            || keep.iter().any(|wanted| wanted.name_any() == name)
+        {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => writes += 1,
+            // Already gone is what we wanted.
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: kind::<K>(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(writes)
+}
+
+/// True when `actual` holds every field of `wanted` with the same value. Lists must match
+/// element by element; quantities compare by value, since the API server rewrites them.
+pub fn contains(actual: &Value, wanted: &Value) -> bool {
+    match (actual, wanted) {
+        (Value::Object(actual), Value::Object(wanted)) => wanted.iter().all(|(key, value)| {
+            actual
+                .get(key)
+                .is_some_and(|present| contains(present, value))
+        }),
+        (Value::Array(actual), Value::Array(wanted)) => {
+            actual.len() == wanted.len()
+                && actual
+                    .iter()
+                    .zip(wanted)
+                    .all(|(present, value)| contains(present, value))
+        }
+        (Value::String(actual), Value::String(wanted)) => crate::quantity::same(actual, wanted),
+        (actual, wanted) => actual == wanted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn contains_ignores_fields_the_server_adds_but_not_changed_ones() {
+        let actual = json!({
+            "metadata": { "name": "q", "labels": { "a": "1", "added": "x" }, "uid": "u" },
+            "spec": { "hard": { "cpu": "1", "memory": "1Gi" } },
+            "status": { "used": { "cpu": "0" } }
+        });
+        assert!(contains(
+            &actual,
+            &json!({ "metadata": { "labels": { "a": "1" } } })
+        ));
+        assert!(contains(
+            &actual,
+            &json!({ "spec": { "hard": { "cpu": "1000m" } } })
+        ));
+        assert!(!contains(
+            &actual,
+            &json!({ "spec": { "hard": { "cpu": "2" } } })
+        ));
+        assert!(!contains(
+            &actual,
+            &json!({ "spec": { "hard": { "pods": "2" } } })
+        ));
+        assert!(!contains(&json!({ "l": [1, 2] }), &json!({ "l": [1] })));
+        assert!(contains(
+            &json!({ "l": [{ "a": 1, "b": 2 }] }),
+            &json!({ "l": [{ "a": 1 }] })
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! The finalizer: a tenant goes only after its namespace (and, later, its data) is dealt
+//! with according to `deletionPolicy`.
+//!
+//! Talks to the API server. `Delete` needs the confirm-delete annotation; without it the
+//! tenant stays Terminating with a condition that says exactly what to add.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::time::Duration;
+
+use super::Context;
+use super::status::{self, Observation, Observed, READY};
+use crate::crd::{CONFIRM_DELETE_ANNOTATION, DeletionPolicy, FINALIZER, Phase, SmartRegionTenant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to add the finalizer to tenant {0}")]
+    AddFinalizer(String, #[source] kube::Error),
+    #[error("failed to remove the finalizer from tenant {0}")]
+    RemoveFinalizer(String, #[source] kube::Error),
+    #[error("failed to delete namespace {0}")]
+    DeleteNamespace(String, #[source] kube::Error),
+    #[error(transparent)]
+    Status(#[from] status::Error),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::AddFinalizer(..) => "add_finalizer",
+            Error::RemoveFinalizer(..) => "remove_finalizer",
+            Error::DeleteNamespace(..) => "delete_namespace",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+/// Adds the finalizer if it is missing (one write, once in a tenant's life).
+pub async fn ensure_finalizer(client: &Client, tenant: &SmartRegionTenant) -> Result<(), Error> {
+    if tenant.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = tenant.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    set_finalizers(client, tenant, finalizers)
+        .await
+        .map_err(|source| Error::AddFinalizer(tenant.name_any(), source))
+}
+
+/// Merge patch of the finalizer list, guarded by the resourceVersion so a concurrent
+/// change of the list is never overwritten.
+async fn set_finalizers(
+    client: &Client,
+    tenant: &SmartRegionTenant,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error> {
+    let api: Api<SmartRegionTenant> = Api::all(client.clone());
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": tenant.resource_version(),
+        }
+    });
+    api.patch(
+        &tenant.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn cleanup(
+    tenant: &SmartRegionTenant,
+    context: &Context,
+) -> Result<Action, super::Error> {
+    let name = tenant.name_any();
+    if !tenant.finalizers().iter().any(|f| f == FINALIZER) {
+        context.metrics.set_phase(&name, None);
+        return Ok(Action::await_change());
+    }
+    let confirmed = tenant.annotations().get(CONFIRM_DELETE_ANNOTATION) == Some(&name);
+    if tenant.spec.deletion_policy == DeletionPolicy::Delete && !confirmed {
+        let message = format!(
+            "deletionPolicy is Delete, which drops the tenant's data: to confirm, add the \
+             annotation {CONFIRM_DELETE_ANNOTATION}: {name} (kubectl annotate srt {name} \
+             {CONFIRM_DELETE_ANNOTATION}={name}); to keep the data, set deletionPolicy: Retain"
+        );
+        terminating(
+            context,
+            tenant,
+            Observed::failed(READY, "DeletionNotConfirmed", message),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    let namespace = context.config.namespace_for(&name);
+    let namespaces: Api<Namespace> = Api::all(context.client.clone());
+    let present = namespaces
+        .get_opt(&namespace)
+        .await
+        .map_err(|source| Error::DeleteNamespace(namespace.clone(), source))?;
+    if let Some(present) = present {
+        // Only a namespace this tenant owns is deleted; a foreign one of the same name is
+        // left alone.
+        let ours = present.labels().get(crate::crd::TENANT_LABEL) == Some(&name);
+        if ours {
+            if present.metadata.deletion_timestamp.is_none() {
+                match namespaces
+                    .delete(&namespace, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(response)) if response.code == 404 => {}
+                    Err(source) => return Err(Error::DeleteNamespace(namespace, source).into()),
+                }
+            }
+            let message = format!("deleting namespace {namespace}");
+            terminating(
+                context,
+                tenant,
+                Observed::failed(READY, "DeletingNamespace", message),
+            )
+            .await?;
+            // The namespace watch wakes us when it is gone; this is the safety net.
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    }
+
+    let remaining: Vec<String> = tenant
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    match set_finalizers(&context.client, tenant, remaining).await {
+        Ok(()) => {}
+        Err(kube::Error::Api(response)) if response.code == 404 => {}
+        Err(source) => return Err(Error::RemoveFinalizer(name, source).into()),
+    }
+    context.metrics.set_phase(&name, None);
+    tracing::info!(tenant = %name, "tenant removed");
+    Ok(Action::await_change())
+}
+
+async fn terminating(
+    context: &Context,
+    tenant: &SmartRegionTenant,
+    ready: Observed,
+) -> Result<(), Error> {
+    let observation = Observation {
+        phase: Phase::Terminating,
+        namespace: None,
+        conditions: vec![ready],
+    };
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    context
+        .metrics
+        .set_phase(&tenant.name_any(), Some(Phase::Terminating));
+    Ok(())
+}

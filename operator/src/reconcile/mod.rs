@@ -1,0 +1,229 @@
+//! The reconcile pipeline of one tenant: validate → build → apply → status, and the
+//! finalizer path on deletion.
+//!
+//! `validate` and `build` are pure; `apply`, `status` and `finalize` talk to the API
+//! server. Errors a user can fix end up in a condition and an Event, not only in a log.
+
+pub mod apply;
+pub mod build;
+pub mod finalize;
+pub mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::{Client, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use crate::config::Config;
+use crate::crd::{Phase, SmartRegionTenant};
+use crate::metrics::Metrics;
+use status::{NAMESPACE_READY, Observation, Observed, READY};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    #[error(transparent)]
+    Status(#[from] status::Error),
+    #[error(transparent)]
+    Finalize(#[from] finalize::Error),
+}
+
+impl Error {
+    /// Short, stable label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Apply(error) => error.metric_label(),
+            Error::Status(_) => "status",
+            Error::Finalize(error) => error.metric_label(),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Periodic re-check of a tenant that is fine (catches what no watch reports).
+    pub requeue: Duration,
+    /// Consecutive failures per tenant, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: Config,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        requeue: Duration,
+    ) -> Self {
+        Context {
+            client,
+            config,
+            recorder,
+            metrics,
+            requeue,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// 1 s, 2 s, 4 s ... up to 5 minutes after consecutive failures of `tenant`.
+    fn backoff(&self, tenant: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let count = failures.entry(tenant.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    fn succeeded(&self, tenant: &str) {
+        self.failures.lock().expect("backoff lock").remove(tenant);
+    }
+}
+
+#[instrument(skip_all, fields(tenant = %tenant.name_any()))]
+pub async fn reconcile(
+    tenant: Arc<SmartRegionTenant>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    context.metrics.reconciles.inc();
+    let result = if tenant.metadata.deletion_timestamp.is_some() {
+        finalize::cleanup(&tenant, &context).await
+    } else {
+        reconcile_live(&tenant, &context).await
+    };
+    context
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        context.succeeded(&tenant.name_any());
+    }
+    result
+}
+
+async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result<Action, Error> {
+    let name = tenant.name_any();
+    finalize::ensure_finalizer(&context.client, tenant).await?;
+
+    let validated = match validate::validate(tenant, &context.config) {
+        Ok(validated) => validated,
+        Err(error) => {
+            // Nothing to retry: the spec must change first.
+            let message = format!("{error}; fix the spec");
+            warn!(%message, "tenant is invalid");
+            let observation = Observation {
+                phase: Phase::Degraded,
+                namespace: None,
+                conditions: vec![Observed::failed(READY, "InvalidSpec", message)],
+            };
+            status::update(&context.client, &context.recorder, tenant, &observation).await?;
+            context.metrics.set_phase(&name, Some(Phase::Degraded));
+            return Ok(Action::await_change());
+        }
+    };
+
+    let children = build::children(&validated, &context.config);
+    let applied = apply::apply_children(&context.client, &validated, children).await;
+    let namespace_ready = match &applied {
+        Ok(_) => Observed::ok(
+            NAMESPACE_READY,
+            "Applied",
+            format!(
+                "namespace {} with quota, limits, network policies and admin access is in place",
+                validated.namespace
+            ),
+        ),
+        Err(apply::Error::NamespaceTerminating(namespace)) => Observed::failed(
+            NAMESPACE_READY,
+            "NamespaceTerminating",
+            format!("namespace {namespace} is being deleted; it is created again once it is gone"),
+        ),
+        Err(error) => Observed::failed(NAMESPACE_READY, "ApplyFailed", error_chain(error)),
+    };
+    let was_ready = tenant
+        .status
+        .as_ref()
+        .and_then(|status| status.phase)
+        .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
+    let (phase, ready) = if validated.suspended {
+        (
+            Phase::Suspended,
+            Observed::failed(
+                READY,
+                "Suspended",
+                "spec.suspended is true: ingest and writes are stopped, everything is kept",
+            ),
+        )
+    } else if namespace_ready.ok {
+        (
+            Phase::Ready,
+            Observed::ok(READY, "Ready", "every part of the tenant is ready"),
+        )
+    } else {
+        let phase = if was_ready {
+            Phase::Degraded
+        } else {
+            Phase::Provisioning
+        };
+        (
+            phase,
+            Observed::failed(
+                READY,
+                namespace_ready.reason,
+                namespace_ready.message.clone(),
+            ),
+        )
+    };
+    let observation = Observation {
+        phase,
+        namespace: Some(validated.namespace.clone()),
+        conditions: vec![ready, namespace_ready],
+    };
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    context.metrics.set_phase(&name, Some(phase));
+
+    let outcome = applied?;
+    if outcome.writes > 0 {
+        info!(writes = outcome.writes, "children applied");
+    }
+    Ok(Action::requeue(context.requeue))
+}
+
+/// The error and its causes on one line, for conditions and logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub fn error_policy(
+    tenant: Arc<SmartRegionTenant>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let name = tenant.name_any();
+    context
+        .metrics
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            reason: error.metric_label().to_string(),
+        })
+        .inc();
+    let delay = context.backoff(&name);
+    warn!(tenant = %name, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,219 @@
+//! Step 5: the tenant's status and Events.
+//!
+//! [`desired_status`] is pure; [`update`] writes the status only when it differs from the
+//! stored one (an idle reconcile makes no write), and publishes an Event for each phase
+//! transition. Never puts a secret in status or an Event.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{Phase, SmartRegionTenant, SmartRegionTenantStatus};
+
+pub const READY: &str = "Ready";
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write the status of tenant {name}")]
+pub struct Error {
+    name: String,
+    #[source]
+    source: kube::Error,
+}
+
+/// A condition as the reconcile observed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub type_: &'static str,
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Observed {
+    pub fn ok(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Observed {
+            type_,
+            ok: true,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Observed {
+            type_,
+            ok: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What one reconcile found: the phase and the conditions, `Ready` first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub phase: Phase,
+    pub namespace: Option<String>,
+    pub conditions: Vec<Observed>,
+}
+
+/// The status to store: `observation` on top of `previous`, keeping each condition's
+/// `lastTransitionTime` while its status is unchanged.
+pub fn desired_status(
+    previous: Option<&SmartRegionTenantStatus>,
+    generation: Option<i64>,
+    observation: &Observation,
+    now: &Time,
+) -> SmartRegionTenantStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let previous_conditions = std::mem::take(&mut status.conditions);
+    status.conditions = observation
+        .conditions
+        .iter()
+        .map(|observed| {
+            let state = if observed.ok { "True" } else { "False" };
+            let since = previous_conditions
+                .iter()
+                .find(|c| c.type_ == observed.type_ && c.status == state)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: observed.type_.to_string(),
+                status: state.to_string(),
+                reason: observed.reason.to_string(),
+                message: observed.message.clone(),
+                last_transition_time: since,
+                observed_generation: generation,
+            }
+        })
+        .collect();
+    // Conditions of later parts (database, ingest) are kept until their step reports.
+    for condition in previous_conditions {
+        if !status.conditions.iter().any(|c| c.type_ == condition.type_) {
+            status.conditions.push(condition);
+        }
+    }
+    status.phase = Some(observation.phase);
+    status.observed_generation = generation;
+    if observation.namespace.is_some() {
+        status.namespace = observation.namespace.clone();
+    }
+    status
+}
+
+/// Writes the status if it changed and announces a phase change with an Event.
+/// Returns whether anything was written.
+pub async fn update(
+    client: &Client,
+    recorder: &Recorder,
+    tenant: &SmartRegionTenant,
+    observation: &Observation,
+) -> Result<bool, Error> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = desired_status(
+        tenant.status.as_ref(),
+        tenant.meta().generation,
+        observation,
+        &now,
+    );
+    if tenant.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let name = tenant.name_any();
+    let api: Api<SmartRegionTenant> = Api::all(client.clone());
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error {
+        name: name.clone(),
+        source,
+    })?;
+
+    let previous_phase = tenant.status.as_ref().and_then(|s| s.phase);
+    if previous_phase != Some(observation.phase) {
+        let ready = &observation.conditions[0];
+        let event = Event {
+            type_: if ready.ok || observation.phase == Phase::Suspended {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: ready.reason.to_string(),
+            note: Some(truncate(&ready.message, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // An Event is a courtesy: failing to record it must not fail the reconcile.
+        if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
+            tracing::warn!(tenant = %name, %error, "failed to record an Event");
+        }
+    }
+    Ok(true)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => format!("{}…", &text[..index]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn observation(ok: bool) -> Observation {
+        let observed = if ok {
+            Observed::ok(READY, "Ready", "all parts are ready")
+        } else {
+            Observed::failed(READY, "ApplyFailed", "failed to apply ResourceQuota")
+        };
+        Observation {
+            phase: if ok { Phase::Ready } else { Phase::Degraded },
+            namespace: Some("srt-prato".into()),
+            conditions: vec![observed],
+        }
+    }
+
+    #[test]
+    fn unchanged_observation_gives_identical_status() {
+        let first = desired_status(None, Some(1), &observation(true), &time(100));
+        let second = desired_status(Some(&first), Some(1), &observation(true), &time(200));
+        assert_eq!(first, second, "no change, so nothing to write");
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let ready = desired_status(None, Some(1), &observation(true), &time(100));
+        let failed = desired_status(Some(&ready), Some(2), &observation(false), &time(200));
+        assert_eq!(failed.conditions[0].last_transition_time, time(200));
+        assert_eq!(failed.conditions[0].observed_generation, Some(2));
+        assert_eq!(failed.phase, Some(Phase::Degraded));
+        assert_eq!(failed.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn conditions_of_other_steps_are_kept() {
+        let mut previous = desired_status(None, Some(1), &observation(true), &time(100));
+        previous.conditions.push(Condition {
+            type_: "DatabaseReady".into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: String::new(),
+            last_transition_time: time(50),
+            observed_generation: Some(1),
+        });
+        let next = desired_status(Some(&previous), Some(1), &observation(true), &time(300));
+        assert!(next.conditions.iter().any(|c| c.type_ == "DatabaseReady"));
+    }
+}

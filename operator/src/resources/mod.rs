@@ -1,0 +1,44 @@
+//! Pure builders of the tenant's child objects, one module per kind.
+//!
+//! Every function here is a pure function of the validated tenant and the operator
+//! configuration: no client, no clock, no randomness. [`object_meta`] gives every child
+//! its name, namespace, labels and owner reference.
+
+pub mod namespace;
+pub mod network;
+pub mod quota;
+pub mod rbac;
+pub mod service_account;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::crd::{MANAGED_BY, TENANT_LABEL};
+use crate::reconcile::validate::Validated;
+
+/// Label selector that finds every child of every tenant.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=smartregion-operator";
+
+/// The labels on every child of `tenant`.
+pub fn labels(tenant: &Validated) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+        (TENANT_LABEL.to_string(), tenant.name.clone()),
+    ])
+}
+
+/// Name, namespace (the tenant's, unless the kind is cluster-scoped), labels and the
+/// owner reference to the tenant.
+pub fn object_meta(tenant: &Validated, name: &str, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespaced.then(|| tenant.namespace.clone()),
+        labels: Some(labels(tenant)),
+        owner_references: Some(vec![tenant.owner_reference.clone()]),
+        ..ObjectMeta::default()
+    }
+}
