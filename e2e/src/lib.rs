@@ -12,11 +12,12 @@ mod control_plane;
 pub mod paths;
 mod pki;
 mod postgres;
-mod process;
+pub(crate) mod process;
 mod state;
 
 pub mod apply;
 pub mod cluster;
+pub mod operator;
 pub mod wait;
 
 pub use cluster::{Cluster, shared};

@@ -8,7 +8,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Kubernetes operator for Smart Region Toscana tenants.
 #[derive(Parser, Debug)]
-#[command(name = "smartregion-operator", version, about, long_about = None)]
+#[command(
+    name = "smartregion-operator",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -21,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller (the default).
-    Run,
+    Run(RunArgs),
     /// Print the SmartRegionTenant CustomResourceDefinition as YAML.
     Crd,
 }
@@ -125,6 +131,9 @@ mod tests {
         .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.run.namespace_prefix, "tenant-");
+        let explicit =
+            Cli::try_parse_from(["smartregion-operator", "run", "--concurrency=2"]).unwrap();
+        assert!(matches!(explicit.command, Some(Command::Run(args)) if args.concurrency == 2));
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.database_address, Some("10.0.0.5".parse().unwrap()));
     }

@@ -160,52 +160,52 @@ async fn controller(
     // controller's cache, which it then skips.
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
     Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
-    .watches(
-        Api::<Namespace>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<ServiceAccount>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<ResourceQuota>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<LimitRange>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<NetworkPolicy>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<Role>::all(client.clone()),
-        children.clone(),
-        by_tenant_label,
-    )
-    .watches(
-        Api::<RoleBinding>::all(client.clone()),
-        children,
-        by_tenant_label,
-    )
-    .with_config(controller::Config::default().concurrency(concurrency))
-    .shutdown_on_signal()
-    .run(reconcile::reconcile, reconcile::error_policy, context)
-    .for_each(|result| async move {
-        match result {
-            Ok(_) => {}
-            Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-            Err(error) => warn!(error = %reconcile::error_chain(&error), "controller"),
-        }
-    })
-    .await;
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ServiceAccount>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<LimitRange>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<Role>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            children,
+            by_tenant_label,
+        )
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok(_) => {}
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                Err(error) => warn!(error = %reconcile::error_chain(&error), "controller"),
+            }
+        })
+        .await;
 }
 
 async fn serve(

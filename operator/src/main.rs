@@ -5,7 +5,7 @@ use smartregion_operator::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Crd => match smartregion_operator::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -16,13 +16,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
-            init_tracing(cli.run.log_format);
+        Command::Run(args) => {
+            init_tracing(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("a Tokio runtime");
-            match runtime.block_on(smartregion_operator::controller::run(cli.run)) {
+            match runtime.block_on(smartregion_operator::controller::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "operator stopped");

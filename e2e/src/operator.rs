@@ -1,0 +1,147 @@
+//! The operator as a host process, started by a test against the shared cluster.
+//!
+//! Each test runs its own operator that only reconciles tenants carrying the test's
+//! shard label, so tests run in parallel without two operators fighting over a tenant.
+//! The process is killed when the [`Operator`] is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Cluster;
+use crate::control_plane::free_port;
+
+/// Label that assigns a tenant to one test's operator.
+pub const SHARD_LABEL: &str = "smartregion.toscana.it/shard";
+
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    pub shard: String,
+    killed: bool,
+}
+
+/// The `smartregion-operator` binary next to the running test executable.
+pub fn binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // Test executables live in <target>/debug/deps/, binaries in <target>/debug/.
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test executable location")?;
+    let binary = dir.join("smartregion-operator");
+    if !binary.is_file() {
+        bail!(
+            "{} not found; build it first with `cargo build -p smartregion-operator` \
+             (e2e/test does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+impl Operator {
+    /// Starts an operator for tenants labelled `SHARD_LABEL=<shard>`, with extra flags.
+    pub fn start(cluster: &Cluster, shard: &str, extra: &[&str]) -> Result<Operator> {
+        let metrics_port = free_port()?;
+        let log = cluster
+            .state_dir
+            .join(format!("operator-{shard}-{metrics_port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary()?);
+        command
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,smartregion_operator=debug")
+            .arg("run")
+            .arg("--log-format=json")
+            .arg(format!("--tenant-selector={SHARD_LABEL}={shard}"))
+            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+            .arg("--leader-election=false")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = command
+            .spawn()
+            .context("failed to start smartregion-operator")?;
+        Ok(Operator {
+            child,
+            log,
+            metrics_port,
+            shard: shard.to_string(),
+            killed: false,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.killed = true;
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's own /metrics text.
+    pub async fn metrics(&self) -> Result<String> {
+        http_get(self.metrics_port, "/metrics").await
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        crate::wait::until("the operator to exit", timeout, || {
+            let status = self.child.try_wait();
+            async move { Ok(status?) }
+        })
+        .await
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let (false, Ok(Some(status))) = (self.killed, self.child.try_wait()) {
+            // It ended by itself: whatever the test reports, the reason is in its log.
+            eprintln!(
+                "operator (shard {}) exited with {status}; last lines of {}:\n{}",
+                self.shard,
+                self.log.display(),
+                crate::process::log_tail(&self.log, 20)
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback.
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_string())
+}

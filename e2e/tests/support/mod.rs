@@ -1,0 +1,97 @@
+//! Helpers shared by the operator tests: tenants from the examples, each assigned to the
+//! test's own operator by the shard label, and waits on their status.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use smartregion_e2e::operator::SHARD_LABEL;
+use smartregion_e2e::{apply, paths, shared, wait};
+use smartregion_operator::crd::{Phase, SmartRegionTenant};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn client() -> Result<Client> {
+    let client = shared().client().await?;
+    apply::install_crds(&client).await?;
+    Ok(client)
+}
+
+pub fn tenants(client: &Client) -> Api<SmartRegionTenant> {
+    Api::all(client.clone())
+}
+
+/// `examples/<example>.yaml` renamed to `name` and labelled for the operator of `shard`.
+pub fn example(example: &str, name: &str, shard: &str) -> Result<Value> {
+    let path = paths::workspace_root().join(format!("examples/{example}.yaml"));
+    let text = std::fs::read_to_string(&path)?;
+    let mut tenant: Value = serde_yaml::from_str(&text)?;
+    tenant["metadata"]["name"] = json!(name);
+    tenant["metadata"]["labels"] = json!({ SHARD_LABEL: shard });
+    Ok(tenant)
+}
+
+/// Server-side applies a tenant as a user would (`kubectl apply --server-side`).
+pub async fn apply_tenant(client: &Client, tenant: &Value) -> Result<SmartRegionTenant> {
+    let name = tenant["metadata"]["name"].as_str().context("no name")?;
+    Ok(tenants(client)
+        .patch(
+            name,
+            &PatchParams::apply("e2e-user").force(),
+            &Patch::Apply(tenant),
+        )
+        .await?)
+}
+
+pub fn condition<'a>(
+    tenant: &'a SmartRegionTenant,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    tenant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
+}
+
+pub fn is_ready(tenant: &SmartRegionTenant) -> bool {
+    let status = tenant.status.as_ref();
+    status.and_then(|s| s.phase) == Some(Phase::Ready)
+        && status.and_then(|s| s.observed_generation) == tenant.metadata.generation
+        && condition(tenant, "Ready").is_some_and(|c| c.status == "True")
+}
+
+pub async fn wait_ready(client: &Client, name: &str) -> Result<SmartRegionTenant> {
+    let api = tenants(client);
+    wait::until(&format!("tenant {name} to be Ready"), READY_TIMEOUT, || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move { Ok(api.get(&name).await.ok().filter(is_ready)) }
+    })
+    .await
+}
+
+/// Deletes a tenant and waits until it is gone (finalizer done).
+pub async fn delete_and_wait(client: &Client, name: &str) -> Result<()> {
+    let api = tenants(client);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
+    wait::until(&format!("tenant {name} to be gone"), READY_TIMEOUT, || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move { Ok(api.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await
+}
+
+pub fn name_of(tenant: &SmartRegionTenant) -> String {
+    tenant.name_any()
+}
