@@ -176,6 +176,10 @@ impl Layout<'_> {
                 format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
                 "--cidr=10.244.0.0/16".into(),
                 "--node-ip=127.0.0.1".into(),
+                // Node Leases renewed every 10 s. Without them kwok's status heartbeat is
+                // slower than the node controller's grace period, and Nodes flap NotReady
+                // (with an Event each time) about once a minute.
+                "--node-lease-duration-seconds=40".into(),
             ],
         )
     }

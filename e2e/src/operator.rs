@@ -59,7 +59,6 @@ impl Operator {
             .arg("--log-format=json")
             .arg(format!("--tenant-selector={SHARD_LABEL}={shard}"))
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-            .arg("--leader-election=false")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
