@@ -96,8 +96,6 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         "the operator should have re-checked every tenant during the window"
     );
     assert!(in_window.is_empty(), "write requests while idle: {in_window:?}");
-    for name in &names {
-        delete_and_wait(&client, name).await?;
-    }
+    delete_all_and_wait(&client, &names).await?;
     Ok(())
 }

@@ -146,9 +146,7 @@ async fn examples_become_ready_with_every_child_labelled_and_owned() -> Result<(
         );
         assert!(condition(&tenant, "NamespaceReady").is_some_and(|c| c.status == "True"));
     }
-    for name in &names {
-        delete_and_wait(&client, name).await?;
-    }
+    delete_all_and_wait(&client, &names).await?;
     Ok(())
 }
 

@@ -95,3 +95,12 @@ pub async fn delete_and_wait(client: &Client, name: &str) -> Result<()> {
 pub fn name_of(tenant: &SmartRegionTenant) -> String {
     tenant.name_any()
 }
+
+/// Deletes tenants at once and waits until every one is gone.
+pub async fn delete_all_and_wait(client: &Client, names: &[String]) -> Result<()> {
+    let deletions = names.iter().map(|name| delete_and_wait(client, name));
+    for result in futures::future::join_all(deletions).await {
+        result?;
+    }
+    Ok(())
+}
