@@ -16,14 +16,21 @@ use support::*;
 
 /// The observation window.
 const WINDOW: Duration = Duration::from_secs(60);
-const WRITE_VERBS: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+const WRITE_VERBS: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
 
 /// Resources only the operator writes (resourcequotas/status is the controller-manager's).
 fn operator_owned(resource: &str, subresource: &str) -> bool {
     match resource {
         "smartregiontenants" | "events" => true,
-        "namespaces" | "serviceaccounts" | "resourcequotas" | "limitranges"
-        | "networkpolicies" | "roles" | "rolebindings" => subresource.is_empty(),
+        "namespaces" | "serviceaccounts" | "resourcequotas" | "limitranges" | "networkpolicies"
+        | "roles" | "rolebindings" => subresource.is_empty(),
         _ => false,
     }
 }
@@ -33,7 +40,10 @@ async fn writes(client: &Client) -> Result<BTreeMap<String, f64>> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
     let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
         let (labels, value) = line.rsplit_once(' ').context("metric line without value")?;
         let label = |key: &str| {
             labels
@@ -43,9 +53,12 @@ async fn writes(client: &Client) -> Result<BTreeMap<String, f64>> {
                 .unwrap_or("")
                 .to_string()
         };
-        let (verb, resource, subresource) = (label("verb"), label("resource"), label("subresource"));
+        let (verb, resource, subresource) =
+            (label("verb"), label("resource"), label("subresource"));
         if WRITE_VERBS.contains(&verb.as_str()) && operator_owned(&resource, &subresource) {
-            *counts.entry(format!("{verb} {resource}/{subresource}")).or_insert(0.0) += value.parse::<f64>()?;
+            *counts
+                .entry(format!("{verb} {resource}/{subresource}"))
+                .or_insert(0.0) += value.parse::<f64>()?;
         }
     }
     Ok(counts)
@@ -66,7 +79,12 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
     // A short requeue, so periodic reconciles do happen inside the window.
     let operator = Operator::start(shared(), &shard, &["--requeue-seconds=15"])?;
     let mut names = Vec::new();
-    for file in ["firenze", "prato", "rt-attivita-produttive", "unione-mugello"] {
+    for file in [
+        "firenze",
+        "prato",
+        "rt-attivita-produttive",
+        "unione-mugello",
+    ] {
         let name = unique_name(&file[..file.len().min(20)]);
         apply_tenant(&client, &example(file, &name, &shard)?).await?;
         names.push(name);
@@ -95,7 +113,10 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         reconciles_after - reconciles_before >= names.len() as f64,
         "the operator should have re-checked every tenant during the window"
     );
-    assert!(in_window.is_empty(), "write requests while idle: {in_window:?}");
+    assert!(
+        in_window.is_empty(),
+        "write requests while idle: {in_window:?}"
+    );
     delete_all_and_wait(&client, &names).await?;
     Ok(())
 }

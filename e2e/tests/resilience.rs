@@ -27,22 +27,49 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{TENANT_LABEL}={tenant}");
-    Ok(api.list_metadata(&ListParams::default().labels(&selector)).await?.items.len())
+    Ok(api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len())
 }
 
 /// Exactly the children a Prato-like tenant (one admin group) should have, no more.
 async fn assert_exact_children(client: &Client, tenant: &str) -> Result<()> {
     let ns = format!("srt-{tenant}");
     let counts = [
-        ("ServiceAccount", count::<ServiceAccount>(client, &ns, tenant).await?, 1),
-        ("ResourceQuota", count::<ResourceQuota>(client, &ns, tenant).await?, 1),
-        ("LimitRange", count::<LimitRange>(client, &ns, tenant).await?, 1),
-        ("NetworkPolicy", count::<NetworkPolicy>(client, &ns, tenant).await?, 3),
+        (
+            "ServiceAccount",
+            count::<ServiceAccount>(client, &ns, tenant).await?,
+            1,
+        ),
+        (
+            "ResourceQuota",
+            count::<ResourceQuota>(client, &ns, tenant).await?,
+            1,
+        ),
+        (
+            "LimitRange",
+            count::<LimitRange>(client, &ns, tenant).await?,
+            1,
+        ),
+        (
+            "NetworkPolicy",
+            count::<NetworkPolicy>(client, &ns, tenant).await?,
+            3,
+        ),
         ("Role", count::<Role>(client, &ns, tenant).await?, 1),
-        ("RoleBinding", count::<RoleBinding>(client, &ns, tenant).await?, 1),
+        (
+            "RoleBinding",
+            count::<RoleBinding>(client, &ns, tenant).await?,
+            1,
+        ),
     ];
     for (kind, found, expected) in counts {
-        ensure!(found == expected, "tenant {tenant}: {found} {kind} objects, expected {expected}");
+        ensure!(
+            found == expected,
+            "tenant {tenant}: {found} {kind} objects, expected {expected}"
+        );
     }
     Ok(())
 }
@@ -63,8 +90,14 @@ async fn a_killed_operator_restarts_and_finishes_onboarding_20_tenants() -> Resu
         let namespaces = namespaces.clone();
         let names = names.clone();
         async move {
-            let existing = namespaces.list_metadata(&ListParams::default().labels(prefix_selector)).await?;
-            let ours = existing.items.iter().filter(|ns| names.iter().any(|n| ns.name_any() == format!("srt-{n}"))).count();
+            let existing = namespaces
+                .list_metadata(&ListParams::default().labels(prefix_selector))
+                .await?;
+            let ours = existing
+                .items
+                .iter()
+                .filter(|ns| names.iter().any(|n| ns.name_any() == format!("srt-{n}")))
+                .count();
             Ok((ours >= 3).then_some(()))
         }
     })
@@ -81,14 +114,24 @@ async fn a_killed_operator_restarts_and_finishes_onboarding_20_tenants() -> Resu
         ready
     };
     eprintln!("killed the operator with {ready_at_kill}/20 tenants Ready");
-    ensure!(ready_at_kill < 20, "the kill came too late to test anything");
+    ensure!(
+        ready_at_kill < 20,
+        "the kill came too late to test anything"
+    );
 
     let _restarted = Operator::start(shared(), &shard, &[])?;
     for name in &names {
         let tenant = wait_ready(&client, name).await?;
         assert_exact_children(&client, name).await?;
-        let finalizers = tenant.finalizers().iter().filter(|f| *f == FINALIZER).count();
-        assert_eq!(finalizers, 1, "tenant {name} has the finalizer exactly once");
+        let finalizers = tenant
+            .finalizers()
+            .iter()
+            .filter(|f| *f == FINALIZER)
+            .count();
+        assert_eq!(
+            finalizers, 1,
+            "tenant {name} has the finalizer exactly once"
+        );
         for condition in &tenant.status.as_ref().unwrap().conditions {
             assert_eq!(condition.status, "True", "tenant {name}: {condition:?}");
         }
@@ -132,20 +175,34 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() -> Result<()> {
 
     let mut first = Operator::start(shared(), &shard, &flags)?;
     let leader = wait::until("the first replica to take the Lease", READY_TIMEOUT, holder).await?;
-    ensure!(leader.ends_with(&format!("-{}", first.pid())), "leader is {leader}");
+    ensure!(
+        leader.ends_with(&format!("-{}", first.pid())),
+        "leader is {leader}"
+    );
     let second = Operator::start(shared(), &shard, &flags)?;
     // The standby is up (its health server answers) before anything is created.
     wait::until("the standby to answer /readyz", READY_TIMEOUT, || {
         let port = second.metrics_port;
-        async move { Ok(smartregion_e2e::operator::http_get(port, "/readyz").await.ok()) }
+        async move {
+            Ok(smartregion_e2e::operator::http_get(port, "/readyz")
+                .await
+                .ok())
+        }
     })
     .await?;
 
     let before = unique_name("leader-a");
     apply_tenant(&client, &example("prato", &before, &shard)?).await?;
     wait_ready(&client, &before).await?;
-    assert!(reconciles(&first.metrics().await?) > 0.0, "the leader reconciled");
-    assert_eq!(reconciles(&second.metrics().await?), 0.0, "the standby must not reconcile");
+    assert!(
+        reconciles(&first.metrics().await?) > 0.0,
+        "the leader reconciled"
+    );
+    assert_eq!(
+        reconciles(&second.metrics().await?),
+        0.0,
+        "the standby must not reconcile"
+    );
 
     first.kill()?;
     let killed = Instant::now();
@@ -153,9 +210,20 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over() -> Result<()> {
     apply_tenant(&client, &example("prato", &after, &shard)?).await?;
     wait_ready(&client, &after).await?;
     let takeover = killed.elapsed();
-    eprintln!("takeover: the standby had a new tenant Ready {:.1}s after the leader was killed (lease 10s)", takeover.as_secs_f64());
-    let new_leader = wait::until("the standby to hold the Lease", Duration::from_secs(5), holder).await?;
-    ensure!(new_leader.ends_with(&format!("-{}", second.pid())), "leader is {new_leader}");
+    eprintln!(
+        "takeover: the standby had a new tenant Ready {:.1}s after the leader was killed (lease 10s)",
+        takeover.as_secs_f64()
+    );
+    let new_leader = wait::until(
+        "the standby to hold the Lease",
+        Duration::from_secs(5),
+        holder,
+    )
+    .await?;
+    ensure!(
+        new_leader.ends_with(&format!("-{}", second.pid())),
+        "leader is {new_leader}"
+    );
     assert!(reconciles(&second.metrics().await?) > 0.0);
 
     delete_all_and_wait(&client, &[before, after]).await?;

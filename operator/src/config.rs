@@ -228,6 +228,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_tiers_file_is_the_built_in_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/tiers.yaml");
+        assert_eq!(Tiers::from_file(&path).unwrap(), Tiers::default());
+    }
+
+    #[test]
     fn tiers_file_round_trips_and_rejects_unknown_keys() {
         let yaml = serde_yaml::to_string(&Tiers::default()).unwrap();
         assert_eq!(

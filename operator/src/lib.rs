@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod quantity;
 pub mod reconcile;
 pub mod resources;
+#[cfg(test)]
+mod test_support;
 
 /// The CRD manifest exactly as committed under `crds/` and in the Helm chart.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

@@ -37,3 +37,238 @@ pub fn children(tenant: &Validated, config: &Config) -> Children {
         admin_bindings: rbac::admin_bindings(tenant),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{MAX_NAME_LEN, Tier};
+    use crate::reconcile::validate::{self, validate};
+    use crate::resources::rbac::{SubjectKind, binding_name};
+    use crate::test_support::{quantity, tenant};
+
+    fn build(tenant: &crate::crd::SmartRegionTenant, config: &Config) -> (Validated, Children) {
+        let validated = validate(tenant, config).expect("valid tenant");
+        let children = children(&validated, config);
+        (validated, children)
+    }
+
+    fn hard(children: &Children, key: &str) -> String {
+        children
+            .resource_quota
+            .spec
+            .as_ref()
+            .unwrap()
+            .hard
+            .as_ref()
+            .unwrap()[key]
+            .0
+            .clone()
+    }
+
+    #[test]
+    fn every_tier_gets_its_preset_quota() {
+        let config = Config::default();
+        for tier in [Tier::Small, Tier::Medium, Tier::Large] {
+            let (_, children) = build(&tenant("prato").tier(tier).build(), &config);
+            let preset = config.tiers.preset(tier);
+            assert_eq!(hard(&children, "requests.cpu"), preset.cpu, "{tier:?}");
+            assert_eq!(hard(&children, "limits.memory"), preset.memory, "{tier:?}");
+            assert_eq!(hard(&children, "pods"), preset.pods.to_string(), "{tier:?}");
+            assert_eq!(
+                hard(&children, "requests.storage"),
+                preset.storage,
+                "{tier:?}"
+            );
+            assert_eq!(hard(&children, "services.loadbalancers"), "0");
+            let defaults = children.limit_range.spec.as_ref().unwrap().limits[0]
+                .default
+                .clone()
+                .unwrap();
+            assert_eq!(defaults["cpu"].0, preset.container_cpu);
+        }
+    }
+
+    #[test]
+    fn overrides_replace_only_the_values_they_set() {
+        let config = Config::default();
+        let tenant = tenant("prato")
+            .tier(Tier::Medium)
+            .quotas(|q| {
+                q.cpu = quantity("3");
+                q.pods = Some(7);
+            })
+            .build();
+        let (validated, children) = build(&tenant, &config);
+        assert_eq!(hard(&children, "requests.cpu"), "3");
+        assert_eq!(hard(&children, "pods"), "7");
+        assert_eq!(
+            hard(&children, "requests.memory"),
+            config.tiers.medium.memory
+        );
+        assert_eq!(
+            validated.limits.database_storage,
+            config.tiers.medium.database_storage
+        );
+    }
+
+    #[test]
+    fn children_are_named_labelled_and_owned_by_convention() {
+        let config = Config::default();
+        let (_, children) = build(
+            &tenant("prato").admin_groups(&["prato-admins"]).build(),
+            &config,
+        );
+        let namespace = children.namespace.metadata.name.as_deref().unwrap();
+        assert_eq!(namespace, "srt-prato");
+        let labels = children.namespace.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(labels["smartregion.toscana.it/tenant"], "prato");
+        let metas = [
+            &children.service_account.metadata,
+            &children.resource_quota.metadata,
+            &children.limit_range.metadata,
+            &children.admin_role.metadata,
+            &children.admin_bindings[0].metadata,
+            &children.network_policies[0].metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("srt-prato"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.uid, "uid-prato");
+            assert_eq!(owner.kind, "SmartRegionTenant");
+            assert_eq!(owner.controller, Some(true));
+        }
+        assert_eq!(
+            children.service_account.automount_service_account_token,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn the_longest_name_fits_every_kubernetes_limit() {
+        let config = Config {
+            namespace_prefix: "a".repeat(crate::config::MAX_NAMESPACE_PREFIX_LEN),
+            ..Config::default()
+        };
+        let name = format!("a{}", "b-9".repeat(13)); // 40 characters
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        let (validated, children) = build(&tenant(&name).admin_groups(&["g"]).build(), &config);
+        assert_eq!(validated.namespace.len(), 63);
+        assert_eq!(
+            children.namespace.metadata.name.as_deref().unwrap().len(),
+            63
+        );
+        for binding in &children.admin_bindings {
+            assert!(binding.metadata.name.as_ref().unwrap().len() <= 253);
+        }
+    }
+
+    #[test]
+    fn names_the_crd_refuses_are_refused_here_too() {
+        let config = Config::default();
+        for name in ["Prato", "1prato", "prato_1", "prato-", &"a".repeat(41)] {
+            let error = validate(&tenant(name).build(), &config).unwrap_err();
+            assert!(matches!(error, validate::Error::Name(_)), "{name}: {error}");
+        }
+        let error = validate(&tenant("prato").not_persisted().build(), &config).unwrap_err();
+        assert!(matches!(error, validate::Error::NotPersisted));
+    }
+
+    #[test]
+    fn a_bad_override_is_refused_with_the_field_named() {
+        let tenant = tenant("prato").quotas(|q| q.memory = quantity("0")).build();
+        let error = validate(&tenant, &Config::default()).unwrap_err();
+        assert!(error.to_string().contains("quotas.memory"), "{error}");
+    }
+
+    #[test]
+    fn no_admins_means_a_role_and_no_bindings() {
+        let (_, children) = build(&tenant("prato").build(), &Config::default());
+        assert!(children.admin_bindings.is_empty());
+        assert!(
+            children
+                .admin_role
+                .rules
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+        );
+    }
+
+    #[test]
+    fn one_binding_per_admin_with_stable_distinct_names() {
+        let tenant = tenant("prato")
+            .admin_groups(&["prato-admins", "oidc:Prato Admins", "prato-admins"])
+            .admin_users(&["mario.rossi@comune.prato.it"])
+            .build();
+        let (_, children) = build(&tenant, &Config::default());
+        let names: Vec<&str> = children
+            .admin_bindings
+            .iter()
+            .map(|b| b.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "duplicates collapse: {names:?}");
+        assert!(names.iter().all(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        }));
+        assert_eq!(
+            binding_name(SubjectKind::Group, "prato-admins"),
+            binding_name(SubjectKind::Group, "prato-admins")
+        );
+        assert_ne!(
+            binding_name(SubjectKind::Group, "a.b"),
+            binding_name(SubjectKind::Group, "a-b"),
+            "different subjects never share a binding"
+        );
+        assert_ne!(
+            binding_name(SubjectKind::Group, "x"),
+            binding_name(SubjectKind::User, "x")
+        );
+    }
+
+    #[test]
+    fn the_admin_role_cannot_touch_what_the_operator_manages() {
+        let (_, children) = build(&tenant("prato").build(), &Config::default());
+        for rule in children.admin_role.rules.as_ref().unwrap() {
+            let resources = rule.resources.clone().unwrap_or_default();
+            let writes = rule
+                .verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
+            for managed in [
+                "resourcequotas",
+                "limitranges",
+                "networkpolicies",
+                "roles",
+                "rolebindings",
+            ] {
+                assert!(
+                    !(writes && resources.iter().any(|r| r == managed)),
+                    "{managed} writable"
+                );
+            }
+            assert!(!rule.verbs.iter().any(|v| v == "*"), "no wildcard verbs");
+            assert!(!resources.iter().any(|r| r == "*"), "no wildcard resources");
+        }
+    }
+
+    #[test]
+    fn database_egress_is_opened_only_when_configured() {
+        let restrict = |config: &Config| {
+            let (_, children) = build(&tenant("prato").build(), config);
+            children.network_policies[2]
+                .spec
+                .clone()
+                .unwrap()
+                .egress
+                .unwrap()
+                .len()
+        };
+        assert_eq!(restrict(&Config::default()), 2);
+        let config = Config {
+            database_address: Some("10.1.2.3".parse().unwrap()),
+            ..Config::default()
+        };
+        assert_eq!(restrict(&config), 3);
+    }
+}

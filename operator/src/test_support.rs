@@ -1,0 +1,73 @@
+//! Chainable builders of tenants for unit tests: `tenant("prato").tier(Large).build()`.
+
+use kube::api::ObjectMeta;
+
+use crate::crd::{
+    Admins, DeletionPolicy, Entity, EntityType, Quantity, Quotas, SmartRegionTenant,
+    SmartRegionTenantSpec, Tier,
+};
+
+pub struct TenantBuilder(SmartRegionTenant);
+
+pub fn tenant(name: &str) -> TenantBuilder {
+    let spec = SmartRegionTenantSpec {
+        display_name: "Comune di Prato".into(),
+        entity: Entity {
+            kind: EntityType::Comune,
+            istat_code: Some("100005".into()),
+            ipa_code: None,
+        },
+        tier: Tier::Small,
+        quotas: None,
+        admins: None,
+        ingest: None,
+        database: None,
+        deletion_policy: DeletionPolicy::Retain,
+        suspended: false,
+    };
+    let mut tenant = SmartRegionTenant::new(name, spec);
+    tenant.metadata = ObjectMeta {
+        name: Some(name.into()),
+        uid: Some(format!("uid-{name}")),
+        generation: Some(1),
+        ..ObjectMeta::default()
+    };
+    TenantBuilder(tenant)
+}
+
+impl TenantBuilder {
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.0.spec.tier = tier;
+        self
+    }
+
+    pub fn admin_groups(mut self, groups: &[&str]) -> Self {
+        let admins = self.0.spec.admins.get_or_insert_with(Admins::default);
+        admins.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
+
+    pub fn admin_users(mut self, users: &[&str]) -> Self {
+        let admins = self.0.spec.admins.get_or_insert_with(Admins::default);
+        admins.users = users.iter().map(|u| u.to_string()).collect();
+        self
+    }
+
+    pub fn quotas(mut self, edit: impl FnOnce(&mut Quotas)) -> Self {
+        edit(self.0.spec.quotas.get_or_insert_with(Quotas::default));
+        self
+    }
+
+    pub fn not_persisted(mut self) -> Self {
+        self.0.metadata.uid = None;
+        self
+    }
+
+    pub fn build(self) -> SmartRegionTenant {
+        self.0
+    }
+}
+
+pub fn quantity(text: &str) -> Option<Quantity> {
+    Some(Quantity(text.into()))
+}
