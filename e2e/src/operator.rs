@@ -4,7 +4,7 @@
 //! shard label, so tests run in parallel without two operators fighting over a tenant.
 //! The process is killed when the [`Operator`] is dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,23 +24,23 @@ pub struct Operator {
     killed: bool,
 }
 
-/// The `smartregion-operator` binary next to the running test executable.
+/// The `smartregion-operator` binary of the same build as the running executable (tests
+/// live in `<target>/<profile>/deps/`, binaries in `<target>/<profile>/`).
 pub fn binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // Test executables live in <target>/debug/deps/, binaries in <target>/debug/.
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected test executable location")?;
-    let binary = dir.join("smartregion-operator");
-    if !binary.is_file() {
-        bail!(
-            "{} not found; build it first with `cargo build -p smartregion-operator` \
-             (e2e/test does)",
-            binary.display()
-        );
+    let dir = exe.parent().context("unexpected executable location")?;
+    let candidates = [Some(dir), dir.parent()];
+    for candidate in candidates.into_iter().flatten() {
+        let binary = candidate.join("smartregion-operator");
+        if binary.is_file() {
+            return Ok(binary);
+        }
     }
-    Ok(binary)
+    bail!(
+        "smartregion-operator not found next to {}; build it first with \
+         `cargo build -p smartregion-operator` (with --release for benchmarks); e2e/test does",
+        exe.display()
+    )
 }
 
 impl Operator {

@@ -5,72 +5,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use kube::Client;
+use anyhow::Result;
+use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name};
 use support::*;
 
 /// The issue's observation window.
 const WINDOW: Duration = Duration::from_secs(60);
-const WRITE_VERBS: [&str; 6] = [
-    "POST",
-    "PUT",
-    "PATCH",
-    "APPLY",
-    "DELETE",
-    "DELETECOLLECTION",
-];
-
-/// Resources only the operator writes (resourcequotas/status is the controller-manager's).
-fn operator_owned(resource: &str, subresource: &str) -> bool {
-    match resource {
-        "smartregiontenants" | "events" => true,
-        "namespaces" | "serviceaccounts" | "resourcequotas" | "limitranges" | "networkpolicies"
-        | "roles" | "rolebindings" => subresource.is_empty(),
-        _ => false,
-    }
-}
-
-/// Write requests by `verb resource/subresource`, from the API server's /metrics.
-async fn writes(client: &Client) -> Result<BTreeMap<String, f64>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let (labels, value) = line.rsplit_once(' ').context("metric line without value")?;
-        let label = |key: &str| {
-            labels
-                .split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (verb, resource, subresource) =
-            (label("verb"), label("resource"), label("subresource"));
-        if WRITE_VERBS.contains(&verb.as_str()) && operator_owned(&resource, &subresource) {
-            *counts
-                .entry(format!("{verb} {resource}/{subresource}"))
-                .or_insert(0.0) += value.parse::<f64>()?;
-        }
-    }
-    Ok(counts)
-}
-
-fn reconciles(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with("smartregion_reconciles_total "))
-        .and_then(|line| line.split(' ').nth(1)?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
@@ -93,20 +37,18 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         wait_ready(&client, name).await?;
     }
 
-    let before = writes(&client).await?;
+    let window_start = k8s_openapi::jiff::Timestamp::now();
+    let before = operator_writes(&client).await?;
     let reconciles_before = reconciles(&operator.metrics().await?);
     // Not a synchronisation: the window in which idleness is measured.
     tokio::time::sleep(WINDOW).await;
-    let after = writes(&client).await?;
+    let after = operator_writes(&client).await?;
     let reconciles_after = reconciles(&operator.metrics().await?);
 
-    let in_window: BTreeMap<&String, f64> = after
-        .iter()
-        .map(|(key, count)| (key, count - before.get(key).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta > 0.0)
-        .collect();
+    let in_window = delta(&before, &after);
+    let events = operator_events_since(&client, window_start).await?;
     eprintln!(
-        "idle window of {WINDOW:?}: {} reconciles, writes {in_window:?}",
+        "idle window of {WINDOW:?}: {} reconciles, writes {in_window:?}, Events {events:?}",
         reconciles_after - reconciles_before
     );
     assert!(
@@ -117,6 +59,7 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         in_window.is_empty(),
         "write requests while idle: {in_window:?}"
     );
+    assert!(events.is_empty(), "Events recorded while idle: {events:?}");
     delete_all_and_wait(&client, &names).await?;
     Ok(())
 }

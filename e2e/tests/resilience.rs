@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+use smartregion_e2e::apiserver::reconciles;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{FINALIZER, TENANT_LABEL};
@@ -138,14 +139,6 @@ async fn a_killed_operator_restarts_and_finishes_onboarding_20_tenants() -> Resu
     }
     delete_all_and_wait(&client, &names).await?;
     Ok(())
-}
-
-fn reconciles(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with("smartregion_reconciles_total "))
-        .and_then(|line| line.split(' ').nth(1)?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

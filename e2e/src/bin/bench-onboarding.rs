@@ -1,0 +1,248 @@
+//! Benchmark: onboarding 200 tenants with the operator, against a reference measured in
+//! the same run on the same cluster, and the operator's idle cost and memory.
+//!
+//! Reference: the same child objects applied directly by this program (server-side
+//! apply, same concurrency as the operator), i.e. what the API server itself allows.
+//! Prints the figures and writes them to docs/benchmarks.md. Run with `e2e/bench`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
+use smartregion_e2e::operator::{Operator, SHARD_LABEL};
+use smartregion_e2e::{Cluster, apply, paths, unique_name, wait};
+use smartregion_operator::config::Config;
+use smartregion_operator::crd::SmartRegionTenant;
+use smartregion_operator::reconcile::{build, validate};
+
+const TENANTS: usize = 200;
+const CONCURRENCY: usize = 8;
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
+
+fn tenant(name: &str, shard: &str) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(paths::workspace_root().join("examples/prato.yaml"))?;
+    let mut tenant: serde_json::Value = serde_yaml::from_str(&text)?;
+    tenant["metadata"]["name"] = serde_json::json!(name);
+    tenant["metadata"]["labels"] = serde_json::json!({ SHARD_LABEL: shard });
+    Ok(tenant)
+}
+
+async fn ssa<K>(api: Api<K>, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().context("unnamed")?;
+    api.patch(
+        &name,
+        &PatchParams::apply("bench-reference").force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies the children the operator would build for `count` tenants, directly.
+async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<String>)> {
+    let config = Config {
+        namespace_prefix: "ref-".into(),
+        ..Config::default()
+    };
+    let mut namespaces = Vec::new();
+    let mut work = Vec::new();
+    for _ in 0..count {
+        let name = unique_name("ref");
+        let mut object: SmartRegionTenant = serde_json::from_value(tenant(&name, "reference")?)?;
+        object.metadata.uid = Some(format!("00000000-0000-0000-0000-{:012}", namespaces.len()));
+        let validated = validate::validate(&object, &config)?;
+        let mut children = build::children(&validated, &config);
+        // No owner: the fake tenant does not exist, and the GC would remove the children.
+        children.namespace.metadata.owner_references = None;
+        namespaces.push(validated.namespace.clone());
+        work.push((validated, children));
+    }
+    let started = Instant::now();
+    futures::stream::iter(work)
+        .map(|(validated, mut children)| {
+            let client = client.clone();
+            async move {
+                let ns = validated.namespace.as_str();
+                let strip = |meta: &mut kube::api::ObjectMeta| meta.owner_references = None;
+                strip(&mut children.service_account.metadata);
+                strip(&mut children.resource_quota.metadata);
+                strip(&mut children.limit_range.metadata);
+                strip(&mut children.admin_role.metadata);
+                ssa(Api::all(client.clone()), &children.namespace).await?;
+                ssa(
+                    Api::namespaced(client.clone(), ns),
+                    &children.service_account,
+                )
+                .await?;
+                ssa(
+                    Api::namespaced(client.clone(), ns),
+                    &children.resource_quota,
+                )
+                .await?;
+                ssa(Api::namespaced(client.clone(), ns), &children.limit_range).await?;
+                for mut policy in children.network_policies {
+                    strip(&mut policy.metadata);
+                    ssa(Api::namespaced(client.clone(), ns), &policy).await?;
+                }
+                ssa(Api::namespaced(client.clone(), ns), &children.admin_role).await?;
+                for mut binding in children.admin_bindings {
+                    strip(&mut binding.metadata);
+                    ssa(Api::namespaced(client.clone(), ns), &binding).await?;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok((started.elapsed(), namespaces))
+}
+
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let state = paths::workspace_root().join("target/e2e-bench-cluster");
+    eprintln!("bench: starting a fresh cluster in {}", state.display());
+    Cluster::down(&state)?;
+    let cluster = Cluster::up(&state).await?;
+    let result = run(&cluster).await;
+    Cluster::down(&state)?;
+    result
+}
+
+async fn run(cluster: &Cluster) -> Result<()> {
+    let client = cluster.client().await?;
+    apply::install_crds(&client).await?;
+
+    eprintln!("bench: reference: applying the children of {TENANTS} tenants directly");
+    let (reference_time, reference_namespaces) = reference(&client, TENANTS).await?;
+    eprintln!(
+        "bench: reference took {:.1}s; cleaning up",
+        reference_time.as_secs_f64()
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for namespace in &reference_namespaces {
+        namespaces
+            .delete(namespace, &DeleteParams::background())
+            .await?;
+    }
+
+    let shard = "bench";
+    let operator = Operator::start(
+        cluster,
+        shard,
+        &[
+            &format!("--concurrency={CONCURRENCY}"),
+            "--requeue-seconds=10",
+        ],
+    )?;
+    let tenants: Api<SmartRegionTenant> = Api::all(client.clone());
+    let names: Vec<String> = (0..TENANTS).map(|_| unique_name("bench")).collect();
+    eprintln!("bench: operator: onboarding {TENANTS} tenants");
+    let started = Instant::now();
+    for name in &names {
+        tenants
+            .patch(
+                name,
+                &PatchParams::apply("bench"),
+                &Patch::Apply(tenant(name, shard)?),
+            )
+            .await?;
+    }
+    wait::until(
+        &format!("{TENANTS} tenants to be Ready"),
+        Duration::from_secs(900),
+        || {
+            let tenants = tenants.clone();
+            async move {
+                let list = tenants.list(&Default::default()).await?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .and_then(|s| s.phase)
+                            .is_some_and(|p| p == smartregion_operator::crd::Phase::Ready)
+                    })
+                    .count();
+                Ok((ready >= TENANTS).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let operator_time = started.elapsed();
+    eprintln!("bench: operator took {:.1}s", operator_time.as_secs_f64());
+
+    // Idle: nothing changes, but with a 10 s requeue every tenant is re-checked about
+    // three times in the window; the API server counts what those re-checks write.
+    let window_start = k8s_openapi::jiff::Timestamp::now();
+    let before = operator_writes(&client).await?;
+    let reconciles_before = reconciles(&operator.metrics().await?);
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_writes: f64 = delta(&before, &operator_writes(&client).await?)
+        .values()
+        .sum::<f64>()
+        + operator_events_since(&client, window_start).await?.len() as f64;
+    let idle_reconciles = reconciles(&operator.metrics().await?) - reconciles_before;
+    let rss = peak_rss_mib(operator.pid())?;
+
+    let report = format!(
+        "## Operator: onboarding {TENANTS} tenants\n\n\
+         Measured by `e2e/bench` (`cargo run --release -p smartregion-e2e --bin bench-onboarding`) \
+         on a fresh local control plane, release build, concurrency {CONCURRENCY}.\n\n\
+         | measurement | value |\n|---|---|\n\
+         | reference: the same children applied directly (server-side apply, {CONCURRENCY} at a time) | {:.1} s |\n\
+         | operator: {TENANTS} tenants from created to Ready | {:.1} s |\n\
+         | ratio operator / reference | {:.2} |\n\
+         | write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
+         | operator peak RSS (VmHWM) | {:.1} MiB |\n",
+        reference_time.as_secs_f64(),
+        operator_time.as_secs_f64(),
+        operator_time.as_secs_f64() / reference_time.as_secs_f64(),
+        IDLE_WINDOW.as_secs(),
+        idle_reconciles,
+        idle_writes,
+        rss,
+    );
+    println!("{report}");
+    let path = paths::workspace_root().join("docs/benchmarks.md");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let marker = format!("## Operator: onboarding {TENANTS} tenants");
+    if let Some(start) = text.find(&marker) {
+        let end = text[start + marker.len()..]
+            .find("\n## ")
+            .map(|offset| start + marker.len() + offset + 1)
+            .unwrap_or(text.len());
+        text.replace_range(start..end, &report);
+    } else {
+        text.push_str(&report);
+    }
+    std::fs::write(&path, text)?;
+    eprintln!("bench: written to {}", path.display());
+    Ok(())
+}
