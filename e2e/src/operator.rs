@@ -63,6 +63,10 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
+        if !extra.iter().any(|arg| arg.starts_with("--leader-election")) {
+            // Tests run several operators at once, each for its own shard.
+            command.arg("--leader-election=false");
+        }
         let child = command
             .spawn()
             .context("failed to start smartregion-operator")?;
