@@ -150,6 +150,30 @@ async fn run(cluster: &Cluster) -> Result<()> {
             .delete(namespace, &DeleteParams::background())
             .await?;
     }
+    // The controller-manager's namespace deletions write to the same kinds the operator
+    // does; they must be over before anything is measured.
+    wait::until(
+        "the reference namespaces to be gone",
+        Duration::from_secs(600),
+        || {
+            let namespaces = namespaces.clone();
+            async move {
+                let list = namespaces.list_metadata(&Default::default()).await?;
+                let left = list
+                    .items
+                    .iter()
+                    .filter(|ns| {
+                        ns.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("ref-"))
+                    })
+                    .count();
+                Ok((left == 0).then_some(()))
+            }
+        },
+    )
+    .await?;
 
     let shard = "bench";
     let operator = Operator::start(
@@ -204,10 +228,10 @@ async fn run(cluster: &Cluster) -> Result<()> {
     let before = operator_writes(&client).await?;
     let reconciles_before = reconciles(&operator.metrics().await?);
     tokio::time::sleep(IDLE_WINDOW).await;
-    let idle_writes: f64 = delta(&before, &operator_writes(&client).await?)
-        .values()
-        .sum::<f64>()
-        + operator_events_since(&client, window_start).await?.len() as f64;
+    let idle_delta = delta(&before, &operator_writes(&client).await?);
+    let idle_events = operator_events_since(&client, window_start).await?;
+    eprintln!("bench: idle writes {idle_delta:?}, Events {idle_events:?}");
+    let idle_writes: f64 = idle_delta.values().sum::<f64>() + idle_events.len() as f64;
     let idle_reconciles = reconciles(&operator.metrics().await?) - reconciles_before;
     let rss = peak_rss_mib(operator.pid())?;
 
