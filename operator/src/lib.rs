@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod database;
 pub mod metrics;
 pub mod quantity;
 pub mod reconcile;

@@ -1,0 +1,201 @@
+//! Tenant schemas on the real PostgreSQL: created idempotently, usable with the tenant's
+//! own credentials exactly as a client would use them, and isolated from each other.
+
+use anyhow::{Result, bail};
+use smartregion_e2e::{shared, unique_name};
+use smartregion_operator::database::names::{TenantDb, quote};
+use smartregion_operator::database::new_password;
+use smartregion_operator::database::provision::{Passwords, ensure_schema_exists};
+use smartregion_operator::database::sql::RoleLimits;
+use tokio_postgres::{Client, NoTls};
+
+const LIMITS: RoleLimits = RoleLimits {
+    connection_limit: 5,
+    statement_timeout_ms: 30_000,
+};
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn admin() -> Result<(tokio_postgres::Config, Client)> {
+    let config: tokio_postgres::Config = shared().database_url.parse()?;
+    let client = connect(&config).await?;
+    Ok((config, client))
+}
+
+async fn login(admin: &tokio_postgres::Config, user: &str, password: &str) -> Result<Client> {
+    let mut config = admin.clone();
+    config.user(user).password(password);
+    connect(&config).await
+}
+
+struct Tenant {
+    db: TenantDb,
+    writer_password: String,
+    reader_password: String,
+}
+
+async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
+    let db = TenantDb::for_tenant(&unique_name(prefix))?;
+    let (writer_password, reader_password) = (new_password(), new_password());
+    let passwords = Passwords {
+        writer: &writer_password,
+        reader: &reader_password,
+    };
+    let first = ensure_schema_exists(admin, &db, &LIMITS, &passwords, false).await?;
+    assert!(first.created_logins);
+    Ok(Tenant {
+        db,
+        writer_password,
+        reader_password,
+    })
+}
+
+async fn drop_tenant(admin: &Client, db: &TenantDb) -> Result<()> {
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {w}, {r}, {o}; DROP ROLE {w}, {r}, {o}",
+            quote(&db.schema),
+            w = quote(&db.writer),
+            r = quote(&db.reader),
+            o = quote(&db.owner),
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Fails unless `result` is PostgreSQL's "permission denied" (SQLSTATE 42501).
+fn denied<T: std::fmt::Debug>(what: &str, result: Result<T, tokio_postgres::Error>) -> Result<()> {
+    match result {
+        Err(error)
+            if error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            Ok(())
+        }
+        other => bail!("{what}: expected permission denied, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
+    let (config, mut admin) = admin().await?;
+    // A name that spells an SQL keyword, to prove quoting.
+    let a = provision(&mut admin, "select").await?;
+    let b = provision(&mut admin, "mugello").await?;
+    // Idempotent: a second run changes nothing and keeps the passwords.
+    let again = ensure_schema_exists(
+        &mut admin,
+        &a.db,
+        &LIMITS,
+        &Passwords {
+            writer: "unused-unused-unused-unused-unused",
+            reader: "unused-unused-unused-unused-unused",
+        },
+        false,
+    )
+    .await?;
+    assert!(!again.created_logins);
+
+    let writer = login(&config, &a.db.writer, &a.writer_password).await?;
+    let insert = "INSERT INTO measurements (sensor, metric, time, value) VALUES ($1, $2, $3::text::timestamptz, $4) ON CONFLICT DO NOTHING";
+    let stored = writer
+        .execute(
+            insert,
+            &[
+                &"pm10-via-roma",
+                &"pm10",
+                &"2026-11-23T10:00:00+01:00",
+                &21.5f64,
+            ],
+        )
+        .await?;
+    let again = writer
+        .execute(
+            insert,
+            &[
+                &"pm10-via-roma",
+                &"pm10",
+                &"2026-11-23T10:00:00+01:00",
+                &21.5f64,
+            ],
+        )
+        .await?;
+    assert_eq!(
+        (stored, again),
+        (1, 0),
+        "the same measurement is stored once"
+    );
+    // Far outside any range: the default partition takes it.
+    writer
+        .execute(
+            insert,
+            &[&"pm10-via-roma", &"pm10", &"1970-01-01T00:00:00Z", &1.0f64],
+        )
+        .await?;
+
+    let reader = login(&config, &a.db.reader, &a.reader_password).await?;
+    let count: i64 = reader
+        .query_one("SELECT count(*) FROM measurements", &[])
+        .await?
+        .get(0);
+    assert_eq!(count, 2);
+    denied(
+        "reader INSERT",
+        reader
+            .execute(insert, &[&"s", &"m", &"2026-01-01T00:00:00Z", &1.0f64])
+            .await,
+    )?;
+
+    let other = format!("{}.measurements", quote(&b.db.schema));
+    denied(
+        "writer reads another tenant",
+        writer.query(&format!("SELECT * FROM {other}"), &[]).await,
+    )?;
+    denied(
+        "writer writes another tenant",
+        writer
+            .execute(
+                &format!(
+                    "INSERT INTO {other} (sensor, metric, time, value) VALUES ('s', 'm', now(), 1)"
+                ),
+                &[],
+            )
+            .await,
+    )?;
+    denied(
+        "writer creates in public",
+        writer
+            .batch_execute("CREATE TABLE public.intruder (x int)")
+            .await,
+    )?;
+    denied(
+        "writer creates in its schema",
+        writer.batch_execute("CREATE TABLE intruder (x int)").await,
+    )?;
+    let other_reader = login(&config, &b.db.reader, &b.reader_password).await?;
+    denied(
+        "another tenant's reader",
+        other_reader
+            .query(
+                &format!("SELECT * FROM {}.measurements", quote(&a.db.schema)),
+                &[],
+            )
+            .await,
+    )?;
+    // Wrong password: refused.
+    assert!(
+        login(&config, &a.db.writer, &b.writer_password)
+            .await
+            .is_err()
+    );
+
+    drop(writer);
+    drop(reader);
+    drop(other_reader);
+    drop_tenant(&admin, &a.db).await?;
+    drop_tenant(&admin, &b.db).await?;
+    Ok(())
+}

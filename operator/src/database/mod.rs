@@ -1,0 +1,49 @@
+//! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
+//! tables and credentials (DESIGN.md §4, §6).
+//!
+//! [`names`] and [`sql`] are pure (identifiers and statement text, unit-tested);
+//! [`provision`] talks to the database. No user-typed text ever reaches SQL: identifiers
+//! come from the validated tenant name and are quoted, values are bound parameters, and
+//! the only literals spliced in are SCRAM verifiers this code computed itself.
+//!
+//! Not wired into the reconcile pipeline yet (issue #4 continues).
+
+pub mod names;
+pub mod provision;
+pub mod sql;
+
+use rand::distr::{Alphanumeric, SampleString};
+
+/// Length of generated passwords: 48 alphanumeric characters, about 285 bits.
+pub const PASSWORD_LEN: usize = 48;
+
+/// A new password from the thread-local CSPRNG (ChaCha, seeded by the OS).
+pub fn new_password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN)
+}
+
+/// The SCRAM-SHA-256 verifier of `password`, computed here so the plaintext never
+/// reaches the server (or its logs).
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_distinct_and_alphanumeric() {
+        let (a, b) = (new_password(), new_password());
+        assert!(a.len() >= 32 && a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn verifiers_hide_the_password() {
+        let password = new_password();
+        let verifier = scram_verifier(&password);
+        assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+        assert!(!verifier.contains(&password));
+    }
+}
