@@ -54,6 +54,7 @@ impl Operator {
         let mut command = Command::new(binary()?);
         command
             .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("SMARTREGION_DATABASE_URL", &cluster.database_url)
             .env("RUST_LOG", "info,smartregion_operator=debug")
             .arg("run")
             .arg("--log-format=json")

@@ -367,3 +367,75 @@ async fn a_suspended_tenant_shows_suspended() -> Result<()> {
     delete_and_wait(&client, &name).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tenant_gets_its_schema_and_working_credentials_in_secrets() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client().await?;
+    let shard = unique_name("database");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("select"); // an SQL keyword, quoted all the way
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    let tenant = wait_ready(&client, &name).await?;
+    assert!(condition(&tenant, "DatabaseReady").is_some_and(|c| c.status == "True"));
+    let schema = tenant
+        .status
+        .as_ref()
+        .unwrap()
+        .database
+        .as_ref()
+        .unwrap()
+        .schema
+        .clone();
+    assert_eq!(schema, format!("t_{}", name.replace('-', "_")));
+
+    // Exactly as a user would: the uri from the Secret.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{name}"));
+    let value = |secret: &Secret, key: &str| {
+        String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    };
+    let writer = secrets.get("db-writer").await?;
+    let reader = secrets.get("db-reader").await?;
+    let status_text = serde_json::to_string(&tenant.status)?;
+    assert!(
+        !status_text.contains(&value(&writer, "password")),
+        "no password in status"
+    );
+    let (writer_db, connection) =
+        tokio_postgres::connect(&value(&writer, "uri"), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let inserted = writer_db
+        .execute("INSERT INTO measurements (sensor, metric, time, value) VALUES ('s1', 'temp', now(), 12.5)", &[])
+        .await?;
+    assert_eq!(inserted, 1);
+    let (reader_db, connection) =
+        tokio_postgres::connect(&value(&reader, "uri"), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let rows: i64 = reader_db
+        .query_one("SELECT count(*) FROM measurements", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 1);
+    drop((writer_db, reader_db));
+
+    // Retain: the logins stop, the data stays.
+    delete_and_wait(&client, &name).await?;
+    let admin_config: tokio_postgres::Config = shared().database_url.parse()?;
+    let (admin, connection) = admin_config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let kept: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".measurements"),
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(kept, 1, "Retain keeps the data");
+    assert!(
+        tokio_postgres::connect(&value(&writer, "uri"), tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "writer login disabled"
+    );
+    Ok(())
+}

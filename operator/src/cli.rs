@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SmartRegionTenant CustomResourceDefinition as YAML.
     Crd,
 }
@@ -85,6 +85,17 @@ pub struct RunArgs {
     /// Seconds a leader's Lease lasts without renewal; a standby takes over after it.
     #[arg(long, env = "SMARTREGION_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
+
+    /// Admin connection to the shared PostgreSQL/TimescaleDB, e.g.
+    /// `postgres://admin:...@db.example:5432/smartregion` (usually from a Secret). Without
+    /// it the operator manages only the Kubernetes side of tenants.
+    #[arg(long, env = "SMARTREGION_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Host that tenants' pods use to reach the database, written into their Secrets;
+    /// the host of --database-url when unset.
+    #[arg(long, env = "SMARTREGION_DATABASE_PUBLIC_HOST")]
+    pub database_public_host: Option<String>,
 
     /// IP address of the shared database, opened for egress by the tenants'
     /// NetworkPolicy.

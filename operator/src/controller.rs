@@ -90,11 +90,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
             instance: Some(identity),
         },
     );
+    let database = match &args.database_url {
+        Some(url) => Some(database_pool(url, args.database_public_host.as_deref())?),
+        None => {
+            warn!("no --database-url: managing only the Kubernetes side of tenants");
+            None
+        }
+    };
     let context = Arc::new(Context::new(
         client.clone(),
         config,
         recorder,
         metrics,
+        database,
         Duration::from_secs(args.requeue_seconds),
     ));
     let tenants = match &args.tenant_selector {
@@ -251,4 +259,40 @@ async fn serve(
             error!(%error, "the metrics and health server stopped");
         }
     }))
+}
+
+/// A small pool of admin connections, and where tenants connect (for their Secrets).
+fn database_pool(
+    url: &str,
+    public_host: Option<&str>,
+) -> Result<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)> {
+    use deadpool_postgres::{Manager, Pool, Runtime};
+    // The URL holds a password: errors name the problem, never the value.
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--database-url is not a valid PostgreSQL connection URL"))?;
+    let host = match (public_host, config.get_hosts().first()) {
+        (Some(host), _) => host.to_string(),
+        (None, Some(tokio_postgres::config::Host::Tcp(host))) => host.clone(),
+        _ => bail!("--database-url needs a TCP host (or set --database-public-host)"),
+    };
+    let endpoint = crate::resources::secrets::Endpoint {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        dbname: config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres")
+            .to_string(),
+        sslmode: "disable".into(),
+    };
+    let manager = Manager::new(config, tokio_postgres::NoTls);
+    let pool = Pool::builder(manager)
+        .max_size(8)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .context("failed to build the database connection pool")?;
+    Ok((pool, endpoint))
 }

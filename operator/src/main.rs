@@ -5,7 +5,7 @@ use smartregion_operator::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run(cli.run)) {
+    match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
         Command::Crd => match smartregion_operator::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("a Tokio runtime");
-            match runtime.block_on(smartregion_operator::controller::run(args)) {
+            match runtime.block_on(smartregion_operator::controller::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "operator stopped");

@@ -44,6 +44,11 @@ pub async fn ensure_schema_exists(
         schema: db.schema.clone(),
         source,
     };
+    // The steady state: everything exists at the current version. Checked with reads
+    // only, so a periodic reconcile does not rewrite catalogs.
+    if !rotate && is_current(client, db).await.map_err(wrap)? {
+        return Ok(Provisioned::default());
+    }
     let transaction = client.transaction().await.map_err(wrap)?;
     transaction
         .execute(
@@ -94,4 +99,97 @@ pub async fn ensure_schema_exists(
     }
     transaction.commit().await.map_err(wrap)?;
     Ok(Provisioned { created_logins })
+}
+
+async fn is_current(client: &Client, db: &TenantDb) -> Result<bool, tokio_postgres::Error> {
+    let roles: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1) AND \
+             (rolname = $2 OR rolcanlogin)",
+            &[
+                &vec![db.owner.clone(), db.writer.clone(), db.reader.clone()],
+                &db.owner,
+            ],
+        )
+        .await?
+        .get(0);
+    if roles != 3 {
+        return Ok(false);
+    }
+    let table = format!("{}.schema_version", super::names::quote(&db.schema));
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&table])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(false);
+    }
+    let current: Option<i32> = client
+        .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+        .await?
+        .get(0);
+    Ok(current == Some(super::sql::SCHEMA_VERSION))
+}
+
+/// Retain: the data stays, the logins stop, open sessions end.
+pub async fn ensure_logins_disabled(client: &Client, db: &TenantDb) -> Result<(), Error> {
+    let wrap = |source| Error::Provision {
+        schema: db.schema.clone(),
+        source,
+    };
+    for role in [&db.writer, &db.reader] {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+            .await
+            .map_err(wrap)?
+            .is_some();
+        if exists {
+            client
+                .batch_execute(&format!("ALTER ROLE {} NOLOGIN", super::names::quote(role)))
+                .await
+                .map_err(wrap)?;
+        }
+    }
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&vec![db.writer.clone(), db.reader.clone()]],
+        )
+        .await
+        .map_err(wrap)?;
+    Ok(())
+}
+
+/// Delete (confirmed): sessions end, then the schema, its data and the roles go.
+pub async fn ensure_schema_absent(client: &Client, db: &TenantDb) -> Result<(), Error> {
+    ensure_logins_disabled(client, db).await?;
+    let wrap = |source| Error::Provision {
+        schema: db.schema.clone(),
+        source,
+    };
+    let quote = super::names::quote;
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote(&db.schema)
+        ))
+        .await
+        .map_err(wrap)?;
+    for role in [&db.writer, &db.reader, &db.owner] {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+            .await
+            .map_err(wrap)?
+            .is_some();
+        if exists {
+            client
+                .batch_execute(&format!(
+                    "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}",
+                    role = quote(role)
+                ))
+                .await
+                .map_err(wrap)?;
+        }
+    }
+    Ok(())
 }

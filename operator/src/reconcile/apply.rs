@@ -122,7 +122,7 @@ where
 
 /// Applies `desired` unless the current object already holds every field of it.
 /// Returns the number of write requests made (0 or 1).
-async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<usize, Error>
+pub async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<usize, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {

@@ -98,6 +98,11 @@ pub async fn cleanup(
         return Ok(Action::await_change());
     }
 
+    if let Some((pool, _)) = &context.database {
+        let drop_data = tenant.spec.deletion_policy == DeletionPolicy::Delete;
+        super::database::ensure_database_released(pool, &name, drop_data).await?;
+    }
+
     let namespace = context.config.namespace_for(&name);
     let namespaces: Api<Namespace> = Api::all(context.client.clone());
     let present = namespaces
@@ -155,6 +160,7 @@ async fn terminating(
     let observation = Observation {
         phase: Phase::Terminating,
         namespace: None,
+        database: None,
         conditions: vec![ready],
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;

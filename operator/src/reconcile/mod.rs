@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod database;
 pub mod finalize;
 pub mod status;
 pub mod validate;
@@ -22,7 +23,7 @@ use tracing::{info, instrument, warn};
 use crate::config::Config;
 use crate::crd::{Phase, SmartRegionTenant};
 use crate::metrics::Metrics;
-use status::{NAMESPACE_READY, Observation, Observed, READY};
+use status::{DATABASE_READY, NAMESPACE_READY, Observation, Observed, READY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,6 +33,8 @@ pub enum Error {
     Status(#[from] status::Error),
     #[error(transparent)]
     Finalize(#[from] finalize::Error),
+    #[error(transparent)]
+    Database(#[from] database::Error),
 }
 
 impl Error {
@@ -41,6 +44,7 @@ impl Error {
             Error::Apply(error) => error.metric_label(),
             Error::Status(_) => "status",
             Error::Finalize(error) => error.metric_label(),
+            Error::Database(error) => error.metric_label(),
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct Context {
     pub config: Config,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// The shared database and how tenants reach it; `None`: Kubernetes side only.
+    pub database: Option<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)>,
     /// Periodic re-check of a tenant that is fine (catches what no watch reports).
     pub requeue: Duration,
     /// Consecutive failures per tenant, for exponential backoff.
@@ -63,6 +69,7 @@ impl Context {
         config: Config,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        database: Option<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)>,
         requeue: Duration,
     ) -> Self {
         Context {
@@ -70,6 +77,7 @@ impl Context {
             config,
             recorder,
             metrics,
+            database,
             requeue,
             failures: Mutex::default(),
         }
@@ -123,6 +131,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
             let observation = Observation {
                 phase: Phase::Degraded,
                 namespace: None,
+                database: None,
                 conditions: vec![Observed::failed(READY, "InvalidSpec", message)],
             };
             status::update(&context.client, &context.recorder, tenant, &observation).await?;
@@ -149,11 +158,64 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         ),
         Err(error) => Observed::failed(NAMESPACE_READY, "ApplyFailed", error_chain(error)),
     };
+    // The database step needs the namespace (for its Secrets).
+    let mut database_status = None;
+    let database = match (&context.database, &applied) {
+        (None, _) => None,
+        (Some(_), Err(_)) => Some(Err(Observed::failed(
+            DATABASE_READY,
+            "WaitingForNamespace",
+            "the database part waits until the namespace is in place",
+        ))),
+        (Some((pool, endpoint)), Ok(_)) => {
+            match database::ensure_database(&context.client, pool, endpoint, tenant, &validated)
+                .await
+            {
+                Ok(_) => {
+                    let db = crate::database::names::TenantDb::for_tenant(&name)
+                        .expect("validated names give identifiers");
+                    database_status = Some(crate::crd::DatabaseStatus {
+                        schema: db.schema.clone(),
+                        writer_secret: crate::resources::secrets::WRITER_SECRET.into(),
+                        reader_secret: crate::resources::secrets::READER_SECRET.into(),
+                        credentials_rotated_at: tenant
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.database.as_ref())
+                            .and_then(|d| d.credentials_rotated_at.clone()),
+                    });
+                    Some(Ok(Observed::ok(
+                        DATABASE_READY,
+                        "Provisioned",
+                        format!(
+                            "schema {} with its roles, tables and Secrets is in place",
+                            db.schema
+                        ),
+                    )))
+                }
+                Err(error) => {
+                    let reason = match error {
+                        database::Error::Unreachable(_) => "DatabaseUnavailable",
+                        _ => "ProvisioningFailed",
+                    };
+                    let observed = Observed::failed(DATABASE_READY, reason, error_chain(&error));
+                    warn!(error = %error_chain(&error), "database step failed");
+                    Some(Err(observed))
+                }
+            }
+        }
+    };
+    let database_observed = database.map(|result| result.unwrap_or_else(|failed| failed));
     let was_ready = tenant
         .status
         .as_ref()
         .and_then(|status| status.phase)
         .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
+    let failing = [Some(&namespace_ready), database_observed.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|observed| !observed.ok)
+        .cloned();
     let (phase, ready) = if validated.suspended {
         (
             Phase::Suspended,
@@ -163,12 +225,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
                 "spec.suspended is true: ingest and writes are stopped, everything is kept",
             ),
         )
-    } else if namespace_ready.ok {
-        (
-            Phase::Ready,
-            Observed::ok(READY, "Ready", "every part of the tenant is ready"),
-        )
-    } else {
+    } else if let Some(failing) = failing {
         let phase = if was_ready {
             Phase::Degraded
         } else {
@@ -176,17 +233,21 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         };
         (
             phase,
-            Observed::failed(
-                READY,
-                namespace_ready.reason,
-                namespace_ready.message.clone(),
-            ),
+            Observed::failed(READY, failing.reason, failing.message.clone()),
+        )
+    } else {
+        (
+            Phase::Ready,
+            Observed::ok(READY, "Ready", "every part of the tenant is ready"),
         )
     };
+    let mut conditions = vec![ready, namespace_ready];
+    conditions.extend(database_observed.clone());
     let observation = Observation {
         phase,
         namespace: Some(validated.namespace.clone()),
-        conditions: vec![ready, namespace_ready],
+        database: database_status,
+        conditions,
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
     context.metrics.set_phase(&name, Some(phase));
@@ -194,6 +255,10 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     let outcome = applied?;
     if outcome.writes > 0 {
         info!(writes = outcome.writes, "children applied");
+    }
+    if database_observed.is_some_and(|observed| !observed.ok) {
+        // Retried with backoff by error_policy.
+        return Err(Error::Database(database::Error::NotReady));
     }
     Ok(Action::requeue(context.requeue))
 }

@@ -14,6 +14,7 @@ use crate::crd::{Phase, SmartRegionTenant, SmartRegionTenantStatus};
 
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
+pub const DATABASE_READY: &str = "DatabaseReady";
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -57,6 +58,8 @@ impl Observed {
 pub struct Observation {
     pub phase: Phase,
     pub namespace: Option<String>,
+    /// Where the tenant's data is, once the database step succeeded.
+    pub database: Option<crate::crd::DatabaseStatus>,
     pub conditions: Vec<Observed>,
 }
 
@@ -100,6 +103,9 @@ pub fn desired_status(
     status.observed_generation = generation;
     if observation.namespace.is_some() {
         status.namespace = observation.namespace.clone();
+    }
+    if observation.database.is_some() {
+        status.database = observation.database.clone();
     }
     status
 }
@@ -181,6 +187,7 @@ mod tests {
         Observation {
             phase: if ok { Phase::Ready } else { Phase::Degraded },
             namespace: Some("srt-prato".into()),
+            database: None,
             conditions: vec![observed],
         }
     }

@@ -8,6 +8,7 @@ pub mod namespace;
 pub mod network;
 pub mod quota;
 pub mod rbac;
+pub mod secrets;
 pub mod service_account;
 
 use std::collections::BTreeMap;
