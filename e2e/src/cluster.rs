@@ -24,6 +24,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub database_url: String,
     pub apiserver_port: u16,
+    /// The CA that signed the API server's and PostgreSQL's certificates.
+    pub ca_cert: PathBuf,
 }
 
 impl Cluster {
@@ -33,6 +35,7 @@ impl Cluster {
             kubeconfig: state.kubeconfig.clone(),
             database_url: state.database_url.clone(),
             apiserver_port: state.apiserver_port,
+            ca_cert: Pki::at(&state_dir.join("pki")).ca_cert,
         }
     }
 
@@ -162,7 +165,15 @@ async fn start(state_dir: &Path, marker: &Path) -> Result<Cluster> {
     let mut processes: Vec<(String, u32)> = Vec::new();
     let mut record = |started: &Started| processes.push((started.name.to_string(), started.pid));
 
-    let postgres = postgres::start(&pg_bin, state_dir, postgres_port)?;
+    let postgres = postgres::start(
+        &pg_bin,
+        state_dir,
+        postgres_port,
+        Some(&postgres::Tls {
+            cert: &pki.postgres_cert,
+            key: &pki.postgres_key,
+        }),
+    )?;
     record(&postgres);
     let etcd = layout.start_etcd(etcd_client, etcd_peer)?;
     record(&etcd);

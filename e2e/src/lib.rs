@@ -22,6 +22,7 @@ pub mod operator;
 pub mod wait;
 
 pub use cluster::{Cluster, shared};
+pub use postgres::Server as PostgresServer;
 
 /// `prefix` plus a random suffix, so every test run works in its own objects even on a
 /// cluster that earlier runs used. Stays a valid tenant and namespace name when `prefix`

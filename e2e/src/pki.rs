@@ -1,6 +1,6 @@
-//! Certificates and keys for a local cluster: one CA, the API server's serving
-//! certificate, an admin client certificate in `system:masters`, and the service-account
-//! signing key. Generated once per cluster start; never leave the state directory.
+//! Certificates and keys for a local cluster: one CA, the API server's and PostgreSQL's
+//! serving certificates, an admin client certificate in `system:masters`, and the
+//! service-account signing key. Generated once per cluster start; never leave the state directory.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,8 @@ pub struct Pki {
     pub admin_key: PathBuf,
     pub service_account_key: PathBuf,
     pub service_account_public_key: PathBuf,
+    pub postgres_cert: PathBuf,
+    pub postgres_key: PathBuf,
 }
 
 impl Pki {
@@ -34,6 +36,8 @@ impl Pki {
             admin_key: dir.join("admin.key"),
             service_account_key: dir.join("service-account.key"),
             service_account_public_key: dir.join("service-account.pub"),
+            postgres_cert: dir.join("postgres.crt"),
+            postgres_key: dir.join("postgres.key"),
         }
     }
 
@@ -75,6 +79,18 @@ impl Pki {
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;
         write(&pki.apiserver_cert, &serving_cert.pem())?;
         write(&pki.apiserver_key, &serving_key.serialize_pem())?;
+
+        // PostgreSQL's, so the operator's sslmode=verify-full is tested for real.
+        let postgres_key = KeyPair::generate()?;
+        let mut postgres = CertificateParams::new(vec!["localhost".to_string()])?;
+        postgres
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse()?));
+        postgres.distinguished_name = name("smartregion-e2e-postgres", None);
+        postgres.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let postgres_cert = postgres.signed_by(&postgres_key, &issuer)?;
+        write(&pki.postgres_cert, &postgres_cert.pem())?;
+        write(&pki.postgres_key, &postgres_key.serialize_pem())?;
 
         let admin_key = KeyPair::generate()?;
         let mut admin = CertificateParams::new(Vec::<String>::new())?;

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL cluster: `initdb` into the state directory, a free loopback port,
-//! SCRAM authentication for a generated superuser password, and a `smartregion` database.
+//! SCRAM authentication for a generated superuser password, TLS with a certificate from
+//! the cluster's CA, and a `smartregion` database. [`Server`] is a second one that a test
+//! owns, for stopping and starting it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -78,9 +80,15 @@ pub fn data_dir(dir: &Path) -> PathBuf {
     dir.join("postgres")
 }
 
+/// A serving certificate and its key, for TLS.
+pub struct Tls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
 /// Starts the server in the foreground of its own process group, so its pid is the
 /// postmaster's and its log goes to `<dir>/postgres.log`.
-pub fn start(bin: &Path, dir: &Path, port: u16) -> Result<Started> {
+pub fn start(bin: &Path, dir: &Path, port: u16, tls: Option<&Tls>) -> Result<Started> {
     let user = server_user()?;
     let socket_dir = dir.join("postgres-socket");
     std::fs::create_dir_all(&socket_dir)?;
@@ -104,6 +112,20 @@ pub fn start(bin: &Path, dir: &Path, port: u16) -> Result<Started> {
         "-c".into(),
         "full_page_writes=off".into(),
     ];
+    let mut args = args;
+    if let Some(tls) = tls {
+        // The server reads its key only when it alone can (mode 0600, its own user).
+        hand_over(tls.cert, user)?;
+        hand_over(tls.key, user)?;
+        args.extend([
+            "-c".into(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", tls.cert.display()),
+            "-c".into(),
+            format!("ssl_key_file={}", tls.key.display()),
+        ]);
+    }
     let pid = spawn_detached(&bin.join("postgres"), &args, &log, user)?;
     Ok(Started {
         name: "postgres",
@@ -146,4 +168,92 @@ fn random_password() -> Result<String> {
     let mut bytes = [0u8; 20];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// A PostgreSQL server of a test's own, under `<cluster state>/<name>/` (so `cluster down`
+/// stops it too if the test could not), which the test may stop and start again.
+pub struct Server {
+    bin: PathBuf,
+    dir: PathBuf,
+    marker: PathBuf,
+    port: u16,
+    password: String,
+    pid: Option<u32>,
+}
+
+impl Server {
+    /// Creates and starts a new server with a `smartregion` database.
+    pub async fn start_new(cluster: &crate::Cluster, name: &str) -> Result<Server> {
+        let bin = crate::paths::postgres_binaries()?;
+        let dir = cluster.state_dir.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let password = init(&bin, &dir)?;
+        let mut server = Server {
+            bin,
+            dir,
+            marker: PathBuf::from(format!("{}/", cluster.state_dir.display())),
+            port: crate::control_plane::free_port()?,
+            password,
+            pid: None,
+        };
+        let started = server.spawn()?;
+        wait_and_create_database(&started, &server.marker, &server.password, server.port).await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        url(&self.password, self.port)
+    }
+
+    fn spawn(&mut self) -> Result<Started> {
+        let started = start(&self.bin, &self.dir, self.port, None)?;
+        self.pid = Some(started.pid);
+        Ok(started)
+    }
+
+    /// Fast shutdown (SIGINT): open sessions end, as in a crash from their point of view.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(pid) = self.pid.take() {
+            crate::process::stop(
+                pid,
+                &self.marker,
+                crate::process::Signal::SIGINT,
+                std::time::Duration::from_secs(15),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same port and data, and waits until it
+    /// accepts connections.
+    pub async fn restart(&mut self) -> Result<()> {
+        let started = self.spawn()?;
+        let url = self.url();
+        ready(
+            &started,
+            &self.marker,
+            "PostgreSQL to accept connections",
+            || {
+                let url = url.clone();
+                async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    drop(connection);
+                    drop(client);
+                    Ok(Some(()))
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -3,16 +3,28 @@
 
 use anyhow::{Result, bail};
 use smartregion_e2e::{shared, unique_name};
+use smartregion_operator::database::connect::Flavor;
 use smartregion_operator::database::names::{TenantDb, quote};
 use smartregion_operator::database::new_password;
-use smartregion_operator::database::provision::{Passwords, ensure_schema_exists};
+use smartregion_operator::database::provision::{Desired, Passwords, ensure_schema_exists};
 use smartregion_operator::database::sql::RoleLimits;
+use smartregion_operator::database::timescale::HypertableSettings;
 use tokio_postgres::{Client, NoTls};
 
-const LIMITS: RoleLimits = RoleLimits {
-    connection_limit: 5,
-    statement_timeout_ms: 30_000,
-};
+fn desired() -> Desired {
+    Desired {
+        limits: RoleLimits {
+            connection_limit: 5,
+            statement_timeout_ms: 30_000,
+        },
+        flavor: Flavor::Plain,
+        storage: HypertableSettings {
+            chunk_interval_hours: 24,
+            retention_days: 365,
+            compress_after_days: 7,
+        },
+    }
+}
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
     let (client, connection) = config.connect(NoTls).await?;
@@ -45,8 +57,8 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
         writer: &writer_password,
         reader: &reader_password,
     };
-    let first = ensure_schema_exists(admin, &db, &LIMITS, &passwords, false).await?;
-    assert!(first.created_logins);
+    let first = ensure_schema_exists(admin, &db, &desired(), &passwords, false).await?;
+    assert!(first.changed && first.passwords_set);
     Ok(Tenant {
         db,
         writer_password,
@@ -85,11 +97,12 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     // A name that spells an SQL keyword, to prove quoting.
     let a = provision(&mut admin, "select").await?;
     let b = provision(&mut admin, "mugello").await?;
-    // Idempotent: a second run changes nothing and keeps the passwords.
+    // Idempotent: a second run finds everything in place (reads only) and keeps the
+    // passwords.
     let again = ensure_schema_exists(
         &mut admin,
         &a.db,
-        &LIMITS,
+        &desired(),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
@@ -97,7 +110,34 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         false,
     )
     .await?;
-    assert!(!again.created_logins);
+    assert_eq!(
+        (again.changed, again.passwords_set),
+        (false, false),
+        "the steady state is recognised from the catalogs"
+    );
+    // A changed setting (the connection limit) is noticed and applied.
+    let mut more = desired();
+    more.limits.connection_limit = 9;
+    let changed = ensure_schema_exists(
+        &mut admin,
+        &a.db,
+        &more,
+        &Passwords {
+            writer: "unused-unused-unused-unused-unused",
+            reader: "unused-unused-unused-unused-unused",
+        },
+        false,
+    )
+    .await?;
+    assert!(changed.changed && !changed.passwords_set);
+    let limit: i32 = admin
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&a.db.writer],
+        )
+        .await?
+        .get(0);
+    assert_eq!(limit, 9);
 
     let writer = login(&config, &a.db.writer, &a.writer_password).await?;
     let insert = "INSERT INTO measurements (sensor, metric, time, value) VALUES ($1, $2, $3::text::timestamptz, $4) ON CONFLICT DO NOTHING";

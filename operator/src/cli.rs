@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::database::connect::SslMode;
+
 /// Kubernetes operator for Smart Region Toscana tenants.
 #[derive(Parser, Debug)]
 #[command(
@@ -92,6 +94,21 @@ pub struct RunArgs {
     #[arg(long, env = "SMARTREGION_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// How the connection to the database is protected: `disable`, `require` (encrypted,
+    /// server not authenticated) or `verify-full` (encrypted, server certificate checked
+    /// against --database-ca-file and the host name). Also written into tenants' Secrets.
+    #[arg(long, env = "SMARTREGION_DATABASE_SSLMODE", value_enum, default_value_t = SslMode::Disable)]
+    pub database_sslmode: SslMode,
+
+    /// PEM file with the CA certificates that sign the database server's certificate
+    /// (needed by `--database-sslmode=verify-full`).
+    #[arg(long, env = "SMARTREGION_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+
+    /// Most admin connections to the database at once.
+    #[arg(long, env = "SMARTREGION_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub database_pool_size: u16,
+
     /// Host that tenants' pods use to reach the database, written into their Secrets;
     /// the host of --database-url when unset.
     #[arg(long, env = "SMARTREGION_DATABASE_PUBLIC_HOST")]
@@ -138,6 +155,7 @@ mod tests {
             "--namespace-prefix=tenant-",
             "--leader-election=false",
             "--database-address=10.0.0.5",
+            "--database-sslmode=verify-full",
         ])
         .unwrap();
         assert!(cli.command.is_none());
@@ -147,5 +165,6 @@ mod tests {
         assert!(matches!(explicit.command, Some(Command::Run(args)) if args.concurrency == 2));
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.database_address, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(cli.run.database_sslmode, SslMode::VerifyFull);
     }
 }

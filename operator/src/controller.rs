@@ -25,11 +25,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::{Config, Tiers};
 use crate::crd::{SmartRegionTenant, TENANT_LABEL};
+use crate::database::connect::{Database, Settings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 use crate::resources::MANAGED_SELECTOR;
@@ -91,7 +92,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
     );
     let database = match &args.database_url {
-        Some(url) => Some(database_pool(url, args.database_public_host.as_deref())?),
+        Some(url) => Some(Database::new(&Settings {
+            url: url.clone(),
+            sslmode: args.database_sslmode,
+            ca_file: args.database_ca_file.clone(),
+            public_host: args.database_public_host.clone(),
+            pool_size: usize::from(args.database_pool_size),
+        })?),
         None => {
             warn!("no --database-url: managing only the Kubernetes side of tenants");
             None
@@ -210,6 +217,10 @@ async fn controller(
             match result {
                 Ok(_) => {}
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                // A child of a deleted tenant, or of one outside --tenant-selector: expected.
+                Err(error @ controller::Error::ObjectNotFound(..)) => {
+                    debug!(error = %error, "a watched child maps to no tenant of this operator")
+                }
                 Err(error) => warn!(error = %reconcile::error_chain(&error), "controller"),
             }
         })
@@ -259,40 +270,4 @@ async fn serve(
             error!(%error, "the metrics and health server stopped");
         }
     }))
-}
-
-/// A small pool of admin connections, and where tenants connect (for their Secrets).
-fn database_pool(
-    url: &str,
-    public_host: Option<&str>,
-) -> Result<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)> {
-    use deadpool_postgres::{Manager, Pool, Runtime};
-    // The URL holds a password: errors name the problem, never the value.
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--database-url is not a valid PostgreSQL connection URL"))?;
-    let host = match (public_host, config.get_hosts().first()) {
-        (Some(host), _) => host.to_string(),
-        (None, Some(tokio_postgres::config::Host::Tcp(host))) => host.clone(),
-        _ => bail!("--database-url needs a TCP host (or set --database-public-host)"),
-    };
-    let endpoint = crate::resources::secrets::Endpoint {
-        host,
-        port: config.get_ports().first().copied().unwrap_or(5432),
-        dbname: config
-            .get_dbname()
-            .or(config.get_user())
-            .unwrap_or("postgres")
-            .to_string(),
-        sslmode: "disable".into(),
-    };
-    let manager = Manager::new(config, tokio_postgres::NoTls);
-    let pool = Pool::builder(manager)
-        .max_size(8)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .context("failed to build the database connection pool")?;
-    Ok((pool, endpoint))
 }

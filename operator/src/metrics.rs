@@ -18,6 +18,11 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -29,6 +34,7 @@ pub struct Metrics {
     pub duration: Histogram,
     tenants: Family<PhaseLabels, Gauge>,
     phases: Mutex<HashMap<String, Phase>>,
+    database_bytes: Family<TenantLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -50,6 +56,12 @@ impl Default for Metrics {
             duration.clone(),
         );
         registry.register("tenants", "Tenants, by phase", tenants.clone());
+        let database_bytes = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenant_database_bytes",
+            "Size of each tenant's database schema, as last measured",
+            database_bytes.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -57,6 +69,7 @@ impl Default for Metrics {
             duration,
             tenants,
             phases: Mutex::default(),
+            database_bytes,
         }
     }
 }
@@ -76,6 +89,21 @@ impl Metrics {
                     phase: format!("{phase:?}"),
                 })
                 .inc();
+        }
+    }
+
+    /// Records a tenant's measured schema size (`None`: the tenant is gone).
+    pub fn set_database_bytes(&self, tenant: &str, bytes: Option<i64>) {
+        let labels = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        match bytes {
+            Some(bytes) => {
+                self.database_bytes.get_or_create(&labels).set(bytes);
+            }
+            None => {
+                self.database_bytes.remove(&labels);
+            }
         }
     }
 

@@ -4,6 +4,11 @@
 //! rewrites quantities into canonical form ("1000m" becomes "1"), and a textual
 //! comparison would see drift, and write, on every reconcile.
 
+/// A quantity of bytes (or any whole unit), rounded up: "2Mi" is 2097152.
+pub fn whole_units(text: &str) -> Option<i128> {
+    parse(text).map(|thousandths| (thousandths + 999).div_euclid(1000))
+}
+
 /// The quantity in thousandths of its unit, or `None` when it is not a quantity.
 /// Fractions below one thousandth are rounded up, as the API server does.
 pub fn parse(text: &str) -> Option<i128> {
@@ -71,6 +76,16 @@ pub fn same(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::whole_units;
+
+    #[test]
+    fn whole_units_are_bytes_rounded_up() {
+        assert_eq!(whole_units("2Mi"), Some(2 * 1024 * 1024));
+        assert_eq!(whole_units("10Gi"), Some(10 * 1024 * 1024 * 1024));
+        assert_eq!(whole_units("1500m"), Some(2));
+        assert_eq!(whole_units("lots"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -1,16 +1,20 @@
 //! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
 //! tables and credentials (DESIGN.md §4, §6).
 //!
-//! [`names`] and [`sql`] are pure (identifiers and statement text, unit-tested);
-//! [`provision`] talks to the database. No user-typed text ever reaches SQL: identifiers
-//! come from the validated tenant name and are quoted, values are bound parameters, and
-//! the only literals spliced in are SCRAM verifiers this code computed itself.
-//!
-//! Not wired into the reconcile pipeline yet (issue #4 continues).
+//! [`names`], [`sql`], [`timescale`], [`partitions`] and [`quota`] are pure (identifiers,
+//! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the
+//! database. No user-typed text ever reaches SQL: identifiers come from the validated
+//! tenant name and are quoted, values are bound parameters, and the only literals spliced
+//! in are numbers from the validated configuration, partition bounds and SCRAM verifiers
+//! that this code computed itself.
 
+pub mod connect;
 pub mod names;
+pub mod partitions;
 pub mod provision;
+pub mod quota;
 pub mod sql;
+pub mod timescale;
 
 use rand::distr::{Alphanumeric, SampleString};
 

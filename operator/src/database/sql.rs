@@ -1,8 +1,13 @@
-//! Statement text for a tenant's schema on plain PostgreSQL (pure, unit-tested).
+//! Statement text for a tenant's schema, roles and grants (pure, unit-tested).
 //!
-//! Every identifier goes through [`quote`]; nothing here takes free text.
+//! Every identifier goes through [`quote`]; nothing here takes free text. The
+//! TimescaleDB-specific text is in [`super::timescale`], the partitions' in
+//! [`super::partitions`].
 
+use super::connect::Flavor;
 use super::names::{TenantDb, quote};
+use super::partitions::Partition;
+use super::timescale::{self, HypertableSettings};
 
 /// Version of the tenant schema these statements create; recorded in `schema_version`.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -16,7 +21,16 @@ pub struct RoleLimits {
 
 /// Statements that bring an existing or new tenant schema to the current version.
 /// Idempotent: every statement can run again on a schema that already has it.
-pub fn schema_statements(db: &TenantDb, limits: &RoleLimits) -> Vec<String> {
+///
+/// The writer's INSERT grant is not among them: it follows the storage quota and
+/// suspension, and [`writes_statement`] alone changes it, so a re-provisioning never
+/// opens a window in which ingest is refused.
+pub fn schema_statements(
+    db: &TenantDb,
+    limits: &RoleLimits,
+    flavor: Flavor,
+    storage: &HypertableSettings,
+) -> Vec<String> {
     let (schema, owner, writer, reader) = (
         quote(&db.schema),
         quote(&db.owner),
@@ -24,8 +38,15 @@ pub fn schema_statements(db: &TenantDb, limits: &RoleLimits) -> Vec<String> {
         quote(&db.reader),
     );
     let measurements = format!("{schema}.measurements");
-    vec![
+    let columns = "sensor text NOT NULL CHECK (length(sensor) BETWEEN 1 AND 256), \
+         metric text NOT NULL CHECK (length(metric) BETWEEN 1 AND 128), \
+         time timestamptz NOT NULL, \
+         value double precision NOT NULL, \
+         received_at timestamptz NOT NULL DEFAULT now(), \
+         UNIQUE (sensor, metric, time)";
+    let mut statements = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner}"),
+        format!("ALTER SCHEMA {schema} OWNER TO {owner}"),
         format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
         format!("GRANT USAGE ON SCHEMA {schema} TO {writer}, {reader}"),
         // Objects are created as the owner role, so they belong to it, not to the admin.
@@ -42,57 +63,72 @@ pub fn schema_statements(db: &TenantDb, limits: &RoleLimits) -> Vec<String> {
              metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb, \
              created_at timestamptz NOT NULL DEFAULT now())"
         ),
+    ];
+    match flavor {
         // Narrow and idempotent: a retried batch hits the unique key and stores nothing new.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {measurements} (\
-             sensor text NOT NULL CHECK (length(sensor) BETWEEN 1 AND 256), \
-             metric text NOT NULL CHECK (length(metric) BETWEEN 1 AND 128), \
-             time timestamptz NOT NULL, \
-             value double precision NOT NULL, \
-             received_at timestamptz NOT NULL DEFAULT now(), \
-             UNIQUE (sensor, metric, time)) PARTITION BY RANGE (time)"
-        ),
-        // No row is ever refused for its time: what no range partition takes lands here.
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.measurements_default \
-             PARTITION OF {measurements} DEFAULT"
-        ),
+        Flavor::Plain => statements.extend([
+            format!(
+                "CREATE TABLE IF NOT EXISTS {measurements} ({columns}) PARTITION BY RANGE (time)"
+            ),
+            // No row is ever refused for its time: what no range partition takes lands here.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {schema}.measurements_default \
+                 PARTITION OF {measurements} DEFAULT"
+            ),
+        ]),
+        Flavor::TimescaleDb => {
+            statements.push(format!(
+                "CREATE TABLE IF NOT EXISTS {measurements} ({columns})"
+            ));
+            statements.extend(timescale::hypertable_statements(db, storage));
+        }
+    }
+    statements.extend([
+        // Readers see every table, including partitions created later. Writers get
+        // INSERT on the two tables ingest fills, never by default on new tables: a
+        // partition must not be a way around the quota.
         format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} \
              GRANT SELECT ON TABLES TO {reader}"
         ),
-        format!(
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} \
-             GRANT INSERT ON TABLES TO {writer}"
-        ),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}"),
-        format!("GRANT INSERT ON {measurements}, {schema}.sensors TO {writer}"),
-        format!("REVOKE ALL ON {schema}.schema_version FROM {writer}"),
         format!(
             "INSERT INTO {schema}.schema_version (version) VALUES ({SCHEMA_VERSION}) \
              ON CONFLICT DO NOTHING"
         ),
         "RESET ROLE".to_string(),
-        format!(
-            "ALTER ROLE {writer} CONNECTION LIMIT {}",
-            limits.connection_limit
-        ),
-        format!(
-            "ALTER ROLE {reader} CONNECTION LIMIT {}",
-            limits.connection_limit
-        ),
-        format!(
-            "ALTER ROLE {writer} SET statement_timeout = {}",
-            limits.statement_timeout_ms
-        ),
-        format!(
-            "ALTER ROLE {reader} SET statement_timeout = {}",
-            limits.statement_timeout_ms
-        ),
-        // Tenants see only their own schema: nothing in public, no temp tables.
-        format!("ALTER ROLE {writer} SET search_path = {schema}"),
-        format!("ALTER ROLE {reader} SET search_path = {schema}"),
-    ]
+    ]);
+    if flavor == Flavor::TimescaleDb {
+        statements.extend(timescale::policy_statements(db, storage));
+    }
+    for role in [&writer, &reader] {
+        statements.extend([
+            format!(
+                "ALTER ROLE {role} LOGIN CONNECTION LIMIT {}",
+                limits.connection_limit
+            ),
+            format!(
+                "ALTER ROLE {role} SET statement_timeout = {}",
+                limits.statement_timeout_ms
+            ),
+            // Tenants see only their own schema: nothing in public.
+            format!("ALTER ROLE {role} SET search_path = {schema}"),
+        ]);
+    }
+    statements
+}
+
+/// Gives or takes the writer's INSERT on the tables ingest fills (storage quota,
+/// suspension). Reads are never affected.
+pub fn writes_statement(db: &TenantDb, allowed: bool) -> String {
+    let schema = quote(&db.schema);
+    let tables = format!("{schema}.measurements, {schema}.sensors");
+    let writer = quote(&db.writer);
+    if allowed {
+        format!("GRANT INSERT ON {tables} TO {writer}")
+    } else {
+        format!("REVOKE INSERT ON {tables} FROM {writer}")
+    }
 }
 
 /// `CREATE ROLE` for a login role whose password is given as a SCRAM verifier.
@@ -117,34 +153,125 @@ pub fn create_owner_role(role: &str) -> String {
     format!("CREATE ROLE {} NOLOGIN", quote(role))
 }
 
+/// Creates one range partition of `measurements`, first moving into it any rows the
+/// default partition holds for its range (PostgreSQL refuses to attach it otherwise).
+/// `$1` and `$2` are the partition's bounds. Run as the owner role.
+pub fn create_partition_statements(db: &TenantDb, partition: &Partition) -> [String; 3] {
+    let schema = quote(&db.schema);
+    let table = format!("{schema}.{}", quote(&partition.name()));
+    let bound =
+        |time: jiff::Timestamp| postgres_protocol::escape::escape_literal(&time.to_string());
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} \
+             (LIKE {schema}.measurements INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        ),
+        format!(
+            "WITH moved AS (DELETE FROM {schema}.measurements_default \
+             WHERE time >= $1 AND time < $2 RETURNING *) \
+             INSERT INTO {table} SELECT * FROM moved"
+        ),
+        format!(
+            "ALTER TABLE {schema}.measurements ATTACH PARTITION {table} \
+             FOR VALUES FROM ({}) TO ({})",
+            bound(partition.start),
+            bound(partition.end)
+        ),
+    ]
+}
+
+pub fn drop_partition_statement(db: &TenantDb, partition: &Partition) -> String {
+    format!(
+        "DROP TABLE IF EXISTS {}.{}",
+        quote(&db.schema),
+        quote(&partition.name())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn statements() -> Vec<String> {
+    fn storage() -> HypertableSettings {
+        HypertableSettings {
+            chunk_interval_hours: 24,
+            retention_days: 365,
+            compress_after_days: 7,
+        }
+    }
+
+    fn statements(flavor: Flavor) -> Vec<String> {
         let db = TenantDb::for_tenant("select").unwrap();
-        schema_statements(
-            &db,
-            &RoleLimits {
-                connection_limit: 10,
-                statement_timeout_ms: 30_000,
-            },
-        )
+        let limits = RoleLimits {
+            connection_limit: 10,
+            statement_timeout_ms: 30_000,
+        };
+        schema_statements(&db, &limits, flavor, &storage())
     }
 
     #[test]
     fn every_identifier_is_quoted_even_keywords() {
-        for statement in statements() {
-            assert!(!statement.contains(" t_select"), "unquoted: {statement}");
+        for flavor in [Flavor::Plain, Flavor::TimescaleDb] {
+            for statement in statements(flavor) {
+                assert!(!statement.contains(" t_select"), "unquoted: {statement}");
+            }
         }
     }
 
     #[test]
     fn the_measurements_table_is_idempotent_and_never_refuses_a_time() {
-        let all = statements().join(";\n");
-        assert!(all.contains("UNIQUE (sensor, metric, time)"));
+        let all = statements(Flavor::Plain).join(";\n");
+        assert!(all.contains("UNIQUE (sensor, metric, time)) PARTITION BY RANGE (time)"));
         assert!(all.contains("PARTITION OF \"t_select\".measurements DEFAULT"));
         assert!(all.contains("REVOKE ALL ON SCHEMA \"t_select\" FROM PUBLIC"));
+        assert!(!all.contains("create_hypertable"));
+    }
+
+    #[test]
+    fn timescale_gets_a_plain_table_made_hypertable_and_policies_as_admin() {
+        let statements = statements(Flavor::TimescaleDb);
+        let all = statements.join(";\n");
+        assert!(!all.contains("PARTITION"));
+        let position = |needle: &str| {
+            statements
+                .iter()
+                .position(|s| s.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle}"))
+        };
+        assert!(
+            position("CREATE TABLE IF NOT EXISTS \"t_select\".measurements")
+                < position("create_hypertable")
+        );
+        assert!(position("RESET ROLE") < position("add_retention_policy"));
+    }
+
+    #[test]
+    fn writers_never_get_insert_by_default_privileges() {
+        let all = statements(Flavor::Plain).join(";\n");
+        assert!(!all.contains("GRANT INSERT"), "{all}");
+        let db = TenantDb::for_tenant("prato").unwrap();
+        assert_eq!(
+            writes_statement(&db, false),
+            "REVOKE INSERT ON \"t_prato\".measurements, \"t_prato\".sensors FROM \"t_prato_writer\""
+        );
+    }
+
+    #[test]
+    fn a_partition_takes_its_rows_from_the_default_partition() {
+        let db = TenantDb::for_tenant("prato").unwrap();
+        let partition = Partition {
+            start: "2026-11-23T00:00:00Z".parse().unwrap(),
+            end: "2026-11-24T00:00:00Z".parse().unwrap(),
+        };
+        let [create, moved, attach] = create_partition_statements(&db, &partition);
+        assert!(create.contains("\"t_prato\".\"measurements_p2026112300_2026112400\""));
+        assert!(moved.contains(
+            "DELETE FROM \"t_prato\".measurements_default WHERE time >= $1 AND time < $2"
+        ));
+        assert!(
+            attach
+                .ends_with("FOR VALUES FROM ('2026-11-23T00:00:00Z') TO ('2026-11-24T00:00:00Z')")
+        );
     }
 
     #[test]

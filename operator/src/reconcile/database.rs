@@ -1,22 +1,28 @@
-//! Step 4 (database + client): the tenant's schema, roles and tables, and the Secrets
-//! that carry its credentials into the namespace.
+//! Step 4 (database + client): the tenant's schema, roles, tables and partitions, its
+//! storage quota, and the Secrets that carry its credentials into the namespace.
 //!
 //! The Secrets are the only place the passwords are kept. Missing Secrets, or a new
-//! value of the rotate-credentials annotation, mean new passwords.
+//! value of the rotate-credentials annotation, mean new passwords. Nothing here logs,
+//! reports or returns a password.
 
-use deadpool_postgres::Pool;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
+use tracing::info;
 
+use super::status::{Observed, WITHIN_QUOTA};
 use super::validate::Validated;
-use crate::crd::{ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
+use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
+use crate::database::connect::{Database, Flavor};
 use crate::database::names::TenantDb;
 use crate::database::new_password;
-use crate::database::provision::{self, Passwords};
+use crate::database::provision::{self, Desired, Passwords};
+use crate::database::quota::{self, RESUME_PERCENT, human_bytes};
 use crate::database::sql::RoleLimits;
+use crate::database::timescale::HypertableSettings;
 use crate::resources::secrets::{
-    Endpoint, READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
+    READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -31,41 +37,66 @@ pub enum Error {
     ReadSecret(String, #[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] super::apply::Error),
-    #[error("the database part is not ready yet; see the DatabaseReady condition")]
-    NotReady,
 }
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Unreachable(_) => "database_unreachable",
+            Error::Provision(error) if error.is_connection() => "database_unreachable",
             Error::Provision(_) => "database_provision",
             Error::Names(_) => "database_names",
             Error::ReadSecret(..) => "read_secret",
             Error::Apply(error) => error.metric_label(),
-            Error::NotReady => "database_not_ready",
+        }
+    }
+
+    /// The condition reason: an outage the operator waits out, or a failure to look at.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Unreachable(_) => "DatabaseUnavailable",
+            Error::Provision(error) if error.is_connection() => "DatabaseUnavailable",
+            _ => "ProvisioningFailed",
         }
     }
 }
 
-/// Connection limit and statement timeout of the tenant's roles.
-fn limits(tenant: &Validated) -> RoleLimits {
-    RoleLimits {
-        connection_limit: 2 + 4 * tenant.limits.ingest_replicas,
-        statement_timeout_ms: 30_000,
+/// What the database step found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: DatabaseStatus,
+    pub bytes: i64,
+    pub within_quota: Observed,
+    /// Kubernetes writes made (0 in the steady state).
+    pub writes: usize,
+}
+
+/// Connection limit and statement timeout of the tenant's roles: room for every ingest
+/// pod's pool plus a few dashboard sessions.
+fn desired(tenant: &Validated, flavor: Flavor) -> Desired {
+    Desired {
+        limits: RoleLimits {
+            connection_limit: 2 + 4 * tenant.limits.ingest_replicas,
+            statement_timeout_ms: 30_000,
+        },
+        flavor,
+        storage: HypertableSettings {
+            chunk_interval_hours: tenant.limits.chunk_interval_hours,
+            retention_days: tenant.limits.retention_days,
+            compress_after_days: tenant.limits.compress_after_days,
+        },
     }
 }
 
-/// Makes the tenant's database objects and Secrets exist. Returns the number of
-/// Kubernetes writes made (0 in the steady state).
+/// Makes the tenant's database objects and Secrets exist and enforces its storage quota.
 pub async fn ensure_database(
     client: &Client,
-    pool: &Pool,
-    endpoint: &Endpoint,
+    database: &Database,
     tenant: &SmartRegionTenant,
     validated: &Validated,
-) -> Result<usize, Error> {
+) -> Result<Outcome, Error> {
     let db = TenantDb::for_tenant(&validated.name)?;
+    let flavor = database.flavor().await.map_err(Error::Unreachable)?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
     let read = |name: &'static str| {
         let secrets = secrets.clone();
@@ -103,11 +134,11 @@ pub async fn ensure_database(
     let (writer_password, reader_password) =
         current.unwrap_or_else(|| (new_password(), new_password()));
 
-    let mut connection = pool.get().await.map_err(Error::Unreachable)?;
-    provision::ensure_schema_exists(
+    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    let provisioned = provision::ensure_schema_exists(
         &mut connection,
         &db,
-        &limits(validated),
+        &desired(validated, flavor),
         &Passwords {
             writer: &writer_password,
             reader: &reader_password,
@@ -115,30 +146,136 @@ pub async fn ensure_database(
         rotate,
     )
     .await?;
+    if provisioned.changed {
+        info!(schema = %db.schema, passwords_issued = provisioned.passwords_set, "database objects provisioned");
+    }
+    if flavor == Flavor::Plain {
+        let changes = provision::ensure_partitions(
+            &mut connection,
+            &db,
+            jiff::Timestamp::now(),
+            validated.limits.chunk_interval_hours,
+            validated.limits.retention_days,
+        )
+        .await?;
+        if changes != provision::PartitionChanges::default() {
+            info!(schema = %db.schema, created = ?changes.created, dropped = ?changes.dropped, expired_rows = changes.expired_rows, "partitions maintained");
+        }
+    }
+
+    let bytes = provision::measure_schema_bytes(&connection, &db, flavor).await?;
+    // Validation refused anything that is not a positive quantity.
+    let quota_bytes =
+        crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
+    let allowed_now = provision::writes_allowed(&connection, &db).await?;
+    let within = quota::writes_allowed(bytes, quota_bytes, allowed_now);
+    // Suspension stops writes too; it is not a quota matter, so WithinQuota ignores it.
+    if provision::ensure_writes_allowed(&connection, &db, within && !validated.suspended).await? {
+        info!(schema = %db.schema, writes_allowed = within && !validated.suspended, "writer INSERT privilege changed");
+    }
+    let within_quota = within_quota(
+        bytes,
+        quota_bytes,
+        &validated.limits.database_storage,
+        within,
+    );
 
     let mut writes = 0;
     for (name, user, password) in [
         (WRITER_SECRET, &db.writer, &writer_password),
         (READER_SECRET, &db.reader, &reader_password),
     ] {
-        let secret = database_secret(validated, name, endpoint, user, password, &rotation);
+        let secret = database_secret(
+            validated,
+            name,
+            &database.endpoint,
+            user,
+            password,
+            &rotation,
+        );
         writes += super::apply::ensure(&secrets, &secret).await?;
     }
-    Ok(writes)
+    let previous_rotation = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .and_then(|d| d.credentials_rotated_at.clone());
+    let credentials_rotated_at = if provisioned.passwords_set {
+        Some(Time(jiff::Timestamp::now()))
+    } else {
+        previous_rotation
+    };
+    Ok(Outcome {
+        status: DatabaseStatus {
+            schema: db.schema.clone(),
+            writer_secret: WRITER_SECRET.into(),
+            reader_secret: READER_SECRET.into(),
+            credentials_rotated_at,
+        },
+        bytes,
+        within_quota,
+        writes,
+    })
+}
+
+/// The WithinQuota condition. Its message changes only with the whole percentage, so a
+/// growing tenant does not rewrite its status on every reconcile.
+fn within_quota(bytes: i64, quota_bytes: i128, quota: &str, within: bool) -> Observed {
+    let percent = i128::from(bytes) * 100 / quota_bytes.max(1);
+    if within {
+        Observed::ok(
+            WITHIN_QUOTA,
+            "WithinQuota",
+            format!("database storage at {percent}% of the {quota} quota"),
+        )
+    } else {
+        Observed::failed(
+            WITHIN_QUOTA,
+            "DatabaseStorageExceeded",
+            format!(
+                "the schema uses {} ({percent}% of the {quota} databaseStorage quota): inserts \
+                 are refused, reads keep working; they resume below {RESUME_PERCENT}% \
+                 ({}); raise spec.quotas.databaseStorage or shorten spec.database.retentionDays",
+                human_bytes(i128::from(bytes)),
+                human_bytes(quota_bytes * RESUME_PERCENT / 100)
+            ),
+        )
+    }
 }
 
 /// The data side of deleting a tenant: Retain disables the logins, Delete drops it all.
 pub async fn ensure_database_released(
-    pool: &Pool,
+    database: &Database,
     tenant: &str,
     drop_data: bool,
 ) -> Result<(), Error> {
     let db = TenantDb::for_tenant(tenant)?;
-    let connection = pool.get().await.map_err(Error::Unreachable)?;
+    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
     if drop_data {
-        provision::ensure_schema_absent(&connection, &db).await?;
+        provision::ensure_schema_absent(&mut connection, &db).await?;
     } else {
         provision::ensure_logins_disabled(&connection, &db).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_condition_says_what_to_do_and_moves_by_whole_percents() {
+        let over = within_quota(1_100_000, 1_048_576, "1Mi", false);
+        assert!(!over.ok);
+        assert_eq!(over.reason, "DatabaseStorageExceeded");
+        assert!(
+            over.message.contains("raise spec.quotas.databaseStorage"),
+            "{}",
+            over.message
+        );
+        assert!(over.message.contains("104%"), "{}", over.message);
+        let a = within_quota(300_000, 1_048_576, "1Mi", true);
+        let b = within_quota(301_000, 1_048_576, "1Mi", true);
+        assert_eq!(a, b, "small growth leaves the condition unchanged");
+    }
 }

@@ -98,9 +98,9 @@ pub async fn cleanup(
         return Ok(Action::await_change());
     }
 
-    if let Some((pool, _)) = &context.database {
+    if let Some(database) = &context.database {
         let drop_data = tenant.spec.deletion_policy == DeletionPolicy::Delete;
-        super::database::ensure_database_released(pool, &name, drop_data).await?;
+        super::database::ensure_database_released(database, &name, drop_data).await?;
     }
 
     let namespace = context.config.namespace_for(&name);
@@ -148,6 +148,7 @@ pub async fn cleanup(
         Err(source) => return Err(Error::RemoveFinalizer(name, source).into()),
     }
     context.metrics.set_phase(&name, None);
+    context.metrics.set_database_bytes(&name, None);
     tracing::info!(tenant = %name, "tenant removed");
     Ok(Action::await_change())
 }
@@ -161,6 +162,7 @@ async fn terminating(
         phase: Phase::Terminating,
         namespace: None,
         database: None,
+        usage: None,
         conditions: vec![ready],
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;

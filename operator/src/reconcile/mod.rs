@@ -1,8 +1,8 @@
-//! The reconcile pipeline of one tenant: validate → build → apply → status, and the
-//! finalizer path on deletion.
+//! The reconcile pipeline of one tenant: validate → build → apply → database → status,
+//! and the finalizer path on deletion.
 //!
 //! `validate` and `build` are pure; `apply`, `status` and `finalize` talk to the API
-//! server. Errors a user can fix end up in a condition and an Event, not only in a log.
+//! server, `database` to PostgreSQL as well. Errors a user can fix end up in a condition and an Event, not only in a log.
 
 pub mod apply;
 pub mod build;
@@ -22,6 +22,7 @@ use tracing::{info, instrument, warn};
 
 use crate::config::Config;
 use crate::crd::{Phase, SmartRegionTenant};
+use crate::database::connect::Database;
 use crate::metrics::Metrics;
 use status::{DATABASE_READY, NAMESPACE_READY, Observation, Observed, READY};
 
@@ -38,6 +39,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// An outage of the shared database hits every tenant at once and ends by itself:
+    /// retry often enough that tenants recover soon after it does.
+    fn longest_backoff(&self) -> Duration {
+        match self {
+            Error::Database(error) if error.reason() == "DatabaseUnavailable" => {
+                Duration::from_secs(15)
+            }
+            _ => Duration::from_secs(300),
+        }
+    }
+
     /// Short, stable label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -55,8 +67,8 @@ pub struct Context {
     pub config: Config,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// The shared database and how tenants reach it; `None`: Kubernetes side only.
-    pub database: Option<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)>,
+    /// The shared database; `None`: Kubernetes side only.
+    pub database: Option<Database>,
     /// Periodic re-check of a tenant that is fine (catches what no watch reports).
     pub requeue: Duration,
     /// Consecutive failures per tenant, for exponential backoff.
@@ -69,7 +81,7 @@ impl Context {
         config: Config,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        database: Option<(deadpool_postgres::Pool, crate::resources::secrets::Endpoint)>,
+        database: Option<Database>,
         requeue: Duration,
     ) -> Self {
         Context {
@@ -132,6 +144,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
                 phase: Phase::Degraded,
                 namespace: None,
                 database: None,
+                usage: None,
                 conditions: vec![Observed::failed(READY, "InvalidSpec", message)],
             };
             status::update(&context.client, &context.recorder, tenant, &observation).await?;
@@ -159,63 +172,64 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         Err(error) => Observed::failed(NAMESPACE_READY, "ApplyFailed", error_chain(error)),
     };
     // The database step needs the namespace (for its Secrets).
-    let mut database_status = None;
     let database = match (&context.database, &applied) {
         (None, _) => None,
-        (Some(_), Err(_)) => Some(Err(Observed::failed(
-            DATABASE_READY,
-            "WaitingForNamespace",
-            "the database part waits until the namespace is in place",
+        (Some(_), Err(_)) => Some(Err((
+            Observed::failed(
+                DATABASE_READY,
+                "WaitingForNamespace",
+                "the database part waits until the namespace is in place",
+            ),
+            None,
         ))),
-        (Some((pool, endpoint)), Ok(_)) => {
-            match database::ensure_database(&context.client, pool, endpoint, tenant, &validated)
-                .await
-            {
-                Ok(_) => {
-                    let db = crate::database::names::TenantDb::for_tenant(&name)
-                        .expect("validated names give identifiers");
-                    database_status = Some(crate::crd::DatabaseStatus {
-                        schema: db.schema.clone(),
-                        writer_secret: crate::resources::secrets::WRITER_SECRET.into(),
-                        reader_secret: crate::resources::secrets::READER_SECRET.into(),
-                        credentials_rotated_at: tenant
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.database.as_ref())
-                            .and_then(|d| d.credentials_rotated_at.clone()),
-                    });
-                    Some(Ok(Observed::ok(
-                        DATABASE_READY,
-                        "Provisioned",
-                        format!(
-                            "schema {} with its roles, tables and Secrets is in place",
-                            db.schema
-                        ),
-                    )))
-                }
+        (Some(database), Ok(_)) => {
+            match database::ensure_database(&context.client, database, tenant, &validated).await {
+                Ok(outcome) => Some(Ok(outcome)),
                 Err(error) => {
-                    let reason = match error {
-                        database::Error::Unreachable(_) => "DatabaseUnavailable",
-                        _ => "ProvisioningFailed",
-                    };
-                    let observed = Observed::failed(DATABASE_READY, reason, error_chain(&error));
                     warn!(error = %error_chain(&error), "database step failed");
-                    Some(Err(observed))
+                    let observed =
+                        Observed::failed(DATABASE_READY, error.reason(), error_chain(&error));
+                    Some(Err((observed, Some(error))))
                 }
             }
         }
     };
-    let database_observed = database.map(|result| result.unwrap_or_else(|failed| failed));
+    let (database_observed, within_quota, outcome, database_error) = match database {
+        None => (None, None, None, None),
+        Some(Err((failed, error))) => (Some(failed), None, None, error),
+        Some(Ok(outcome)) => (
+            Some(Observed::ok(
+                DATABASE_READY,
+                "Provisioned",
+                format!(
+                    "schema {} with its roles, tables and Secrets is in place",
+                    outcome.status.schema
+                ),
+            )),
+            Some(outcome.within_quota.clone()),
+            Some(outcome),
+            None,
+        ),
+    };
+    if let Some(outcome) = &outcome {
+        context
+            .metrics
+            .set_database_bytes(&name, Some(outcome.bytes));
+    }
     let was_ready = tenant
         .status
         .as_ref()
         .and_then(|status| status.phase)
         .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
-    let failing = [Some(&namespace_ready), database_observed.as_ref()]
-        .into_iter()
-        .flatten()
-        .find(|observed| !observed.ok)
-        .cloned();
+    let failing = [
+        Some(&namespace_ready),
+        database_observed.as_ref(),
+        within_quota.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|observed| !observed.ok)
+    .cloned();
     let (phase, ready) = if validated.suspended {
         (
             Phase::Suspended,
@@ -243,22 +257,27 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     };
     let mut conditions = vec![ready, namespace_ready];
     conditions.extend(database_observed.clone());
+    conditions.extend(within_quota);
     let observation = Observation {
         phase,
         namespace: Some(validated.namespace.clone()),
-        database: database_status,
+        database: outcome.as_ref().map(|outcome| outcome.status.clone()),
+        usage: outcome.as_ref().map(|outcome| crate::crd::Usage {
+            database_bytes: Some(outcome.bytes),
+            rows_per_second: None,
+        }),
         conditions,
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
     context.metrics.set_phase(&name, Some(phase));
 
-    let outcome = applied?;
-    if outcome.writes > 0 {
-        info!(writes = outcome.writes, "children applied");
+    let applied = applied?;
+    if applied.writes > 0 {
+        info!(writes = applied.writes, "children applied");
     }
-    if database_observed.is_some_and(|observed| !observed.ok) {
+    if let Some(error) = database_error {
         // Retried with backoff by error_policy.
-        return Err(Error::Database(database::Error::NotReady));
+        return Err(Error::Database(error));
     }
     Ok(Action::requeue(context.requeue))
 }
@@ -288,7 +307,7 @@ pub fn error_policy(
             reason: error.metric_label().to_string(),
         })
         .inc();
-    let delay = context.backoff(&name);
+    let delay = context.backoff(&name).min(error.longest_backoff());
     warn!(tenant = %name, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

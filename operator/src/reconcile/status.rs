@@ -15,6 +15,7 @@ use crate::crd::{Phase, SmartRegionTenant, SmartRegionTenantStatus};
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
+pub const WITHIN_QUOTA: &str = "WithinQuota";
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -60,6 +61,8 @@ pub struct Observation {
     pub namespace: Option<String>,
     /// Where the tenant's data is, once the database step succeeded.
     pub database: Option<crate::crd::DatabaseStatus>,
+    /// Measured usage, when the database step measured it.
+    pub usage: Option<crate::crd::Usage>,
     pub conditions: Vec<Observed>,
 }
 
@@ -107,6 +110,9 @@ pub fn desired_status(
     if observation.database.is_some() {
         status.database = observation.database.clone();
     }
+    if observation.usage.is_some() {
+        status.usage = observation.usage.clone();
+    }
     status
 }
 
@@ -141,26 +147,51 @@ pub async fn update(
         source,
     })?;
 
-    let previous_phase = tenant.status.as_ref().and_then(|s| s.phase);
-    if previous_phase != Some(observation.phase) {
-        let ready = &observation.conditions[0];
-        let event = Event {
-            type_: if ready.ok || observation.phase == Phase::Suspended {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: ready.reason.to_string(),
-            note: Some(truncate(&ready.message, 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
+    for event in events(tenant.status.as_ref(), observation) {
         // An Event is a courtesy: failing to record it must not fail the reconcile.
         if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
             tracing::warn!(tenant = %name, %error, "failed to record an Event");
         }
     }
     Ok(true)
+}
+
+/// The Events that announce what changed: the phase (with the Ready condition's reason)
+/// and every part condition that turned True or False. A part that is fine from the
+/// start is announced by the phase alone.
+pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observation) -> Vec<Event> {
+    let event = |observed: &Observed, warning: bool| Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: observed.reason.to_string(),
+        note: Some(truncate(&observed.message, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let mut events = Vec::new();
+    if previous.and_then(|s| s.phase) != Some(observation.phase) {
+        let ready = &observation.conditions[0];
+        events.push(event(
+            ready,
+            !ready.ok && observation.phase != Phase::Suspended,
+        ));
+    }
+    let before = |type_: &str| {
+        previous
+            .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_))
+            .map(|condition| condition.status == "True")
+    };
+    for observed in observation.conditions.iter().skip(1) {
+        match before(observed.type_) {
+            Some(was_ok) if was_ok != observed.ok => events.push(event(observed, !observed.ok)),
+            None if !observed.ok => events.push(event(observed, true)),
+            _ => {}
+        }
+    }
+    events
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -188,6 +219,7 @@ mod tests {
             phase: if ok { Phase::Ready } else { Phase::Degraded },
             namespace: Some("srt-prato".into()),
             database: None,
+            usage: None,
             conditions: vec![observed],
         }
     }
@@ -222,5 +254,31 @@ mod tests {
         });
         let next = desired_status(Some(&previous), Some(1), &observation(true), &time(300));
         assert!(next.conditions.iter().any(|c| c.type_ == "DatabaseReady"));
+    }
+
+    #[test]
+    fn a_part_that_flips_gets_its_own_event_and_a_steady_one_none() {
+        let mut ready = observation(true);
+        ready
+            .conditions
+            .push(Observed::ok(WITHIN_QUOTA, "WithinQuota", "at 3%"));
+        let stored = desired_status(None, Some(1), &ready, &time(100));
+        assert!(events(Some(&stored), &ready).is_empty(), "nothing changed");
+
+        let mut over = ready.clone();
+        over.phase = Phase::Degraded;
+        over.conditions[0] = Observed::failed(READY, "DatabaseStorageExceeded", "over");
+        over.conditions[1] = Observed::failed(WITHIN_QUOTA, "DatabaseStorageExceeded", "over");
+        let reasons: Vec<(String, String)> = events(Some(&stored), &over)
+            .into_iter()
+            .map(|e| (format!("{:?}", e.type_), e.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("Warning".to_string(), "DatabaseStorageExceeded".to_string()),
+                ("Warning".to_string(), "DatabaseStorageExceeded".to_string())
+            ]
+        );
     }
 }
