@@ -1,0 +1,232 @@
+//! `POST /v1/measurements`: the service's own JSON batch format. Pure (no I/O).
+//!
+//! The body is an array of measurements, or an object `{"measurements": [...]}` for
+//! clients whose tooling cannot send a bare array:
+//!
+//! ```json
+//! [{"sensor": "firenze-aq-001", "metric": "no2", "time": "2026-11-23T11:00:00+01:00",
+//!   "value": 41.5, "unit": "ug/m3"}]
+//! ```
+//!
+//! - `sensor`, `metric`, `value` (a JSON number) are required;
+//! - `time` is RFC 3339 with an offset; when absent the time of receipt is used, but then
+//!   a retried request stores its rows again, so senders that retry should send it;
+//! - `unit` is optional; any other field is ignored, so senders may add their own.
+//!
+//! Each item is checked on its own: a bad one is rejected with its index and field, the
+//! others are stored.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use super::{
+    BodyError, Measurement, Parsed, Refusal, json_number, kind, metric_name, optional_str,
+    parse_json, sensor_id, timestamp, unit_name,
+};
+
+/// Parses a `/v1/measurements` body; `received` stands in for a missing `time`.
+pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
+    let items = match parse_json(body)? {
+        Value::Array(items) => items,
+        Value::Object(mut wrapper) => match wrapper.remove("measurements") {
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(BodyError::Shape(format!(
+                    "\"measurements\" must be an array, found {}",
+                    kind(&other)
+                )));
+            }
+            None => {
+                return Err(BodyError::Shape(
+                    "an object body needs a \"measurements\" array".to_owned(),
+                ));
+            }
+        },
+        other => {
+            return Err(BodyError::Shape(format!(
+                "expected an array of measurements or {{\"measurements\": [...]}}, found {}",
+                kind(&other)
+            )));
+        }
+    };
+    let mut parsed = Parsed::default();
+    for (index, item) in items.iter().enumerate() {
+        match measurement(item, received) {
+            Ok(row) => parsed.rows.push(row),
+            Err(refusal) => parsed.reject(index, refusal),
+        }
+    }
+    Ok(parsed)
+}
+
+fn measurement(item: &Value, received: Timestamp) -> Result<Measurement, Refusal> {
+    let Value::Object(fields) = item else {
+        return Err(Refusal::new(
+            "",
+            format!("expected a measurement object, found {}", kind(item)),
+        ));
+    };
+    let sensor = required_str(fields, "sensor")
+        .and_then(sensor_id)
+        .map_err(Refusal::on("sensor"))?;
+    let metric = required_str(fields, "metric")
+        .and_then(metric_name)
+        .map_err(Refusal::on("metric"))?;
+    let time = match optional_str(fields, "time").map_err(Refusal::on("time"))? {
+        Some(text) => timestamp(text).map_err(Refusal::on("time"))?,
+        None => received,
+    };
+    let value = match fields.get("value") {
+        Some(value) => json_number(value),
+        None => Err("value is required".to_owned()),
+    }
+    .map_err(Refusal::on("value"))?;
+    let unit = optional_str(fields, "unit")
+        .and_then(|unit| unit.map(unit_name).transpose())
+        .map_err(Refusal::on("unit"))?;
+    Ok(Measurement {
+        sensor,
+        metric,
+        time,
+        value,
+        unit,
+    })
+}
+
+fn required_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    optional_str(fields, name)?.ok_or_else(|| format!("{name} is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::samples::{at, measurement_batch, received};
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: &Value) -> Result<Parsed, BodyError> {
+        parse_measurements(body.to_string().as_bytes(), received())
+    }
+
+    #[test]
+    fn a_batch_of_100_with_3_bad_items_stores_97_and_explains_3() {
+        let mut items = measurement_batch(100);
+        items[7]["time"] = json!("2026-11-23T10:00:00");
+        items[42]["sensor"] = json!("firenze-aq-\u{0}042");
+        items[99]["value"] = json!("41.5");
+
+        let parsed = parse(&Value::Array(items)).expect("an array body");
+
+        assert_eq!(parsed.rows.len(), 97);
+        let blamed: Vec<(usize, &str)> = parsed
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(blamed, [(7, "time"), (42, "sensor"), (99, "value")]);
+        assert!(parsed.rejected[0].reason.contains("offset is required"));
+        assert!(parsed.rejected[1].reason.contains("U+0000"));
+        assert_eq!(
+            parsed.rejected[2].reason,
+            "expected a number, found a string"
+        );
+        assert!(parsed.ignored.is_empty());
+        // The good neighbours of the bad items are untouched, in order.
+        assert_eq!(parsed.rows[7].time, at("2026-11-23T09:08:00Z"));
+        assert_eq!(parsed.rows[0].sensor, "firenze-aq-000");
+        assert_eq!(parsed.rows[0].value, 10.0);
+    }
+
+    #[test]
+    fn the_wrapped_form_is_accepted_and_unit_and_missing_time_are_honoured() {
+        let body = json!({"measurements": [
+            {"sensor": "prato-meteo-3", "metric": "temperature", "value": 7.25, "unit": "Cel"},
+        ]});
+        let parsed = parse(&body).expect("a wrapped body");
+        assert_eq!(
+            parsed.rows,
+            [Measurement {
+                sensor: "prato-meteo-3".to_owned(),
+                metric: "temperature".to_owned(),
+                time: received(),
+                value: 7.25,
+                unit: Some("Cel".to_owned()),
+            }]
+        );
+    }
+
+    #[test]
+    fn bodies_of_the_wrong_shape_are_refused_whole() {
+        for body in [
+            json!({"data": []}),
+            json!({"measurements": {"sensor": "s"}}),
+            json!("firenze"),
+            json!(null),
+        ] {
+            assert!(
+                matches!(parse(&body), Err(BodyError::Shape(_))),
+                "{body} was not refused"
+            );
+        }
+    }
+
+    #[test]
+    fn items_that_are_not_objects_or_lack_fields_are_explained() {
+        let body = json!([
+            42,
+            {"metric": "no2", "value": 1},
+            {"sensor": "s", "metric": "", "value": 1},
+            {"sensor": "s", "metric": "no2"},
+            {"sensor": "s", "metric": "no2", "value": 1, "time": 1_795_428_300},
+            {"sensor": "s", "metric": "no2", "value": 1, "unit": "\u{7}"},
+        ]);
+        let parsed = parse(&body).expect("an array body");
+        let blamed: Vec<(usize, &str)> = parsed
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(
+            blamed,
+            [
+                (0, ""),
+                (1, "sensor"),
+                (2, "metric"),
+                (3, "value"),
+                (4, "time"),
+                (5, "unit")
+            ]
+        );
+        assert!(parsed.rows.is_empty());
+    }
+
+    #[test]
+    fn a_number_json_cannot_hold_as_f64_fails_the_body_at_its_position() {
+        // serde_json refuses 1e999 while parsing, so it cannot reach the item checks.
+        let body = b"[{\"sensor\": \"s\", \"metric\": \"m\", \"value\": 1e999}]";
+        match parse_measurements(body, received()) {
+            // Column 46 is the last digit of 1e999, where serde_json gives up.
+            Err(BodyError::Json {
+                line,
+                column,
+                message,
+            }) => assert_eq!(
+                (line, column, message.as_str()),
+                (1, 46, "number out of range")
+            ),
+            other => panic!("expected a JSON error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_column() {
+        let body = b"[\n  {\"sensor\": \"s\", \"metric\": \"m\", \"value\": 1},\n]";
+        assert_eq!(
+            parse_measurements(body, received()),
+            Err(BodyError::Json {
+                line: 3,
+                column: 1,
+                message: "trailing comma".to_owned(),
+            })
+        );
+    }
+}

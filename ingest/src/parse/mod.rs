@@ -1,0 +1,371 @@
+//! Payload parsing for the three HTTP formats of the ingest service: its own JSON batch
+//! (`POST /v1/measurements`, [`measurements`]), FIWARE NGSI-v2 notifications
+//! (`POST /v2/notify`, [`ngsi`]) and RFC 8428 SenML JSON (`POST /v1/senml`, [`senml`]).
+//!
+//! Pure: bytes and the time of receipt in, rows and explanations out. No I/O, no clock,
+//! no database; the HTTP layer picks status codes and the writer stores the rows. The
+//! bodies come from the network, so every parser is total: any byte string gives `Ok` or
+//! `Err`, never a panic ([`fuzz_all`] is the entry point for fuzz targets).
+//!
+//! One bad item never fails a batch. Items are checked one by one into
+//! [`Parsed::rows`], [`Parsed::rejected`] (refused, with the reason, so the sender can fix
+//! it) and [`Parsed::ignored`] (valid, but not a number this service stores). Only a body
+//! that is not JSON, or not the right shape as a whole, is a [`BodyError`].
+//!
+//! Rules common to all formats, enforced by the helpers here:
+//! - sensor id: 1 to [`SENSOR_MAX_CHARS`] characters; metric: 1 to [`METRIC_MAX_CHARS`];
+//!   unit: 1 to [`UNIT_MAX_CHARS`]; none may contain control characters;
+//! - value: a finite number;
+//! - time: RFC 3339 with an offset (`2026-11-23T10:00:00Z`, `2026-11-23T11:00:00+01:00`).
+
+pub mod measurements;
+pub mod ngsi;
+pub mod senml;
+
+#[cfg(test)]
+mod samples;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use measurements::parse_measurements;
+pub use ngsi::{NgsiNotification, parse_ngsi_notification};
+pub use senml::parse_senml;
+
+/// Longest sensor id accepted, in characters.
+pub const SENSOR_MAX_CHARS: usize = 256;
+/// Longest metric name accepted, in characters.
+pub const METRIC_MAX_CHARS: usize = 128;
+/// Longest unit accepted, in characters (SenML and UN/CEFACT units are a few characters).
+pub const UNIT_MAX_CHARS: usize = 64;
+
+/// One number to store: which sensor measured what, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub sensor: String,
+    pub metric: String,
+    /// When it was measured, as the sender says; the time of receipt only where the
+    /// format allows leaving it out.
+    pub time: Timestamp,
+    /// Always finite.
+    pub value: f64,
+    /// As sent (`Cel`, `%RH`, a UN/CEFACT code...), never converted.
+    pub unit: Option<String>,
+}
+
+/// An item that was refused, explained: which item (index in the payload, for NGSI the
+/// entity index), which field, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// 0-based position in the payload array.
+    pub index: usize,
+    /// The field at fault; empty when the item as a whole is refused (not an object).
+    pub field: String,
+    pub reason: String,
+}
+
+/// Something in the payload that is valid but not a number we store (e.g. an NGSI text
+/// attribute); reported, not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ignored {
+    /// 0-based position in the payload array.
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The outcome of a body that was JSON of the right shape.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    pub rows: Vec<Measurement>,
+    pub rejected: Vec<Rejected>,
+    pub ignored: Vec<Ignored>,
+}
+
+impl Parsed {
+    fn reject(&mut self, index: usize, refusal: Refusal) {
+        let Refusal { field, reason } = refusal;
+        self.rejected.push(Rejected {
+            index,
+            field,
+            reason,
+        });
+    }
+
+    fn ignore(&mut self, index: usize, refusal: Refusal) {
+        let Refusal { field, reason } = refusal;
+        self.ignored.push(Ignored {
+            index,
+            field,
+            reason,
+        });
+    }
+}
+
+/// A body refused as a whole: nothing in it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Malformed JSON, with serde_json's (1-based) line and column.
+    #[error("malformed JSON at line {line} column {column}: {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Valid JSON of the wrong shape for the whole body (e.g. an object where an array is
+    /// required).
+    #[error("wrong body shape: {0}")]
+    Shape(String),
+}
+
+/// Runs the three parsers on `data` and discards the results: the single entry point for
+/// fuzz targets, which only look for panics.
+pub fn fuzz_all(data: &[u8]) {
+    // Fixed so a crash replays; late 2026, far from jiff's limits, like a real receipt.
+    const RECEIVED: Timestamp = Timestamp::constant(1_795_000_000, 0);
+    let _ = parse_measurements(data, RECEIVED);
+    let _ = parse_ngsi_notification(data, RECEIVED);
+    let _ = parse_senml(data, RECEIVED);
+}
+
+/// A field refused or ignored, before the caller attaches the item's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    field: String,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Refusal {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// For `map_err`: blames `field` for a helper's reason.
+    fn on(field: &str) -> impl FnOnce(String) -> Refusal + '_ {
+        move |reason| Refusal::new(field, reason)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, BodyError> {
+    serde_json::from_slice(body).map_err(|error| {
+        let (line, column) = (error.line(), error.column());
+        let full = error.to_string();
+        // serde_json appends the position to its message; it has fields of its own here.
+        let message = full
+            .strip_suffix(&format!(" at line {line} column {column}"))
+            .unwrap_or(&full)
+            .to_owned();
+        BodyError::Json {
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// "a string", "an object"...: for reasons that say what was found instead.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn sensor_id(text: &str) -> Result<String, String> {
+    bounded_text(text, "sensor id", SENSOR_MAX_CHARS)
+}
+
+fn metric_name(text: &str) -> Result<String, String> {
+    bounded_text(text, "metric", METRIC_MAX_CHARS)
+}
+
+fn unit_name(text: &str) -> Result<String, String> {
+    bounded_text(text, "unit", UNIT_MAX_CHARS)
+}
+
+fn bounded_text(text: &str, what: &str, max_chars: usize) -> Result<String, String> {
+    if text.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    let chars = text.chars().count();
+    if chars > max_chars {
+        return Err(format!(
+            "{what} is {chars} characters long, at most {max_chars} are allowed"
+        ));
+    }
+    // PostgreSQL text cannot hold NUL at all; other control characters are client bugs
+    // that would only resurface in dashboards and CSV exports.
+    if let Some(control) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{what} contains the control character U+{:04X}",
+            u32::from(control)
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn finite(value: f64) -> Result<f64, String> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a finite number"))
+    }
+}
+
+fn json_number(value: &Value) -> Result<f64, String> {
+    match value {
+        Value::Number(number) => number
+            .as_f64()
+            .ok_or_else(|| format!("{number} is not representable as a 64-bit float"))
+            .and_then(finite),
+        other => Err(format!("expected a number, found {}", kind(other))),
+    }
+}
+
+/// An RFC 3339 timestamp that carries its offset.
+fn timestamp(text: &str) -> Result<Timestamp, String> {
+    match text.parse::<Timestamp>() {
+        Ok(time) => Ok(time),
+        // A civil time would be guessed into some zone; better to say what is missing.
+        Err(_) if text.parse::<jiff::civil::DateTime>().is_ok() => Err(format!(
+            "timestamp {text:?} has no offset: an offset is required, \
+             e.g. 2026-11-23T10:00:00Z or 2026-11-23T11:00:00+01:00"
+        )),
+        Err(error) => Err(format!("{text:?} is not an RFC 3339 timestamp: {error}")),
+    }
+}
+
+/// A field that may be absent (or null), but is a string when present.
+fn optional_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(format!("expected a string, found {}", kind(other))),
+    }
+}
+
+/// A field that may be absent (or null), but is a finite number when present.
+fn optional_number(fields: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => json_number(value).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_needs_an_offset() {
+        let reason = timestamp("2026-11-23T10:00:00").expect_err("no offset must be refused");
+        assert!(reason.contains("offset is required"), "{reason}");
+
+        assert_eq!(
+            timestamp("2026-11-23T11:00:00+01:00"),
+            timestamp("2026-11-23T10:00:00Z")
+        );
+        let reason = timestamp("yesterday").expect_err("not a timestamp");
+        assert!(reason.contains("not an RFC 3339 timestamp"), "{reason}");
+    }
+
+    #[test]
+    fn text_limits_count_characters_not_bytes() {
+        // 256 two-byte characters are 512 bytes, still a valid sensor id.
+        assert!(sensor_id(&"è".repeat(SENSOR_MAX_CHARS)).is_ok());
+        let reason = sensor_id(&"è".repeat(SENSOR_MAX_CHARS + 1)).expect_err("too long");
+        assert!(reason.contains("257 characters"), "{reason}");
+        assert_eq!(metric_name(""), Err("metric is empty".to_owned()));
+        let reason = sensor_id("meteo\u{0}1").expect_err("NUL");
+        assert!(reason.contains("U+0000"), "{reason}");
+    }
+
+    #[test]
+    fn json_errors_carry_line_and_column_once() {
+        let error = parse_json(b"[\n  {\"sensor\": \"a\",\n   \"metric\" \"x\"}\n]")
+            .expect_err("missing colon");
+        assert_eq!(
+            error,
+            BodyError::Json {
+                line: 3,
+                column: 13,
+                message: "expected `:`".to_owned(),
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "malformed JSON at line 3 column 13: expected `:`"
+        );
+    }
+
+    #[test]
+    fn reports_serialize_as_the_http_response_shows_them() {
+        let rejected = Rejected {
+            index: 3,
+            field: "time".to_owned(),
+            reason: "timestamp has no offset".to_owned(),
+        };
+        assert_eq!(
+            serde_json::to_value(&rejected).expect("plain struct"),
+            serde_json::json!({"index": 3, "field": "time", "reason": "timestamp has no offset"})
+        );
+    }
+
+    /// Deterministic xorshift, so a failure names the same mutation on every run.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn no_payload_derived_mutation_makes_a_parser_panic() {
+        let seeds = samples::all();
+        let mut state = 0x5eed_1ca1_2026_u64;
+        let (mut runs, mut accepted) = (0_usize, 0_usize);
+        for seed in &seeds {
+            for cut in 0..seed.len() {
+                let prefix = seed.get(..cut).unwrap_or_default();
+                fuzz_all(prefix);
+                // Every seed is one JSON value, so every strict prefix is incomplete JSON.
+                assert!(
+                    matches!(
+                        parse_senml(prefix, samples::received()),
+                        Err(BodyError::Json { .. })
+                    ),
+                    "prefix of {cut} bytes was accepted"
+                );
+                runs += 1;
+            }
+            for _ in 0..200 {
+                let mut mutant = seed.clone();
+                for _ in 0..1 + next(&mut state) % 3 {
+                    let at = usize::try_from(next(&mut state)).unwrap_or(0) % mutant.len().max(1);
+                    if let Some(byte) = mutant.get_mut(at) {
+                        *byte ^= 1 << (next(&mut state) % 8);
+                    }
+                }
+                fuzz_all(&mutant);
+                accepted += usize::from(parse_measurements(&mutant, samples::received()).is_ok())
+                    + usize::from(parse_ngsi_notification(&mutant, samples::received()).is_ok())
+                    + usize::from(parse_senml(&mutant, samples::received()).is_ok());
+                runs += 1;
+            }
+        }
+        assert!(runs > 1_000, "only {runs} inputs");
+        // Some flips land inside strings and numbers: those reach the item checks.
+        assert!(
+            accepted > 100,
+            "only {accepted} mutants got past the JSON parser"
+        );
+    }
+}
