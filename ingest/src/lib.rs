@@ -1,9 +1,115 @@
-//! smartregion-ingest as a library: the parts of the ingest service that need no network,
-//! database or clock, so they can be unit-tested and fuzzed on their own.
+//! smartregion-ingest: the per-tenant ingest service. Sensor data comes in over HTTP (own
+//! JSON batch, FIWARE NGSI-v2 notifications, SenML) and is committed to the tenant's
+//! schema before any 2xx answer.
 //!
-//! - [`parse`]: the three payload formats (own JSON batch, NGSI-v2, SenML) into rows and
-//!   per-item explanations. Pure.
-//!
-//! The binary (`main.rs`) owns all I/O: HTTP, MQTT and PostgreSQL.
+//! - [`parse`]: the payload formats into rows and per-item explanations. Pure.
+//! - [`auth`], [`rate`]: API keys and the rate quota. Pure.
+//! - [`writer`]: group commit to PostgreSQL. Talks to the database.
+//! - [`http`]: the HTTP API around them.
+//! - [`config`]: flags and the environment the operator's Deployment sets.
+//! - [`postgres`]: `sslmode` and TLS, shared with the operator.
 
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod parse;
+pub mod postgres;
+pub mod rate;
+pub mod writer;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tracing::info;
+
+/// Runs the service until SIGTERM or Ctrl-C; requests in flight finish first.
+pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
+    let keys = auth::ApiKeys::parse(&cli.api_keys)?;
+    let schema = match &cli.schema {
+        Some(schema) => schema.clone(),
+        None => config::schema_for(&cli.tenant)
+            .with_context(|| format!("{:?} is not a tenant name", cli.tenant))?,
+    };
+    if !config::is_schema_name(&schema) {
+        bail!("schema {schema:?} must be lower-case letters, digits and '_'");
+    }
+    let mut database = tokio_postgres::Config::new();
+    database
+        .host(&cli.database_host)
+        .port(cli.database_port)
+        .dbname(&cli.database_name)
+        .user(&cli.database_user)
+        .password(&cli.database_password)
+        .application_name("smartregion-ingest")
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives_idle(Duration::from_secs(30));
+    let tls = postgres::connector(cli.database_sslmode, cli.database_ca_file.as_deref())
+        .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
+    if tls.is_some() {
+        database.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    let metrics = Arc::new(metrics::Metrics::default());
+    let writer = writer::Writer::start(
+        writer::Settings {
+            database,
+            tls,
+            schema,
+            writers: cli.writers,
+            max_batch_rows: cli.batch_rows,
+            flush: Duration::from_millis(cli.flush_ms),
+            queue_rows: cli.queue_rows,
+            queue_wait: Duration::from_secs(5),
+        },
+        metrics.clone(),
+    );
+    let burst = cli.burst.unwrap_or_else(|| {
+        cli.rate
+            .checked_mul(NonZeroU32::new(2).expect("2 is not zero"))
+            .unwrap_or(NonZeroU32::MAX)
+    });
+    let formats = if cli.formats.is_empty() {
+        vec![
+            http::Format::Measurements,
+            http::Format::NgsiV2,
+            http::Format::SenML,
+        ]
+    } else {
+        cli.formats.clone()
+    };
+    let app = Arc::new(http::App {
+        tenant: cli.tenant.clone(),
+        keys,
+        formats,
+        rate: rate::RateQuota::new(cli.rate, burst),
+        writer,
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", cli.listen))?;
+    info!(address = %cli.listen, tenant = %cli.tenant, "serving");
+    axum::serve(listener, http::router(app, cli.max_body_bytes))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("the HTTP server failed")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

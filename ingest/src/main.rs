@@ -1,17 +1,31 @@
-//! smartregion-ingest: the per-tenant ingest service (HTTP and MQTT in, PostgreSQL out).
-//!
-//! Not built yet: this binary only answers `--version` and `--help`, so the workspace,
-//! packaging and CI are in place before the service itself arrives.
+use std::process::ExitCode;
 
 use clap::Parser;
+use smartregion_ingest::config::{Cli, LogFormat};
 
-/// Per-tenant ingest service of the Smart Region Toscana platform (not implemented yet).
-#[derive(Parser, Debug)]
-#[command(name = "smartregion-ingest", version, about, long_about = None)]
-struct Cli {}
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    match runtime.block_on(smartregion_ingest::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "ingest stopped");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() -> std::process::ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("error: smartregion-ingest is not implemented yet; only --help and --version work");
-    std::process::ExitCode::FAILURE
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
 }

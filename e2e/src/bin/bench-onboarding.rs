@@ -1,8 +1,10 @@
 //! Benchmark: onboarding 200 tenants with the operator, against a reference measured in
 //! the same run on the same cluster, and the operator's idle cost and memory.
 //!
-//! Reference: the same child objects applied directly by this program (server-side
-//! apply, same concurrency as the operator), i.e. what the API server itself allows.
+//! References: the same child objects applied directly by this program (server-side
+//! apply, same concurrency as the operator), i.e. what the API server itself allows; and
+//! the same database schemas, roles and partitions provisioned directly through the
+//! operator's own database functions, i.e. what PostgreSQL itself allows.
 //! Prints the figures and writes them to docs/benchmarks.md. Run with `e2e/bench`.
 
 use std::time::{Duration, Instant};
@@ -109,6 +111,104 @@ async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<Strin
     Ok((started.elapsed(), namespaces))
 }
 
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Provisions the database part of `count` tenants directly, `CONCURRENCY` at a time,
+/// then drops it again. Returns the time the provisioning took.
+async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration> {
+    use smartregion_operator::database::connect::Flavor;
+    use smartregion_operator::database::names::TenantDb;
+    use smartregion_operator::database::provision;
+    let config = Config::default();
+    let mut work = Vec::new();
+    for index in 0..count {
+        let name = unique_name("dbref");
+        let mut object: SmartRegionTenant = serde_json::from_value(tenant(&name, "reference")?)?;
+        object.metadata.uid = Some(format!("00000000-0000-0000-0000-{index:012}"));
+        let validated = validate::validate(&object, &config)?;
+        work.push((
+            TenantDb::for_tenant(&name)?,
+            smartregion_operator::reconcile::database::desired(&validated, Flavor::Plain),
+            validated.limits,
+        ));
+    }
+    let mut clients = Vec::new();
+    for _ in 0..CONCURRENCY {
+        clients.push(connect(&cluster.database_url).await?);
+    }
+    let (password_writer, password_reader) = (
+        smartregion_operator::database::new_password(),
+        smartregion_operator::database::new_password(),
+    );
+    let started = Instant::now();
+    let chunks: Vec<Vec<_>> = work
+        .chunks(count.div_ceil(CONCURRENCY))
+        .map(<[_]>::to_vec)
+        .collect();
+    let provisioned = futures::future::try_join_all(clients.iter_mut().zip(chunks.clone()).map(
+        |(client, chunk)| {
+            let passwords = provision::Passwords {
+                writer: &password_writer,
+                reader: &password_reader,
+            };
+            async move {
+                for (db, desired, limits) in &chunk {
+                    provision::ensure_schema_exists(client, db, desired, &passwords, false).await?;
+                    provision::ensure_partitions(
+                        client,
+                        db,
+                        k8s_openapi::jiff::Timestamp::now(),
+                        limits.chunk_interval_hours,
+                        limits.retention_days,
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            }
+        },
+    ))
+    .await;
+    let elapsed = started.elapsed();
+    provisioned?;
+    for (client, chunk) in clients.iter_mut().zip(chunks) {
+        for (db, _, _) in &chunk {
+            provision::ensure_schema_absent(client, db).await?;
+        }
+    }
+    Ok(elapsed)
+}
+
+/// Rows inserted, updated or deleted in tenant schemas so far, and committed
+/// transactions in the database (reads included: every statement outside a transaction
+/// block counts as one). Catalog changes are left out: autovacuum's analyze of the
+/// catalogs after 200 new schemas is PostgreSQL's own work, not the operator's.
+async fn database_activity(client: &tokio_postgres::Client) -> Result<(i64, i64)> {
+    // Statistics are a snapshot per transaction; start from a fresh one.
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await?;
+    let rows: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint \
+             FROM pg_stat_user_tables WHERE schemaname LIKE 't\\_%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let commits: i64 = client
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok((rows, commits))
+}
+
 fn peak_rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -143,6 +243,12 @@ async fn run(cluster: &Cluster) -> Result<()> {
     eprintln!(
         "bench: reference took {:.1}s; cleaning up",
         reference_time.as_secs_f64()
+    );
+    eprintln!("bench: reference: provisioning the database part of {TENANTS} tenants directly");
+    let database_reference_time = database_reference(cluster, TENANTS).await?;
+    eprintln!(
+        "bench: database reference took {:.1}s",
+        database_reference_time.as_secs_f64()
     );
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     for namespace in &reference_namespaces {
@@ -227,7 +333,10 @@ async fn run(cluster: &Cluster) -> Result<()> {
     let window_start = k8s_openapi::jiff::Timestamp::now();
     let before = operator_writes(&client).await?;
     let reconciles_before = reconciles(&operator.metrics().await?);
+    let admin = connect(&cluster.database_url).await?;
+    let (rows_before, commits_before) = database_activity(&admin).await?;
     tokio::time::sleep(IDLE_WINDOW).await;
+    let (rows_after, commits_after) = database_activity(&admin).await?;
     let idle_delta = delta(&before, &operator_writes(&client).await?);
     let idle_events = operator_events_since(&client, window_start).await?;
     eprintln!("bench: idle writes {idle_delta:?}, Events {idle_events:?}");
@@ -241,16 +350,23 @@ async fn run(cluster: &Cluster) -> Result<()> {
          on a fresh local control plane, release build, concurrency {CONCURRENCY}.\n\n\
          | measurement | value |\n|---|---|\n\
          | reference: the same children applied directly (server-side apply, {CONCURRENCY} at a time) | {:.1} s |\n\
-         | operator: {TENANTS} tenants from created to Ready | {:.1} s |\n\
-         | ratio operator / reference | {:.2} |\n\
-         | write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
+         | reference: the same schemas, roles, tables and partitions provisioned directly ({CONCURRENCY} connections) | {:.1} s |\n\
+         | reference: both, one after the other | {:.1} s |\n\
+         | operator: {TENANTS} tenants from created to Ready (namespace, children, database, Secrets) | {:.1} s |\n\
+         | ratio operator / both references | {:.2} |\n\
+         | Kubernetes write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
+         | rows changed in tenant schemas in that window ({} database transactions, reads included) | {} |\n\
          | operator peak RSS (VmHWM) | {:.1} MiB |\n",
         reference_time.as_secs_f64(),
+        database_reference_time.as_secs_f64(),
+        (reference_time + database_reference_time).as_secs_f64(),
         operator_time.as_secs_f64(),
-        operator_time.as_secs_f64() / reference_time.as_secs_f64(),
+        operator_time.as_secs_f64() / (reference_time + database_reference_time).as_secs_f64(),
         IDLE_WINDOW.as_secs(),
         idle_reconciles,
         idle_writes,
+        commits_after - commits_before,
+        rows_after - rows_before,
         rss,
     );
     println!("{report}");

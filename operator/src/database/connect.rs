@@ -4,16 +4,11 @@
 //! Talks to the database only in [`Database::flavor`]. Errors never contain the
 //! connection URL: it holds the admin password.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+pub use smartregion_ingest::postgres::SslMode;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
@@ -34,39 +29,10 @@ pub enum Error {
     Url,
     #[error("the database URL needs a TCP host name or address; or set --database-public-host")]
     NoTcpHost,
-    #[error("sslmode verify-full needs a CA bundle: set --database-ca-file to a PEM file")]
-    NoCaFile,
-    #[error("failed to read the CA bundle {0}")]
-    ReadCa(PathBuf, #[source] rustls::pki_types::pem::Error),
-    #[error("the CA bundle {0} holds no usable certificate")]
-    EmptyCa(PathBuf),
-    #[error("failed to set up TLS")]
-    Tls(#[source] rustls::Error),
+    #[error("failed to set up TLS to the database (--database-sslmode, --database-ca-file)")]
+    Tls(#[from] smartregion_ingest::postgres::Error),
     #[error("failed to build the database connection pool")]
     Pool(#[source] deadpool_postgres::BuildError),
-}
-
-/// How the connection to the database is protected, with libpq's meaning of each value.
-#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SslMode {
-    /// No TLS.
-    #[default]
-    Disable,
-    /// TLS, without checking who the server is (protects against eavesdropping only).
-    Require,
-    /// TLS, and the server's certificate must be signed by the CA bundle and name the host.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The value of `sslmode` as libpq-based clients spell it, for the tenants' Secrets.
-    pub fn as_libpq(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Require => "require",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
 }
 
 /// What the operator was told about the database.
@@ -127,15 +93,16 @@ impl Database {
             // before use costs a round trip and spares a failed reconcile.
             recycling_method: RecyclingMethod::Verified,
         };
-        let manager = match settings.sslmode {
-            SslMode::Disable => {
+        let manager = match smartregion_ingest::postgres::connector(
+            settings.sslmode,
+            settings.ca_file.as_deref(),
+        )? {
+            None => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
                 Manager::from_config(config, tokio_postgres::NoTls, manager_config)
             }
-            mode => {
+            Some(connector) => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let tls = tls_config(mode, settings.ca_file.as_deref())?;
-                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
                 Manager::from_config(config, connector, manager_config)
             }
         };
@@ -197,85 +164,6 @@ async fn detect_flavor(client: &tokio_postgres::Client) -> Result<Flavor, tokio_
     }
 }
 
-fn tls_config(mode: SslMode, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Tls)?;
-    let config = match mode {
-        SslMode::VerifyFull => {
-            let path = ca_file.ok_or(Error::NoCaFile)?;
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in CertificateDer::pem_file_iter(path)
-                .map_err(|source| Error::ReadCa(path.into(), source))?
-            {
-                let certificate =
-                    certificate.map_err(|source| Error::ReadCa(path.into(), source))?;
-                roots.add(certificate).map_err(Error::Tls)?;
-            }
-            if roots.is_empty() {
-                return Err(Error::EmptyCa(path.into()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        SslMode::Require | SslMode::Disable => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-            .with_no_client_auth(),
-    };
-    Ok(config)
-}
-
-/// libpq's `sslmode=require`: the channel is encrypted and the handshake signatures are
-/// checked, but the certificate's issuer and name are not.
-#[derive(Debug)]
-struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,14 +202,17 @@ mod tests {
     fn verify_full_needs_a_ca_bundle_with_a_certificate() {
         let url = "postgres://admin@db.example/smartregion";
         let missing = Database::new(&settings(url, SslMode::VerifyFull));
-        assert!(matches!(missing.err().unwrap(), Error::NoCaFile));
+        assert!(matches!(
+            missing.err().unwrap(),
+            Error::Tls(smartregion_ingest::postgres::Error::NoCaFile)
+        ));
 
         let empty = tempfile::NamedTempFile::new().unwrap();
         let mut with_empty = settings(url, SslMode::VerifyFull);
         with_empty.ca_file = Some(empty.path().into());
         assert!(matches!(
             Database::new(&with_empty).err().unwrap(),
-            Error::EmptyCa(_)
+            Error::Tls(smartregion_ingest::postgres::Error::EmptyCa(_))
         ));
     }
 

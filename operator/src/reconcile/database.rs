@@ -71,9 +71,9 @@ pub struct Outcome {
     pub writes: usize,
 }
 
-/// Connection limit and statement timeout of the tenant's roles: room for every ingest
-/// pod's pool plus a few dashboard sessions.
-fn desired(tenant: &Validated, flavor: Flavor) -> Desired {
+/// The tenant's database objects as its tier and spec want them. Connection limit: room
+/// for every ingest pod's pool plus a few dashboard sessions.
+pub fn desired(tenant: &Validated, flavor: Flavor) -> Desired {
     Desired {
         limits: RoleLimits {
             connection_limit: 2 + 4 * tenant.limits.ingest_replicas,
