@@ -17,7 +17,9 @@ mod state;
 
 pub mod apiserver;
 pub mod apply;
+pub mod bench;
 pub mod cluster;
+pub mod ingest;
 pub mod operator;
 pub mod wait;
 

@@ -52,9 +52,11 @@ pub struct App {
     pub rate: RateQuota,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
 }
 
-pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+pub fn router(app: Arc<App>) -> Router {
+    let max_body_bytes = app.max_body_bytes;
     Router::new()
         .route(
             Format::Measurements.endpoint(),
@@ -141,6 +143,15 @@ async fn handle(
     }
     let body = match body {
         Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than {} bytes; send smaller batches",
+                    app.max_body_bytes
+                ),
+            );
+        }
         Err(rejection) => return problem(rejection.status(), rejection.body_text()),
     };
     let parsed = match format {

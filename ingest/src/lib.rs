@@ -86,12 +86,13 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
         rate: rate::RateQuota::new(cli.rate, burst),
         writer,
         metrics,
+        max_body_bytes: cli.max_body_bytes,
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("failed to listen on {}", cli.listen))?;
     info!(address = %cli.listen, tenant = %cli.tenant, "serving");
-    axum::serve(listener, http::router(app, cli.max_body_bytes))
+    axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown())
         .await
         .context("the HTTP server failed")?;

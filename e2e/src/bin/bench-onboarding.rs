@@ -209,20 +209,6 @@ async fn database_activity(client: &tokio_postgres::Client) -> Result<(i64, i64)
     Ok((rows, commits))
 }
 
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .context("no VmHWM")?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmHWM value")?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let state = paths::workspace_root().join("target/e2e-bench-cluster");
@@ -330,6 +316,9 @@ async fn run(cluster: &Cluster) -> Result<()> {
 
     // Idle: nothing changes, but with a 10 s requeue every tenant is re-checked about
     // three times in the window; the API server counts what those re-checks write.
+    // PostgreSQL 15 sessions report their statistics up to 10 s after their last
+    // transaction: let onboarding's last inserts arrive before the window opens.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let window_start = k8s_openapi::jiff::Timestamp::now();
     let before = operator_writes(&client).await?;
     let reconciles_before = reconciles(&operator.metrics().await?);
@@ -342,7 +331,7 @@ async fn run(cluster: &Cluster) -> Result<()> {
     eprintln!("bench: idle writes {idle_delta:?}, Events {idle_events:?}");
     let idle_writes: f64 = idle_delta.values().sum::<f64>() + idle_events.len() as f64;
     let idle_reconciles = reconciles(&operator.metrics().await?) - reconciles_before;
-    let rss = peak_rss_mib(operator.pid())?;
+    let rss = smartregion_e2e::bench::peak_rss_mib(operator.pid())?;
 
     let report = format!(
         "## Operator: onboarding {TENANTS} tenants\n\n\
@@ -370,19 +359,9 @@ async fn run(cluster: &Cluster) -> Result<()> {
         rss,
     );
     println!("{report}");
-    let path = paths::workspace_root().join("docs/benchmarks.md");
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let marker = format!("## Operator: onboarding {TENANTS} tenants");
-    if let Some(start) = text.find(&marker) {
-        let end = text[start + marker.len()..]
-            .find("\n## ")
-            .map(|offset| start + marker.len() + offset + 1)
-            .unwrap_or(text.len());
-        text.replace_range(start..end, &report);
-    } else {
-        text.push_str(&report);
-    }
-    std::fs::write(&path, text)?;
-    eprintln!("bench: written to {}", path.display());
+    smartregion_e2e::bench::write_section(
+        &format!("## Operator: onboarding {TENANTS} tenants"),
+        &report,
+    )?;
     Ok(())
 }

@@ -8,9 +8,10 @@
 //!   "value": 41.5, "unit": "ug/m3"}]
 //! ```
 //!
-//! - `sensor`, `metric`, `value` (a JSON number) are required;
-//! - `time` is RFC 3339 with an offset; when absent the time of receipt is used, but then
-//!   a retried request stores its rows again, so senders that retry should send it;
+//! - `sensor`, `metric`, `time` and `value` (a JSON number) are required; `time` is RFC
+//!   3339 with an offset. It is required (unlike in NGSI and SenML, whose senders may
+//!   leave it out) because it is part of the key that makes a retried batch store
+//!   nothing new: a time filled in on receipt would differ on every retry;
 //! - `unit` is optional; any other field is ignored, so senders may add their own.
 //!
 //! Each item is checked on its own: a bad one is rejected with its index and field, the
@@ -24,8 +25,9 @@ use super::{
     parse_json, sensor_id, timestamp, unit_name,
 };
 
-/// Parses a `/v1/measurements` body; `received` stands in for a missing `time`.
-pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
+/// Parses a `/v1/measurements` body. `received` is not needed by this format (every
+/// item carries its time); it is taken for symmetry with the other parsers.
+pub fn parse_measurements(body: &[u8], _received: Timestamp) -> Result<Parsed, BodyError> {
     let items = match parse_json(body)? {
         Value::Array(items) => items,
         Value::Object(mut wrapper) => match wrapper.remove("measurements") {
@@ -51,7 +53,7 @@ pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, Bo
     };
     let mut parsed = Parsed::default();
     for (index, item) in items.iter().enumerate() {
-        match measurement(item, received) {
+        match measurement(item) {
             Ok(row) => parsed.rows.push(row),
             Err(refusal) => parsed.reject(index, refusal),
         }
@@ -59,7 +61,7 @@ pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, Bo
     Ok(parsed)
 }
 
-fn measurement(item: &Value, received: Timestamp) -> Result<Measurement, Refusal> {
+fn measurement(item: &Value) -> Result<Measurement, Refusal> {
     let Value::Object(fields) = item else {
         return Err(Refusal::new(
             "",
@@ -72,10 +74,9 @@ fn measurement(item: &Value, received: Timestamp) -> Result<Measurement, Refusal
     let metric = required_str(fields, "metric")
         .and_then(metric_name)
         .map_err(Refusal::on("metric"))?;
-    let time = match optional_str(fields, "time").map_err(Refusal::on("time"))? {
-        Some(text) => timestamp(text).map_err(Refusal::on("time"))?,
-        None => received,
-    };
+    let time = required_str(fields, "time")
+        .and_then(timestamp)
+        .map_err(Refusal::on("time"))?;
     let value = match fields.get("value") {
         Some(value) => json_number(value),
         None => Err("value is required".to_owned()),
@@ -137,9 +138,11 @@ mod tests {
     }
 
     #[test]
-    fn the_wrapped_form_is_accepted_and_unit_and_missing_time_are_honoured() {
+    fn the_wrapped_form_is_accepted_with_a_unit_and_a_missing_time_is_refused() {
         let body = json!({"measurements": [
-            {"sensor": "prato-meteo-3", "metric": "temperature", "value": 7.25, "unit": "Cel"},
+            {"sensor": "prato-meteo-3", "metric": "temperature", "value": 7.25, "unit": "Cel",
+             "time": "2026-11-23T10:00:00+01:00"},
+            {"sensor": "prato-meteo-3", "metric": "temperature", "value": 7.5},
         ]});
         let parsed = parse(&body).expect("a wrapped body");
         assert_eq!(
@@ -147,11 +150,17 @@ mod tests {
             [Measurement {
                 sensor: "prato-meteo-3".to_owned(),
                 metric: "temperature".to_owned(),
-                time: received(),
+                time: at("2026-11-23T09:00:00Z"),
                 value: 7.25,
                 unit: Some("Cel".to_owned()),
             }]
         );
+        assert_eq!(parsed.rejected.len(), 1);
+        assert_eq!(
+            (parsed.rejected[0].index, parsed.rejected[0].field.as_str()),
+            (1, "time")
+        );
+        assert_eq!(parsed.rejected[0].reason, "time is required");
     }
 
     #[test]
@@ -175,9 +184,9 @@ mod tests {
             42,
             {"metric": "no2", "value": 1},
             {"sensor": "s", "metric": "", "value": 1},
-            {"sensor": "s", "metric": "no2"},
+            {"sensor": "s", "metric": "no2", "time": "2026-11-23T10:00:00Z"},
             {"sensor": "s", "metric": "no2", "value": 1, "time": 1_795_428_300},
-            {"sensor": "s", "metric": "no2", "value": 1, "unit": "\u{7}"},
+            {"sensor": "s", "metric": "no2", "value": 1, "unit": "\u{7}", "time": "2026-11-23T10:00:00Z"},
         ]);
         let parsed = parse(&body).expect("an array body");
         let blamed: Vec<(usize, &str)> = parsed

@@ -1,0 +1,40 @@
+//! Shared by the benchmark programs: process memory and their sections of
+//! `docs/benchmarks.md`.
+
+use anyhow::{Context, Result};
+
+use crate::paths;
+
+/// Peak resident memory (VmHWM) of process `pid`, in MiB.
+pub fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .split_whitespace()
+        .next()
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// Replaces the section of `docs/benchmarks.md` that starts with `heading` (up to the
+/// next `## `) by `report`, or appends it.
+pub fn write_section(heading: &str, report: &str) -> Result<()> {
+    let path = paths::workspace_root().join("docs/benchmarks.md");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    if let Some(start) = text.find(heading) {
+        let end = text[start + heading.len()..]
+            .find("\n## ")
+            .map(|offset| start + heading.len() + offset + 1)
+            .unwrap_or(text.len());
+        text.replace_range(start..end, report);
+    } else {
+        text.push('\n');
+        text.push_str(report);
+    }
+    std::fs::write(&path, text)?;
+    eprintln!("bench: written to {}", path.display());
+    Ok(())
+}
