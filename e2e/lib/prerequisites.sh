@@ -25,4 +25,16 @@ if [[ -z "${SMARTREGION_PG_BIN:-}" ]] && ! command -v initdb >/dev/null 2>&1 \
        "Install them with 'apt-get install postgresql-15' or set SMARTREGION_PG_BIN to their directory." >&2
   missing=1
 fi
+# The MQTT tests run a real broker: Debian's Mosquitto, installed here when possible.
+if ! command -v mosquitto >/dev/null 2>&1 && [[ ! -x /usr/sbin/mosquitto ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing mosquitto (MQTT broker for the ingest tests) with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto >/dev/null; } \
+      || { echo "error: failed to install mosquitto; install it with 'apt-get install mosquitto'" >&2; missing=1; }
+  else
+    echo "error: 'mosquitto' not found (the MQTT broker for the ingest tests). Install it with 'sudo apt-get install mosquitto'." >&2
+    missing=1
+  fi
+fi
 exit "$missing"

@@ -20,6 +20,7 @@ pub mod apply;
 pub mod bench;
 pub mod cluster;
 pub mod ingest;
+pub mod mosquitto;
 pub mod operator;
 pub mod wait;
 

@@ -17,6 +17,10 @@ pub const ENV_LISTEN: &str = "SMARTREGION_INGEST_LISTEN";
 pub const ENV_API_KEYS: &str = "SMARTREGION_INGEST_API_KEYS";
 pub const ENV_RATE: &str = "SMARTREGION_INGEST_RATE";
 pub const ENV_FORMATS: &str = "SMARTREGION_INGEST_FORMATS";
+pub const ENV_MQTT_URL: &str = "SMARTREGION_INGEST_MQTT_URL";
+pub const ENV_MQTT_TOPICS: &str = "SMARTREGION_INGEST_MQTT_TOPICS";
+pub const ENV_MQTT_USERNAME: &str = "SMARTREGION_INGEST_MQTT_USERNAME";
+pub const ENV_MQTT_PASSWORD: &str = "SMARTREGION_INGEST_MQTT_PASSWORD";
 /// libpq's own names, so the `db-writer` Secret's keys map one to one.
 pub const ENV_PGHOST: &str = "PGHOST";
 pub const ENV_PGPORT: &str = "PGPORT";
@@ -95,6 +99,22 @@ pub struct Cli {
     /// Most rows waiting for a commit; requests beyond wait, then get 503.
     #[arg(long, env = "SMARTREGION_INGEST_QUEUE_ROWS", default_value_t = 100_000)]
     pub queue_rows: usize,
+
+    /// MQTT broker to subscribe to as well, e.g. `mqtts://broker.example.it:8883`.
+    #[arg(long, env = ENV_MQTT_URL)]
+    pub mqtt_url: Option<String>,
+    /// Topic filters (comma-separated), e.g. `prato/sensors/#`.
+    #[arg(long, env = ENV_MQTT_TOPICS, value_delimiter = ',')]
+    pub mqtt_topics: Vec<String>,
+    #[arg(long, env = ENV_MQTT_USERNAME)]
+    pub mqtt_username: Option<String>,
+    #[arg(long, env = ENV_MQTT_PASSWORD, hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id; it must stay the same across restarts of one pod (the broker keeps
+    /// unacknowledged messages in its session). `smartregion-ingest-<tenant>-<HOSTNAME>`
+    /// when unset.
+    #[arg(long, env = "SMARTREGION_INGEST_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
 
     /// Log format: json in clusters, text for people.
     #[arg(long, env = "SMARTREGION_LOG_FORMAT", default_value = "json")]

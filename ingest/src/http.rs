@@ -49,7 +49,7 @@ pub struct App {
     pub tenant: String,
     pub keys: ApiKeys,
     pub formats: Vec<Format>,
-    pub rate: RateQuota,
+    pub rate: Arc<RateQuota>,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod parse;
 pub mod postgres;
 pub mod rate;
@@ -79,11 +80,40 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
     } else {
         cli.formats.clone()
     };
+    let rate = Arc::new(rate::RateQuota::new(cli.rate, burst));
+    if let Some(url) = &cli.mqtt_url {
+        // Checked now, so a bad setting stops the pod with a clear message.
+        mqtt::parse_url(url)?;
+        if cli.mqtt_topics.is_empty() {
+            bail!(
+                "{} is set but {} is empty",
+                config::ENV_MQTT_URL,
+                config::ENV_MQTT_TOPICS
+            );
+        }
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let settings = mqtt::Settings {
+            url: url.clone(),
+            topics: cli.mqtt_topics.clone(),
+            username: cli.mqtt_username.clone(),
+            password: cli.mqtt_password.clone(),
+            client_id: cli
+                .mqtt_client_id
+                .clone()
+                .unwrap_or_else(|| format!("smartregion-ingest-{}-{host}", cli.tenant)),
+        };
+        let (writer, rate, metrics) = (writer.clone(), rate.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(error) = mqtt::run(settings, writer, rate, metrics).await {
+                tracing::error!(%error, "the MQTT source stopped");
+            }
+        });
+    }
     let app = Arc::new(http::App {
         tenant: cli.tenant.clone(),
         keys,
         formats,
-        rate: rate::RateQuota::new(cli.rate, burst),
+        rate,
         writer,
         metrics,
         max_body_bytes: cli.max_body_bytes,

@@ -1,0 +1,451 @@
+//! The ingest service as the operator deploys it: started as a host process with exactly
+//! the environment and Secret values of the tenant's `ingest` Deployment, then used as
+//! sensors and FIWARE Orion use it.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
+use smartregion_e2e::operator::Operator;
+use smartregion_e2e::{Cluster, PostgresServer, shared, unique_name, wait};
+use support::*;
+
+/// A Ready tenant's ingest, running with its Deployment's environment.
+struct Running {
+    ingest: Ingest,
+    key: String,
+    schema: String,
+}
+
+async fn start_ingest(cluster: &Cluster, client: &kube::Client, tenant: &Value) -> Result<Running> {
+    let name = tenant["metadata"]["name"]
+        .as_str()
+        .context("name")?
+        .to_string();
+    apply_tenant(client, tenant).await?;
+    wait_ready(client, &name).await?;
+    let env = deployment_env(client, &format!("srt-{name}")).await?;
+    let key = env
+        .iter()
+        .find(|(k, _)| k == smartregion_ingest::config::ENV_API_KEYS)
+        .map(|(_, v)| v.lines().next().unwrap_or_default().to_string())
+        .context("the Deployment passes the API keys")?;
+    let mut ingest = Ingest::start(cluster, env)?;
+    ingest.wait_ready(Duration::from_secs(30)).await?;
+    Ok(Running {
+        ingest,
+        key,
+        schema: format!("t_{}", name.replace('-', "_")),
+    })
+}
+
+async fn database(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn count(db: &tokio_postgres::Client, schema: &str, filter: &str) -> Result<i64> {
+    Ok(db
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".measurements WHERE {filter}"),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+fn batch(sensor: &str, from: usize, rows: usize) -> Value {
+    Value::Array(
+        (from..from + rows)
+            .map(|i| {
+                json!({
+                    "sensor": sensor,
+                    "metric": "pm10",
+                    "time": format!("2026-11-23T{:02}:{:02}:{:02}Z", i / 3600 % 24, i / 60 % 60, i % 60),
+                    "value": i as f64 / 10.0,
+                })
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn the_three_formats_are_stored_and_every_refusal_is_explained() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ingest");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("prato");
+    let running = start_ingest(shared(), &client, &example("prato", &name, &shard)?).await?;
+    let (ingest, schema) = (&running.ingest, &running.schema);
+    let auth = format!("Bearer {}", running.key);
+    let headers = [("authorization", auth.as_str())];
+    let http = HttpClient::new();
+    let db = database(&shared().database_url).await?;
+
+    // Own JSON batch.
+    let answer = http
+        .post(
+            &ingest.url("/v1/measurements"),
+            &headers,
+            batch("via-roma", 0, 3).to_string(),
+        )
+        .await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    ensure!(answer.json()?["committed"] == 3);
+    ensure!(count(&db, schema, "sensor = 'via-roma'").await? == 3);
+    // The same batch again: 200, nothing new.
+    let again = http
+        .post(
+            &ingest.url("/v1/measurements"),
+            &headers,
+            batch("via-roma", 0, 3).to_string(),
+        )
+        .await?;
+    ensure!(again.status == 200, "{again:?}");
+    ensure!(
+        count(&db, schema, "sensor = 'via-roma'").await? == 3,
+        "a resent batch stores nothing new"
+    );
+
+    // NGSI-v2 as Orion sends it (normalized), with the tenant's Fiware-Service.
+    let notification = json!({
+        "subscriptionId": "5f1a2b3c4d5e6f7a8b9c0d1e",
+        "data": [{
+            "id": "urn:ngsi-ld:AirQualityObserved:prato-01",
+            "type": "AirQualityObserved",
+            "NO2": {"type": "Number", "value": 41.5,
+                    "metadata": {"TimeInstant": {"type": "DateTime", "value": "2026-11-23T10:00:00.000Z"}}},
+            "PM10": {"type": "Number", "value": 17, "metadata": {}},
+            "address": {"type": "Text", "value": "Via Roma 1, Prato"},
+            "TimeInstant": {"type": "DateTime", "value": "2026-11-23T10:00:05.000Z"}
+        }]
+    });
+    let fiware = [
+        ("authorization", auth.as_str()),
+        ("fiware-service", name.as_str()),
+    ];
+    let answer = http
+        .post(&ingest.url("/v2/notify"), &fiware, notification.to_string())
+        .await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    let rows = db
+        .query(
+            &format!("SELECT metric, value, time::text FROM \"{schema}\".measurements WHERE sensor = 'urn:ngsi-ld:AirQualityObserved:prato-01' ORDER BY metric"),
+            &[],
+        )
+        .await?;
+    let stored: Vec<(String, f64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    ensure!(
+        stored
+            == [
+                (
+                    "NO2".to_string(),
+                    41.5,
+                    "2026-11-23 10:00:00+00".to_string()
+                ),
+                (
+                    "PM10".to_string(),
+                    17.0,
+                    "2026-11-23 10:00:05+00".to_string()
+                ),
+            ],
+        "NGSI attributes as rows, times from TimeInstant: {stored:?}"
+    );
+
+    // SenML (RFC 8428) with base name and base time.
+    let pack = json!([
+        {"bn": "urn:dev:mac:0024befffe804ff1:", "bt": 1.7958816e9, "bu": "Cel", "n": "temperature", "v": 7.5},
+        {"n": "temperature", "t": 60, "v": 7.75},
+        {"n": "door", "vb": true}
+    ]);
+    let answer = http
+        .post(&ingest.url("/v1/senml"), &headers, pack.to_string())
+        .await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    ensure!(count(&db, schema, "sensor = 'urn:dev:mac:0024befffe804ff1'").await? == 3);
+
+    // 100 items, 3 of them bad: 97 stored, the 3 explained.
+    let mut items = batch("via-firenze", 0, 100);
+    items[10]["time"] = json!("2026-11-23T10:00:00");
+    items[50]["value"] = json!("high");
+    items[90]["sensor"] = json!("");
+    let answer = http
+        .post(&ingest.url("/v1/measurements"), &headers, items.to_string())
+        .await?;
+    ensure!(answer.status == 207, "{answer:?}");
+    let report = answer.json()?;
+    ensure!(report["committed"] == 97, "{report}");
+    let explained: BTreeSet<(u64, String)> = report["rejected"]
+        .as_array()
+        .context("rejected")?
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap_or(0),
+                r["field"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    ensure!(
+        explained
+            == BTreeSet::from([
+                (10, "time".into()),
+                (50, "value".into()),
+                (90, "sensor".into())
+            ]),
+        "{explained:?}"
+    );
+    ensure!(count(&db, schema, "sensor = 'via-firenze'").await? == 97);
+
+    // Refusals.
+    let wrong = http
+        .post(
+            &ingest.url("/v1/measurements"),
+            &[("authorization", "Bearer not-a-key-0123456789")],
+            batch("intruder", 0, 1).to_string(),
+        )
+        .await?;
+    ensure!(wrong.status == 401, "{wrong:?}");
+    let other_service = [
+        ("authorization", auth.as_str()),
+        ("fiware-service", "firenze"),
+    ];
+    let foreign = http
+        .post(
+            &ingest.url("/v2/notify"),
+            &other_service,
+            notification.to_string(),
+        )
+        .await?;
+    ensure!(foreign.status == 403, "{foreign:?}");
+    let oversize = http
+        .post(
+            &ingest.url("/v1/measurements"),
+            &headers,
+            vec![b' '; 9 * 1024 * 1024],
+        )
+        .await?;
+    ensure!(oversize.status == 413, "{oversize:?}");
+    ensure!(count(&db, schema, "sensor = 'intruder'").await? == 0);
+
+    // The rate quota (tier small: 500 rows/s, bursts of 1000): a second full burst at once
+    // is refused with Retry-After, and nothing of it is stored.
+    let mut limited = None;
+    for round in 0..3 {
+        let answer = http
+            .post(
+                &ingest.url("/v1/measurements"),
+                &headers,
+                batch(&format!("burst-{round}"), 0, 999).to_string(),
+            )
+            .await?;
+        if answer.status == 429 {
+            limited = Some((round, answer));
+            break;
+        }
+        ensure!(answer.status == 200, "{answer:?}");
+    }
+    let (round, answer) = limited.context("no 429 after three bursts")?;
+    let retry_after: u64 = answer
+        .headers
+        .get("retry-after")
+        .context("429 without Retry-After")?
+        .to_str()?
+        .parse()?;
+    ensure!(retry_after >= 1, "Retry-After {retry_after}");
+    ensure!(count(&db, schema, &format!("sensor = 'burst-{round}'")).await? == 0);
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigkill_under_load_loses_no_acknowledged_row_and_stores_none_twice() -> Result<()> {
+    const WORKERS: usize = 4;
+    const BATCHES: usize = 40;
+    const ROWS: usize = 100;
+    let client = client().await?;
+    let shard = unique_name("sigkill");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("sigkill");
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["quotas"] = json!({ "ingestRate": 10_000_000 });
+    let running = start_ingest(shared(), &client, &tenant).await?;
+    let Running {
+        mut ingest,
+        key,
+        schema,
+    } = running;
+    let url = ingest.url("/v1/measurements");
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+
+    // Clients that retry every batch until it is acknowledged, as a gateway should.
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            let (url, key) = (url.clone(), key.clone());
+            let (acknowledged, refused) = (acknowledged.clone(), refused.clone());
+            tokio::spawn(async move {
+                let http = HttpClient::new();
+                let auth = format!("Bearer {key}");
+                for number in 0..BATCHES {
+                    let body = batch(&format!("load-{worker}"), number * ROWS, ROWS).to_string();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match http
+                            .post(&url, &[("authorization", auth.as_str())], body.clone())
+                            .await
+                        {
+                            Ok(answer) if answer.status == 200 => break,
+                            _ if std::time::Instant::now() > deadline => {
+                                anyhow::bail!(
+                                    "batch {number} of worker {worker} never acknowledged"
+                                )
+                            }
+                            // Refused or the process is gone: back off a little and retry.
+                            _ => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+
+    // Kill it once a fair share is in, while the clients keep sending.
+    wait::until(
+        "a quarter of the batches to be acknowledged",
+        Duration::from_secs(60),
+        || {
+            let acknowledged = acknowledged.clone();
+            async move {
+                Ok((acknowledged.load(Ordering::Relaxed) >= WORKERS * BATCHES / 4).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let killed_at = acknowledged.load(Ordering::Relaxed);
+    ingest.kill()?;
+    ingest.restart()?;
+    ingest.wait_ready(Duration::from_secs(30)).await?;
+    for worker in workers {
+        worker.await??;
+    }
+    let db = database(&shared().database_url).await?;
+    let total = count(&db, &schema, "sensor LIKE 'load-%'").await?;
+    let distinct: i64 = db
+        .query_one(
+            &format!("SELECT count(DISTINCT (sensor, metric, time)) FROM \"{schema}\".measurements WHERE sensor LIKE 'load-%'"),
+            &[],
+        )
+        .await?
+        .get(0);
+    eprintln!(
+        "killed after {killed_at} acknowledged batches; {} retries; {total} rows stored",
+        refused.load(Ordering::Relaxed)
+    );
+    ensure!(
+        killed_at < WORKERS * BATCHES,
+        "the kill happened under load"
+    );
+    ensure!(
+        total == (WORKERS * BATCHES * ROWS) as i64,
+        "every acknowledged row is there: {total} of {}",
+        WORKERS * BATCHES * ROWS
+    );
+    ensure!(total == distinct, "no row twice");
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_outage_gives_503_and_ingest_recovers_without_a_restart() -> Result<()> {
+    let client = client().await?;
+    let mut postgres = PostgresServer::start_new(shared(), "ingest-outage-postgres").await?;
+    let shard = unique_name("ingest-outage");
+    let url = format!("--database-url={}", postgres.url());
+    let _operator = Operator::start(shared(), &shard, &[&url])?;
+    let name = unique_name("outage");
+    let running = start_ingest(shared(), &client, &example("prato", &name, &shard)?).await?;
+    let Running {
+        mut ingest,
+        key,
+        schema,
+    } = running;
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str())];
+    let http = HttpClient::new();
+    let endpoint = ingest.url("/v1/measurements");
+    let before = http
+        .post(&endpoint, &headers, batch("before", 0, 10).to_string())
+        .await?;
+    ensure!(before.status == 200, "{before:?}");
+
+    postgres.stop()?;
+    let during = http
+        .post(&endpoint, &headers, batch("during", 0, 10).to_string())
+        .await?;
+    ensure!(
+        during.status == 503,
+        "no 2xx while the database is down: {during:?}"
+    );
+    ensure!(during.headers.contains_key("retry-after"));
+    wait::until(
+        "/readyz to report the outage",
+        Duration::from_secs(10),
+        || {
+            let http = http.clone();
+            let url = ingest.url("/readyz");
+            async move { Ok((http.get(&url).await?.status == 503).then_some(())) }
+        },
+    )
+    .await?;
+
+    postgres.restart().await?;
+    let pid = ingest.pid();
+    ingest.wait_ready(Duration::from_secs(30)).await?;
+    let after = wait::until("a write to succeed again", Duration::from_secs(30), || {
+        let http = http.clone();
+        let endpoint = endpoint.clone();
+        let auth = auth.clone();
+        async move {
+            let answer = http
+                .post(
+                    &endpoint,
+                    &[("authorization", auth.as_str())],
+                    batch("after", 0, 10).to_string(),
+                )
+                .await?;
+            Ok((answer.status == 200).then_some(answer))
+        }
+    })
+    .await?;
+    ensure!(after.json()?["committed"] == 10);
+    ensure!(
+        ingest.running() && ingest.pid() == pid,
+        "no restart of ingest"
+    );
+    let db = database(&postgres.url()).await?;
+    ensure!(count(&db, &schema, "sensor = 'before'").await? == 10);
+    ensure!(
+        count(&db, &schema, "sensor = 'during'").await? == 0,
+        "nothing of the refused batch"
+    );
+    ensure!(count(&db, &schema, "sensor = 'after'").await? == 10);
+    drop(db);
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
