@@ -45,6 +45,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         database_address: args.database_address,
         database_port: args.database_port,
         ingest_port: args.ingest_port,
+        ingest_image: args.ingest_image.clone(),
+        ingest_image_pull_policy: args.ingest_image_pull_policy,
         ..Config::default()
     };
     config.check()?;
