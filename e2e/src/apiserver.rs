@@ -16,13 +16,24 @@ pub const WRITE_VERBS: [&str; 6] = [
 ];
 
 /// Resources only the operator writes while tenants are idle (the controller-manager
-/// writes `resourcequotas/status`, which is therefore left out). Events are written by
-/// every component, so the operator's are counted by [`operator_events_since`] instead.
+/// writes the `status` subresource of quotas, Deployments and PodDisruptionBudgets, which
+/// is therefore left out; it writes the ingest pods and ReplicaSets, which are not counted).
+/// Events are written by every component, so the operator's are counted by
+/// [`operator_events_since`] instead.
 pub fn operator_owned(resource: &str, subresource: &str) -> bool {
     match resource {
         "smartregiontenants" => true,
-        "namespaces" | "serviceaccounts" | "resourcequotas" | "limitranges" | "networkpolicies"
-        | "roles" | "rolebindings" => subresource.is_empty(),
+        "namespaces"
+        | "serviceaccounts"
+        | "resourcequotas"
+        | "limitranges"
+        | "networkpolicies"
+        | "roles"
+        | "rolebindings"
+        | "deployments"
+        | "services"
+        | "poddisruptionbudgets"
+        | "secrets" => subresource.is_empty(),
         _ => false,
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{DEFAULT_INGEST_IMAGE, ImagePullPolicy};
 use crate::database::connect::SslMode;
 
 /// Kubernetes operator for Smart Region Toscana tenants.
@@ -123,9 +124,19 @@ pub struct RunArgs {
     #[arg(long, env = "SMARTREGION_DATABASE_PORT", default_value_t = 5432)]
     pub database_port: u16,
 
-    /// Port of the tenants' ingest service.
-    #[arg(long, env = "SMARTREGION_INGEST_PORT", default_value_t = 8080)]
+    /// Port the tenants' ingest pods listen on (their NetworkPolicy opens it; their
+    /// Service always answers on 8080).
+    #[arg(long, env = "SMARTREGION_INGEST_PORT", default_value_t = smartregion_ingest::config::PORT)]
     pub ingest_port: u16,
+
+    /// Image of the tenants' ingest pods; by default the ingest release that matches this
+    /// operator.
+    #[arg(long, env = "SMARTREGION_INGEST_IMAGE", default_value = DEFAULT_INGEST_IMAGE)]
+    pub ingest_image: String,
+
+    /// When the kubelet pulls the ingest image.
+    #[arg(long, env = "SMARTREGION_INGEST_IMAGE_PULL_POLICY", value_enum, default_value_t = ImagePullPolicy::IfNotPresent)]
+    pub ingest_image_pull_policy: ImagePullPolicy,
 
     /// Log format: json in clusters, text for people.
     #[arg(long, env = "SMARTREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -166,5 +177,29 @@ mod tests {
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.database_address, Some("10.0.0.5".parse().unwrap()));
         assert_eq!(cli.run.database_sslmode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn the_ingest_image_defaults_to_this_release_and_can_be_set() {
+        let default = Cli::try_parse_from(["smartregion-operator"]).unwrap();
+        assert_eq!(
+            default.run.ingest_image,
+            format!(
+                "ghcr.io/regione-toscana/smartregion-ingest:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(
+            default.run.ingest_image_pull_policy,
+            ImagePullPolicy::IfNotPresent
+        );
+        let set = Cli::try_parse_from([
+            "smartregion-operator",
+            "--ingest-image=registry.example.it/ingest:1.2.3",
+            "--ingest-image-pull-policy=Always",
+        ])
+        .unwrap();
+        assert_eq!(set.run.ingest_image, "registry.example.it/ingest:1.2.3");
+        assert_eq!(set.run.ingest_image_pull_policy, ImagePullPolicy::Always);
     }
 }

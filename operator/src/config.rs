@@ -35,6 +35,8 @@ pub enum Error {
          lower-case letters, digits and '-', starting with a letter"
     )]
     NamespacePrefix(String),
+    #[error("ingest image {0:?} is not an image reference such as registry.example/ingest:1.0")]
+    IngestImage(String),
     #[error("tier {tier}: {problem}")]
     Tier { tier: &'static str, problem: String },
 }
@@ -168,6 +170,34 @@ impl Default for Tiers {
     }
 }
 
+/// The ingest image of the same release as this operator.
+pub const DEFAULT_INGEST_IMAGE: &str = concat!(
+    "ghcr.io/regione-toscana/smartregion-ingest:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// When the kubelet pulls the ingest image, with Kubernetes' spelling of each value.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    #[value(name = "Always")]
+    Always,
+    #[default]
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    #[value(name = "Never")]
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
 /// Everything the reconcile pipeline needs to know about the platform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -177,8 +207,11 @@ pub struct Config {
     /// Where tenants' pods may connect to the shared database (NetworkPolicy egress).
     pub database_address: Option<IpAddr>,
     pub database_port: u16,
-    /// Port of the ingest service inside the namespace (NetworkPolicy ingress).
+    /// Port the ingest pods listen on (container port and NetworkPolicy ingress).
     pub ingest_port: u16,
+    /// Image of the tenants' ingest pods.
+    pub ingest_image: String,
+    pub ingest_image_pull_policy: ImagePullPolicy,
     /// Extra labels for the tenant namespaces, e.g. for a monitoring selector.
     pub namespace_labels: BTreeMap<String, String>,
 }
@@ -190,7 +223,9 @@ impl Default for Config {
             tiers: Tiers::default(),
             database_address: None,
             database_port: 5432,
-            ingest_port: 8080,
+            ingest_port: smartregion_ingest::config::PORT,
+            ingest_image: DEFAULT_INGEST_IMAGE.into(),
+            ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
             namespace_labels: BTreeMap::new(),
         }
     }
@@ -207,6 +242,10 @@ impl Config {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid {
             return Err(Error::NamespacePrefix(prefix.clone()));
+        }
+        let image = &self.ingest_image;
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Err(Error::IngestImage(image.clone()));
         }
         self.tiers.check()
     }
@@ -260,6 +299,13 @@ mod tests {
                 ..Config::default()
             };
             assert!(config.check().is_err(), "{prefix:?} accepted");
+        }
+        for image in ["", "ghcr.io/x y:1"] {
+            let config = Config {
+                ingest_image: image.to_string(),
+                ..Config::default()
+            };
+            assert!(config.check().is_err(), "{image:?} accepted");
         }
         let longest = Config {
             namespace_prefix: "a".repeat(MAX_NAMESPACE_PREFIX_LEN),

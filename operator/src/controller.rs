@@ -14,8 +14,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
@@ -45,6 +49,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         database_address: args.database_address,
         database_port: args.database_port,
         ingest_port: args.ingest_port,
+        ingest_image: args.ingest_image.clone(),
+        ingest_image_pull_policy: args.ingest_image_pull_policy,
         ..Config::default()
     };
     config.check()?;
@@ -207,6 +213,29 @@ async fn controller(
         )
         .watches(
             Api::<RoleBinding>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        // The ingest Deployment's status changes drive IngestReady through a rollout.
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        )
+        // db-writer, db-reader and ingest-keys: a deleted one is issued again, and a
+        // changed one rolls the ingest pods.
+        .watches(
+            Api::<Secret>::all(client.clone()),
             children,
             by_tenant_label,
         )

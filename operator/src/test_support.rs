@@ -3,7 +3,7 @@
 use kube::api::ObjectMeta;
 
 use crate::crd::{
-    Admins, DeletionPolicy, Entity, EntityType, Quantity, Quotas, SmartRegionTenant,
+    Admins, DeletionPolicy, Entity, EntityType, IngestSpec, Quantity, Quotas, SmartRegionTenant,
     SmartRegionTenantSpec, Tier,
 };
 
@@ -55,6 +55,22 @@ impl TenantBuilder {
 
     pub fn quotas(mut self, edit: impl FnOnce(&mut Quotas)) -> Self {
         edit(self.0.spec.quotas.get_or_insert_with(Quotas::default));
+        self
+    }
+
+    /// Edits `spec.ingest`, starting from what an empty `ingest: {}` means.
+    pub fn ingest(mut self, edit: impl FnOnce(&mut IngestSpec)) -> Self {
+        edit(self.0.spec.ingest.get_or_insert_with(|| IngestSpec {
+            enabled: true,
+            replicas: None,
+            formats: Vec::new(),
+            mqtt: None,
+        }));
+        self
+    }
+
+    pub fn suspended(mut self) -> Self {
+        self.0.spec.suspended = true;
         self
     }
 

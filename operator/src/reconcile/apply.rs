@@ -7,8 +7,9 @@
 
 use std::fmt::Debug;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -78,6 +79,8 @@ pub async fn apply_children(
         network_policies,
         admin_role,
         admin_bindings,
+        ingest_service,
+        ingest_pdb,
     } = children;
     let mut outcome = Outcome::default();
 
@@ -91,6 +94,10 @@ pub async fn apply_children(
 
     let ns = tenant.namespace.as_str();
     outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &service_account).await?;
+    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &ingest_service).await?;
+    // A budget exists only while several ingest pods run; otherwise the prune removes it.
+    let ingest_pdbs = Vec::from_iter(ingest_pdb);
+    outcome.writes += ensure_set::<PodDisruptionBudget>(client, tenant, &ingest_pdbs).await?;
     outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &resource_quota).await?;
     outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &limit_range).await?;
     outcome.writes += ensure_set::<NetworkPolicy>(client, tenant, &network_policies).await?;
@@ -99,6 +106,7 @@ pub async fn apply_children(
 
     // Single children are pruned too, so a child a later release renames does not linger.
     outcome.writes += prune::<ServiceAccount>(client, tenant, &[&service_account]).await?;
+    outcome.writes += prune::<Service>(client, tenant, &[&ingest_service]).await?;
     outcome.writes += prune::<ResourceQuota>(client, tenant, &[&resource_quota]).await?;
     outcome.writes += prune::<LimitRange>(client, tenant, &[&limit_range]).await?;
     outcome.writes += prune::<Role>(client, tenant, &[&admin_role]).await?;
@@ -126,26 +134,36 @@ pub async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<usize, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
+    Ok(ensure_current(api, desired).await?.0)
+}
+
+/// [`ensure`], also returning the object as the API server holds it afterwards (with its
+/// status), for steps that report on it.
+pub async fn ensure_current<K>(api: &Api<K>, desired: &K) -> Result<(usize, K), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
     let name = desired.name_any();
     if let Some(current) = read(api, &name).await? {
-        let current = serde_json::to_value(&current).expect("objects serialize");
+        let present = serde_json::to_value(&current).expect("objects serialize");
         let wanted = serde_json::to_value(desired).expect("objects serialize");
-        if contains(&current, &wanted) {
-            return Ok(0);
+        if contains(&present, &wanted) {
+            return Ok((0, current));
         }
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind: kind::<K>(),
-        name: name.clone(),
-        source,
-    })?;
-    Ok(1)
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: kind::<K>(),
+            name: name.clone(),
+            source,
+        })?;
+    Ok((1, applied))
 }
 
 /// Applies each of `desired`, then deletes the tenant's other objects of that kind.

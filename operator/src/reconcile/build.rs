@@ -3,13 +3,14 @@
 //! No client, no clock: the same tenant and configuration always give the same objects,
 //! which is what makes drift visible and unit tests exhaustive.
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::validate::Validated;
 use crate::config::Config;
-use crate::resources::{namespace, network, quota, rbac, service_account};
+use crate::resources::{ingest, namespace, network, quota, rbac, service_account};
 
 /// Every child a tenant should have. `apply` destructures it without `..`, so a kind
 /// that is built here but never applied does not compile.
@@ -22,8 +23,11 @@ pub struct Children {
     pub network_policies: Vec<NetworkPolicy>,
     pub admin_role: Role,
     pub admin_bindings: Vec<RoleBinding>,
-    // Slots for the later parts: the ingest Deployment, Service and PodDisruptionBudget,
-    // and the database Secrets, go here.
+    pub ingest_service: Service,
+    /// Only while more than one ingest pod runs.
+    pub ingest_pdb: Option<PodDisruptionBudget>,
+    // Not here: the ingest Deployment, which needs a checksum of the database Secrets
+    // (`reconcile::ingest`), and the Secrets themselves, whose values are not pure.
 }
 
 pub fn children(tenant: &Validated, config: &Config) -> Children {
@@ -35,6 +39,8 @@ pub fn children(tenant: &Validated, config: &Config) -> Children {
         network_policies: network::network_policies(tenant, config),
         admin_role: rbac::admin_role(tenant),
         admin_bindings: rbac::admin_bindings(tenant),
+        ingest_service: ingest::ingest_service(tenant),
+        ingest_pdb: ingest::ingest_pdb(tenant),
     }
 }
 
@@ -130,6 +136,7 @@ mod tests {
             &children.admin_role.metadata,
             &children.admin_bindings[0].metadata,
             &children.network_policies[0].metadata,
+            &children.ingest_service.metadata,
         ];
         for meta in metas {
             assert_eq!(meta.namespace.as_deref(), Some("srt-prato"));

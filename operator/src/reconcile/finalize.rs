@@ -163,6 +163,7 @@ async fn terminating(
         namespace: None,
         database: None,
         usage: None,
+        ingest_endpoint: None,
         conditions: vec![ready],
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;

@@ -1,13 +1,14 @@
-//! The reconcile pipeline of one tenant: validate → build → apply → database → status,
-//! and the finalizer path on deletion.
+//! The reconcile pipeline of one tenant: validate → build → apply → database → ingest →
+//! status, and the finalizer path on deletion.
 //!
-//! `validate` and `build` are pure; `apply`, `status` and `finalize` talk to the API
-//! server, `database` to PostgreSQL as well. Errors a user can fix end up in a condition and an Event, not only in a log.
+//! `validate` and `build` are pure; `apply`, `ingest`, `status` and `finalize` talk to the
+//! API server, `database` to PostgreSQL as well. Errors a user can fix end up in a condition and an Event, not only in a log.
 
 pub mod apply;
 pub mod build;
 pub mod database;
 pub mod finalize;
+pub mod ingest;
 pub mod status;
 pub mod validate;
 
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::crd::{Phase, SmartRegionTenant};
 use crate::database::connect::Database;
 use crate::metrics::Metrics;
-use status::{DATABASE_READY, NAMESPACE_READY, Observation, Observed, READY};
+use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, Observation, Observed, READY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +37,8 @@ pub enum Error {
     Finalize(#[from] finalize::Error),
     #[error(transparent)]
     Database(#[from] database::Error),
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
 }
 
 impl Error {
@@ -57,6 +60,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
+            Error::Ingest(error) => error.metric_label(),
         }
     }
 }
@@ -145,6 +149,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
                 namespace: None,
                 database: None,
                 usage: None,
+                ingest_endpoint: None,
                 conditions: vec![Observed::failed(READY, "InvalidSpec", message)],
             };
             status::update(&context.client, &context.recorder, tenant, &observation).await?;
@@ -216,21 +221,92 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
             .metrics
             .set_database_bytes(&name, Some(outcome.bytes));
     }
+    // The Deployment reads the db-writer Secret, so it comes after the database step; it
+    // is tried even when that step failed, so suspension and drift are handled during a
+    // database outage too. Without a database there is nothing for ingest to write to.
+    let ingest = match (&context.database, &applied) {
+        (None, _) => None,
+        (Some(_), Err(_)) => Some(Err((
+            Observed::pending(
+                INGEST_READY,
+                "WaitingForNamespace",
+                "the ingest part waits until the namespace is in place",
+            ),
+            None,
+        ))),
+        (Some(_), Ok(_)) => {
+            match ingest::ensure_ingest(&context.client, &validated, &context.config).await {
+                Ok(outcome) => Some(Ok(outcome)),
+                Err(error) => {
+                    warn!(error = %error_chain(&error), "ingest step failed");
+                    let observed =
+                        Observed::failed(INGEST_READY, error.reason(), error_chain(&error));
+                    Some(Err((observed, Some(error))))
+                }
+            }
+        }
+    };
+    let (ingest_observed, ingest_endpoint, ingest_error) = match ingest {
+        None => (None, None, None),
+        Some(Ok(outcome)) => (Some(outcome.readiness), Some(outcome.endpoint), None),
+        Some(Err((failed, error))) => (Some(failed), None, error),
+    };
     let was_ready = tenant
         .status
         .as_ref()
         .and_then(|status| status.phase)
         .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
-    let failing = [
+    let parts: Vec<&Observed> = [
         Some(&namespace_ready),
         database_observed.as_ref(),
         within_quota.as_ref(),
+        ingest_observed.as_ref(),
     ]
     .into_iter()
     .flatten()
-    .find(|observed| !observed.ok)
-    .cloned();
-    let (phase, ready) = if validated.suspended {
+    .collect();
+    let (phase, ready) = phase_and_ready(validated.suspended, was_ready, &parts);
+    let mut conditions = vec![ready, namespace_ready];
+    conditions.extend(database_observed.clone());
+    conditions.extend(within_quota);
+    conditions.extend(ingest_observed);
+    let observation = Observation {
+        phase,
+        namespace: Some(validated.namespace.clone()),
+        database: outcome.as_ref().map(|outcome| outcome.status.clone()),
+        usage: outcome.as_ref().map(|outcome| crate::crd::Usage {
+            database_bytes: Some(outcome.bytes),
+            rows_per_second: None,
+        }),
+        ingest_endpoint,
+        conditions,
+    };
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    context.metrics.set_phase(&name, Some(phase));
+
+    let applied = applied?;
+    if applied.writes > 0 {
+        info!(writes = applied.writes, "children applied");
+    }
+    if let Some(error) = database_error {
+        // Retried with backoff by error_policy.
+        return Err(Error::Database(error));
+    }
+    if let Some(error) = ingest_error {
+        return Err(Error::Ingest(error));
+    }
+    Ok(Action::requeue(context.requeue))
+}
+
+/// The tenant's phase and `Ready` condition from its parts' conditions.
+///
+/// A failed part makes a tenant that was Ready Degraded (Provisioning before it ever was).
+/// A part on its way by itself (an ingest rollout) makes it Provisioning, whatever it was:
+/// not Ready, since the change is not complete, and not Degraded, since nothing failed.
+fn phase_and_ready(suspended: bool, was_ready: bool, parts: &[&Observed]) -> (Phase, Observed) {
+    let failing = parts.iter().find(|part| !part.ok && !part.pending);
+    let pending = parts.iter().find(|part| !part.ok && part.pending);
+    if suspended {
         (
             Phase::Suspended,
             Observed::failed(
@@ -249,37 +325,17 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
             phase,
             Observed::failed(READY, failing.reason, failing.message.clone()),
         )
+    } else if let Some(pending) = pending {
+        (
+            Phase::Provisioning,
+            Observed::pending(READY, pending.reason, pending.message.clone()),
+        )
     } else {
         (
             Phase::Ready,
             Observed::ok(READY, "Ready", "every part of the tenant is ready"),
         )
-    };
-    let mut conditions = vec![ready, namespace_ready];
-    conditions.extend(database_observed.clone());
-    conditions.extend(within_quota);
-    let observation = Observation {
-        phase,
-        namespace: Some(validated.namespace.clone()),
-        database: outcome.as_ref().map(|outcome| outcome.status.clone()),
-        usage: outcome.as_ref().map(|outcome| crate::crd::Usage {
-            database_bytes: Some(outcome.bytes),
-            rows_per_second: None,
-        }),
-        conditions,
-    };
-    status::update(&context.client, &context.recorder, tenant, &observation).await?;
-    context.metrics.set_phase(&name, Some(phase));
-
-    let applied = applied?;
-    if applied.writes > 0 {
-        info!(writes = applied.writes, "children applied");
     }
-    if let Some(error) = database_error {
-        // Retried with backoff by error_policy.
-        return Err(Error::Database(error));
-    }
-    Ok(Action::requeue(context.requeue))
 }
 
 /// The error and its causes on one line, for conditions and logs.
@@ -310,4 +366,50 @@ pub fn error_policy(
     let delay = context.backoff(&name).min(error.longest_backoff());
     warn!(tenant = %name, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespace() -> Observed {
+        Observed::ok(NAMESPACE_READY, "Applied", "in place")
+    }
+
+    #[test]
+    fn a_rollout_keeps_a_tenant_provisioning_and_never_degrades_it() {
+        let rolling = Observed::pending(INGEST_READY, "Progressing", "rolling out: 1 of 2");
+        for was_ready in [false, true] {
+            let (phase, ready) = phase_and_ready(false, was_ready, &[&namespace(), &rolling]);
+            assert_eq!(phase, Phase::Provisioning, "was ready: {was_ready}");
+            assert!(!ready.ok && ready.pending);
+            assert_eq!(ready.reason, "Progressing");
+        }
+    }
+
+    #[test]
+    fn a_failure_degrades_a_ready_tenant_and_wins_over_a_rollout() {
+        let rolling = Observed::pending(INGEST_READY, "Progressing", "rolling out");
+        let down = Observed::failed(DATABASE_READY, "DatabaseUnavailable", "unreachable");
+        let (phase, ready) = phase_and_ready(false, true, &[&namespace(), &rolling, &down]);
+        assert_eq!(phase, Phase::Degraded);
+        assert_eq!(
+            (ready.reason, ready.pending),
+            ("DatabaseUnavailable", false)
+        );
+        let (phase, _) = phase_and_ready(false, false, &[&down]);
+        assert_eq!(phase, Phase::Provisioning, "never ready, so not degraded");
+        let lost = Observed::failed(INGEST_READY, "Unavailable", "0 of 1 available");
+        assert_eq!(phase_and_ready(false, true, &[&lost]).0, Phase::Degraded);
+    }
+
+    #[test]
+    fn every_part_ready_is_ready_and_suspension_wins() {
+        let available = Observed::ok(INGEST_READY, "Available", "1 of 1");
+        let (phase, ready) = phase_and_ready(false, false, &[&namespace(), &available]);
+        assert_eq!(phase, Phase::Ready);
+        assert!(ready.ok);
+        let zero = Observed::ok(INGEST_READY, "ScaledToZero", "suspended");
+        assert_eq!(phase_and_ready(true, true, &[&zero]).0, Phase::Suspended);
+    }
 }

@@ -15,6 +15,7 @@ use crate::crd::{Phase, SmartRegionTenant, SmartRegionTenantStatus};
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
+pub const INGEST_READY: &str = "IngestReady";
 pub const WITHIN_QUOTA: &str = "WithinQuota";
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub struct Error {
 pub struct Observed {
     pub type_: &'static str,
     pub ok: bool,
+    /// Not ok yet, but on its way without anyone acting (a rollout in progress): keeps a
+    /// tenant Provisioning rather than Degraded, and its Events are Normal, not Warning.
+    pub pending: bool,
     pub reason: &'static str,
     pub message: String,
 }
@@ -39,6 +43,7 @@ impl Observed {
         Observed {
             type_,
             ok: true,
+            pending: false,
             reason,
             message: message.into(),
         }
@@ -48,9 +53,22 @@ impl Observed {
         Observed {
             type_,
             ok: false,
+            pending: false,
             reason,
             message: message.into(),
         }
+    }
+
+    pub fn pending(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Observed {
+            pending: true,
+            ..Observed::failed(type_, reason, message)
+        }
+    }
+
+    /// False and worth a Warning.
+    fn warning(&self) -> bool {
+        !self.ok && !self.pending
     }
 }
 
@@ -63,6 +81,8 @@ pub struct Observation {
     pub database: Option<crate::crd::DatabaseStatus>,
     /// Measured usage, when the database step measured it.
     pub usage: Option<crate::crd::Usage>,
+    /// The ingest Service's address, once the ingest step ran.
+    pub ingest_endpoint: Option<String>,
     pub conditions: Vec<Observed>,
 }
 
@@ -113,6 +133,9 @@ pub fn desired_status(
     if observation.usage.is_some() {
         status.usage = observation.usage.clone();
     }
+    if observation.ingest_endpoint.is_some() {
+        status.ingest_endpoint = observation.ingest_endpoint.clone();
+    }
     status
 }
 
@@ -160,8 +183,8 @@ pub async fn update(
 /// and every part condition that turned True or False. A part that is fine from the
 /// start is announced by the phase alone.
 pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observation) -> Vec<Event> {
-    let event = |observed: &Observed, warning: bool| Event {
-        type_: if warning {
+    let event = |observed: &Observed| Event {
+        type_: if observed.warning() {
             EventType::Warning
         } else {
             EventType::Normal
@@ -174,10 +197,16 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
     let mut events = Vec::new();
     if previous.and_then(|s| s.phase) != Some(observation.phase) {
         let ready = &observation.conditions[0];
-        events.push(event(
-            ready,
-            !ready.ok && observation.phase != Phase::Suspended,
-        ));
+        // Suspension is what the user asked for, not a problem.
+        let suspended = Observed {
+            pending: true,
+            ..ready.clone()
+        };
+        events.push(event(if observation.phase == Phase::Suspended {
+            &suspended
+        } else {
+            ready
+        }));
     }
     let before = |type_: &str| {
         previous
@@ -186,8 +215,9 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
     };
     for observed in observation.conditions.iter().skip(1) {
         match before(observed.type_) {
-            Some(was_ok) if was_ok != observed.ok => events.push(event(observed, !observed.ok)),
-            None if !observed.ok => events.push(event(observed, true)),
+            Some(was_ok) if was_ok != observed.ok => events.push(event(observed)),
+            // A part that is on its way from the start is announced by the phase alone.
+            None if observed.warning() => events.push(event(observed)),
             _ => {}
         }
     }
@@ -220,6 +250,7 @@ mod tests {
             namespace: Some("srt-prato".into()),
             database: None,
             usage: None,
+            ingest_endpoint: None,
             conditions: vec![observed],
         }
     }
@@ -254,6 +285,32 @@ mod tests {
         });
         let next = desired_status(Some(&previous), Some(1), &observation(true), &time(300));
         assert!(next.conditions.iter().any(|c| c.type_ == "DatabaseReady"));
+    }
+
+    #[test]
+    fn a_rollout_is_announced_with_normal_events_only() {
+        let mut ready = observation(true);
+        ready
+            .conditions
+            .push(Observed::ok(INGEST_READY, "Available", "1 of 1"));
+        let stored = desired_status(None, Some(1), &ready, &time(100));
+        let mut rolling = ready.clone();
+        rolling.phase = Phase::Provisioning;
+        rolling.conditions[0] = Observed::pending(READY, "Progressing", "rolling out");
+        rolling.conditions[1] = Observed::pending(INGEST_READY, "Progressing", "rolling out");
+        let announced: Vec<(String, String)> = events(Some(&stored), &rolling)
+            .into_iter()
+            .map(|e| (format!("{:?}", e.type_), e.reason))
+            .collect();
+        assert_eq!(
+            announced,
+            [
+                ("Normal".to_string(), "Progressing".to_string()),
+                ("Normal".to_string(), "Progressing".to_string())
+            ]
+        );
+        // A new tenant whose pods are starting: the phase says so, once.
+        assert_eq!(events(None, &rolling).len(), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::config::Config;
-use crate::crd::{MAX_NAME_LEN, SmartRegionTenant, Tier};
+use crate::crd::{IngestFormat, MAX_NAME_LEN, SmartRegionTenant, Tier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,8 +56,18 @@ pub struct Validated {
     pub tier: Tier,
     pub limits: Limits,
     pub admins: Admins,
+    pub ingest: Ingest,
     pub suspended: bool,
     pub owner_reference: OwnerReference,
+}
+
+/// The ingest service as the spec asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ingest {
+    /// `spec.ingest.enabled`, true when unset.
+    pub enabled: bool,
+    /// Accepted payload formats, sorted and without duplicates; empty accepts all.
+    pub formats: Vec<IngestFormat>,
 }
 
 pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated, Error> {
@@ -110,6 +120,20 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         container_cpu: preset.container_cpu.clone(),
         container_memory: preset.container_memory.clone(),
     };
+    let ingest = Ingest {
+        enabled: spec.ingest.as_ref().is_none_or(|ingest| ingest.enabled),
+        formats: {
+            let mut formats = spec
+                .ingest
+                .as_ref()
+                .map(|ingest| ingest.formats.clone())
+                .unwrap_or_default();
+            // A canonical order, so reordering the list in the spec rolls no pods.
+            formats.sort_by_key(|format| *format as u8);
+            formats.dedup();
+            formats
+        },
+    };
     let admins = spec.admins.clone().unwrap_or_default();
     let sorted = |mut items: Vec<String>| {
         items.sort();
@@ -125,6 +149,7 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
             groups: sorted(admins.groups),
             users: sorted(admins.users),
         },
+        ingest,
         suspended: spec.suspended,
         owner_reference,
     })

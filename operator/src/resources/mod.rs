@@ -4,6 +4,7 @@
 //! configuration: no client, no clock, no randomness. [`object_meta`] gives every child
 //! its name, namespace, labels and owner reference.
 
+pub mod ingest;
 pub mod namespace;
 pub mod network;
 pub mod quota;

@@ -15,8 +15,9 @@ use crate::reconcile::validate::Validated;
 pub const DENY_FROM_OTHER_NAMESPACES: &str = "deny-from-other-namespaces";
 pub const ALLOW_INGEST: &str = "allow-ingest";
 pub const RESTRICT_EGRESS: &str = "restrict-egress";
-/// Label of the ingest pods, which [`ALLOW_INGEST`] opens to the platform.
-pub const INGEST_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "smartregion-ingest");
+/// Label of the ingest pods (set by `ingest::ingest_deployment`), which [`ALLOW_INGEST`]
+/// opens to the platform.
+pub const INGEST_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "ingest");
 
 pub fn network_policies(tenant: &Validated, config: &Config) -> Vec<NetworkPolicy> {
     vec![

@@ -1,0 +1,427 @@
+//! Step 5 (client): the tenant's ingest Deployment and its `IngestReady` condition. Runs
+//! after the database step, which writes the `db-writer` Secret the pods read.
+//!
+//! Makes sure the Secret `ingest-keys` exists (created once, never overwritten: the
+//! tenant's admins add keys to it), applies the Deployment with a checksum of both
+//! Secrets in its pod template, and reads the rollout off the Deployment's status.
+//! [`secrets_checksum`] and [`readiness`] are pure. Never logs, reports or returns a
+//! value of a Secret.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::apply;
+use super::status::{INGEST_READY, Observed};
+use super::validate::Validated;
+use crate::config::Config;
+use crate::resources::ingest::{
+    KEYS_SECRET, ingest_deployment, ingest_endpoint, ingest_keys_secret, ingest_replicas,
+};
+use crate::resources::secrets::WRITER_SECRET;
+
+/// Length of a generated API key: 40 alphanumeric characters, about 238 bits.
+pub const API_KEY_LEN: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read Secret {0}")]
+    ReadSecret(&'static str, #[source] kube::Error),
+    #[error("failed to create Secret {KEYS_SECRET}")]
+    CreateKeys(#[source] kube::Error),
+    #[error("Secret {KEYS_SECRET} was created and deleted by someone else meanwhile")]
+    KeysVanished,
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadSecret(..) => "read_secret",
+            Error::CreateKeys(_) | Error::KeysVanished => "create_ingest_keys",
+            Error::Apply(error) => error.metric_label(),
+        }
+    }
+
+    /// The `IngestReady` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ReadSecret(..) | Error::CreateKeys(_) | Error::KeysVanished => "SecretsFailed",
+            Error::Apply(_) => "ApplyFailed",
+        }
+    }
+}
+
+/// What the ingest step found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub readiness: Observed,
+    /// Where senders inside the cluster reach ingest.
+    pub endpoint: String,
+    /// Kubernetes writes made (0 in the steady state).
+    pub writes: usize,
+}
+
+/// A new API key from the thread-local CSPRNG, like the database passwords.
+pub fn new_api_key() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), API_KEY_LEN)
+}
+
+/// Makes the tenant's ingest Deployment match its spec and the current Secrets.
+pub async fn ensure_ingest(
+    client: &Client,
+    tenant: &Validated,
+    config: &Config,
+) -> Result<Outcome, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace);
+    let endpoint = ingest_endpoint(tenant);
+    let Some(writer) = read_secret(&secrets, WRITER_SECRET).await? else {
+        // Pods started now would fail on the missing Secret, then roll again once it
+        // exists: wait for the database step instead.
+        return Ok(Outcome {
+            readiness: Observed::pending(
+                INGEST_READY,
+                "WaitingForDatabase",
+                format!(
+                    "the ingest pods wait for the Secret {WRITER_SECRET}, which the database step writes"
+                ),
+            ),
+            endpoint,
+            writes: 0,
+        });
+    };
+    let (keys, created) = ensure_keys_exist(&secrets, tenant).await?;
+    let checksum = secrets_checksum(&[&writer, &keys]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &tenant.namespace);
+    let desired = ingest_deployment(tenant, config, &checksum);
+    let (applied, current) = apply::ensure_current(&deployments, &desired).await?;
+    if applied > 0 {
+        info!(
+            replicas = ingest_replicas(tenant),
+            "ingest Deployment applied"
+        );
+    }
+    Ok(Outcome {
+        readiness: readiness(&current, tenant),
+        endpoint,
+        writes: applied + created,
+    })
+}
+
+async fn read_secret(api: &Api<Secret>, name: &'static str) -> Result<Option<Secret>, Error> {
+    api.get_opt(name)
+        .await
+        .map_err(|source| Error::ReadSecret(name, source))
+}
+
+/// `ingest-keys` as it is, or created with a first key when missing. Never updated: after
+/// creation the keys belong to the tenant's admins. Returns the Secret and the writes made.
+async fn ensure_keys_exist(
+    api: &Api<Secret>,
+    tenant: &Validated,
+) -> Result<(Secret, usize), Error> {
+    if let Some(keys) = read_secret(api, KEYS_SECRET).await? {
+        return Ok((keys, 0));
+    }
+    let secret = ingest_keys_secret(tenant, &new_api_key());
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(created) => {
+            info!("Secret {KEYS_SECRET} created with a first API key");
+            Ok((created, 1))
+        }
+        // Created meanwhile (by a previous leader, say): what is there is kept.
+        Err(kube::Error::Api(response)) if response.code == 409 => {
+            let present = read_secret(api, KEYS_SECRET).await?;
+            Ok((present.ok_or(Error::KeysVanished)?, 0))
+        }
+        Err(source) => Err(Error::CreateKeys(source)),
+    }
+}
+
+/// SHA-256 over the data of `secrets` (name, then keys in sorted order, every item length
+/// prefixed so no two different contents hash alike), as lowercase hex. One-way: the
+/// values cannot be recovered from it, and a change of any value changes it.
+pub fn secrets_checksum(secrets: &[&Secret]) -> String {
+    let mut hash = Sha256::new();
+    let mut item = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    for secret in secrets {
+        item(
+            secret
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        // A BTreeMap: sorted by key.
+        for (key, value) in secret.data.iter().flatten() {
+            item(key.as_bytes());
+            item(&value.0);
+        }
+    }
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `IngestReady` from the Deployment as the API server holds it.
+///
+/// True once the controller has seen the latest spec and every wanted pod is updated and
+/// available. While a rollout moves (including the first one) it is False and pending
+/// (`Progressing`); it is a failure (`Unavailable`) when the rollout exceeded its
+/// progress deadline, or when pods went missing after a finished rollout.
+pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
+    let wanted = ingest_replicas(tenant);
+    if wanted == 0 {
+        let why = if tenant.suspended {
+            "spec.suspended is true"
+        } else {
+            "spec.ingest.enabled is false"
+        };
+        return Observed::ok(
+            INGEST_READY,
+            "ScaledToZero",
+            format!("{why}: no ingest pods run"),
+        );
+    }
+    let status = deployment.status.clone().unwrap_or_default();
+    let available = status.available_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let counts = format!("{available} of {wanted} ingest pods available, {updated} updated");
+    let seen = matches!(
+        (status.observed_generation, deployment.metadata.generation),
+        (Some(observed), Some(generation)) if observed >= generation
+    );
+    if !seen {
+        return Observed::pending(
+            INGEST_READY,
+            "Progressing",
+            format!("the Deployment controller has not yet picked up the latest change; {counts}"),
+        );
+    }
+    let progress = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Progressing")
+        .and_then(|condition| condition.reason.as_deref());
+    if progress == Some("ProgressDeadlineExceeded") {
+        return Observed::failed(
+            INGEST_READY,
+            "Unavailable",
+            format!(
+                "the rollout of the ingest pods exceeded its progress deadline: {counts}; see \
+                 kubectl -n {} describe deployment ingest",
+                tenant.namespace
+            ),
+        );
+    }
+    if available >= wanted && updated >= wanted {
+        return Observed::ok(
+            INGEST_READY,
+            "Available",
+            format!("{available} of {wanted} ingest pods available"),
+        );
+    }
+    if progress == Some("NewReplicaSetAvailable") {
+        // The rollout had finished: pods were lost since (evicted, crashed, node gone).
+        return Observed::failed(
+            INGEST_READY,
+            "Unavailable",
+            format!(
+                "{counts}; see kubectl -n {} get pods -l app.kubernetes.io/name=ingest",
+                tenant.namespace
+            ),
+        );
+    }
+    Observed::pending(
+        INGEST_READY,
+        "Progressing",
+        format!("rolling out: {counts}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reconcile::validate::validate;
+    use crate::test_support::tenant;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+    use std::collections::BTreeMap;
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_checksum_moves_with_any_value_and_shows_none() {
+        let writer = secret(
+            "db-writer",
+            &[("password", "s3cret-pw"), ("user", "t_prato_writer")],
+        );
+        let keys = secret("ingest-keys", &[("keys", "key-one")]);
+        let base = secrets_checksum(&[&writer, &keys]);
+        assert_eq!(base.len(), 64);
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(base, secrets_checksum(&[&writer.clone(), &keys.clone()]));
+        let rotated = secret(
+            "db-writer",
+            &[("password", "n3w-pw"), ("user", "t_prato_writer")],
+        );
+        assert_ne!(base, secrets_checksum(&[&rotated, &keys]));
+        let more_keys = secret("ingest-keys", &[("keys", "key-one\nkey-two")]);
+        assert_ne!(base, secrets_checksum(&[&writer, &more_keys]));
+        // Moving bytes between a key and its value is a different content.
+        let shifted = secret("ingest-keys", &[("keysk", "ey-one")]);
+        assert_ne!(base, secrets_checksum(&[&writer, &shifted]));
+        assert!(!base.contains("s3cret") && !base.contains("key-one"));
+    }
+
+    #[test]
+    fn api_keys_are_long_alphanumeric_and_distinct() {
+        let (a, b) = (new_api_key(), new_api_key());
+        assert_eq!(a.len(), 40);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(status),
+        }
+    }
+
+    fn status(observed: i64, available: i32, updated: i32, progress: &str) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(observed),
+            available_replicas: Some(available),
+            updated_replicas: Some(updated),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: if progress == "ProgressDeadlineExceeded" {
+                    "False"
+                } else {
+                    "True"
+                }
+                .into(),
+                reason: Some(progress.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn readiness_follows_the_rollout() {
+        let small = validate(&tenant("prato").build(), &Config::default()).unwrap();
+        let medium = validate(
+            &tenant("prato").tier(crate::crd::Tier::Medium).build(),
+            &Config::default(),
+        )
+        .unwrap();
+
+        let fresh = readiness(&deployment(1, DeploymentStatus::default()), &small);
+        assert!(!fresh.ok && fresh.pending, "{fresh:?}");
+        assert_eq!(fresh.reason, "Progressing");
+
+        let starting = readiness(&deployment(1, status(1, 0, 1, "ReplicaSetUpdated")), &small);
+        assert_eq!((starting.ok, starting.pending), (false, true));
+
+        let ready = readiness(
+            &deployment(1, status(1, 1, 1, "NewReplicaSetAvailable")),
+            &small,
+        );
+        assert!(ready.ok);
+        assert_eq!(ready.reason, "Available");
+
+        let unseen = readiness(
+            &deployment(2, status(1, 1, 1, "NewReplicaSetAvailable")),
+            &small,
+        );
+        assert_eq!(
+            (unseen.ok, unseen.pending),
+            (false, true),
+            "a new spec not yet seen"
+        );
+
+        let rolling = readiness(
+            &deployment(2, status(2, 2, 1, "ReplicaSetUpdated")),
+            &medium,
+        );
+        assert_eq!((rolling.ok, rolling.pending), (false, true));
+        assert!(
+            rolling
+                .message
+                .contains("2 of 2 ingest pods available, 1 updated"),
+            "{}",
+            rolling.message
+        );
+
+        let lost = readiness(
+            &deployment(1, status(1, 1, 2, "NewReplicaSetAvailable")),
+            &medium,
+        );
+        assert_eq!(
+            (lost.ok, lost.pending, lost.reason),
+            (false, false, "Unavailable")
+        );
+
+        let stuck = readiness(
+            &deployment(3, status(3, 0, 1, "ProgressDeadlineExceeded")),
+            &small,
+        );
+        assert_eq!(
+            (stuck.ok, stuck.pending, stuck.reason),
+            (false, false, "Unavailable")
+        );
+        assert!(stuck.message.contains("describe deployment ingest"));
+    }
+
+    #[test]
+    fn no_pods_wanted_is_ready_and_says_why() {
+        let suspended = validate(&tenant("prato").suspended().build(), &Config::default()).unwrap();
+        let disabled = validate(
+            &tenant("prato").ingest(|i| i.enabled = false).build(),
+            &Config::default(),
+        )
+        .unwrap();
+        // Pods may still be stopping: zero wanted is what counts.
+        let stopping = deployment(2, status(2, 1, 0, "NewReplicaSetAvailable"));
+        let zero = readiness(&stopping, &suspended);
+        assert!(zero.ok);
+        assert_eq!(zero.reason, "ScaledToZero");
+        assert!(zero.message.contains("spec.suspended"));
+        assert!(
+            readiness(&stopping, &disabled)
+                .message
+                .contains("spec.ingest.enabled")
+        );
+    }
+}

@@ -1,0 +1,620 @@
+//! The tenant's ingest service: Deployment, Service and PodDisruptionBudget `ingest`, and
+//! the Secret `ingest-keys` with its first API key.
+//!
+//! Pure builders. The env contract with the ingest binary comes from
+//! `smartregion_ingest::config`, so a renamed variable fails to compile here rather than
+//! in a cluster. Credentials reach the pods only as `secretKeyRef`s: no value of a Secret
+//! is ever copied into the Deployment; only a checksum of them is, so that new
+//! credentials roll the pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use smartregion_ingest::config as contract;
+
+use super::network::INGEST_POD_LABEL;
+use super::secrets::WRITER_SECRET;
+use super::service_account::INGEST_SERVICE_ACCOUNT;
+use super::{labels, object_meta};
+use crate::config::Config;
+use crate::crd::IngestFormat;
+use crate::database::names::TenantDb;
+use crate::reconcile::validate::Validated;
+
+/// Name of the Deployment, the Service, the PodDisruptionBudget and the container.
+pub const INGEST: &str = "ingest";
+/// The Secret with the API keys that ingest accepts (`Authorization: Bearer <key>`).
+pub const KEYS_SECRET: &str = "ingest-keys";
+/// Its one key: API keys, one per line.
+pub const KEYS_KEY: &str = "keys";
+/// Pod template annotation: a checksum of the Secrets the pods read, so that new
+/// credentials or keys roll the pods.
+pub const SECRETS_CHECKSUM_ANNOTATION: &str = "smartregion.toscana.it/secrets-checksum";
+/// Name of the container port, used by the Service and the probes.
+pub const HTTP_PORT_NAME: &str = "http";
+/// Port of the Service `ingest`, whatever the pods listen on.
+pub const SERVICE_PORT: u16 = 8080;
+/// User and group the ingest container runs as (the "nonroot" user of distroless images).
+pub const RUN_AS: i64 = 65532;
+
+/// Ingest pods wanted: none while the tenant is suspended or ingest is disabled.
+pub fn ingest_replicas(tenant: &Validated) -> i32 {
+    if tenant.suspended || !tenant.ingest.enabled {
+        0
+    } else {
+        tenant.limits.ingest_replicas
+    }
+}
+
+/// `http://ingest.<namespace>.svc:8080`, where the tenant's senders inside the cluster
+/// reach ingest.
+pub fn ingest_endpoint(tenant: &Validated) -> String {
+    format!("http://{INGEST}.{}.svc:{SERVICE_PORT}", tenant.namespace)
+}
+
+/// The labels that select the ingest pods (Deployment, Service, PodDisruptionBudget and
+/// the `allow-ingest` NetworkPolicy).
+pub fn pod_labels(tenant: &Validated) -> BTreeMap<String, String> {
+    let mut labels = labels(tenant);
+    let (key, value) = INGEST_POD_LABEL;
+    labels.insert(key.to_string(), value.to_string());
+    labels
+}
+
+fn selector(tenant: &Validated) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(pod_labels(tenant)),
+        ..LabelSelector::default()
+    }
+}
+
+/// How the ingest binary spells a format in `SMARTREGION_INGEST_FORMATS`: as the CRD does.
+pub fn format_name(format: IngestFormat) -> &'static str {
+    match format {
+        IngestFormat::Measurements => "Measurements",
+        IngestFormat::NgsiV2 => "NgsiV2",
+        IngestFormat::SenML => "SenML",
+    }
+}
+
+fn value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The container's environment: the contract of `smartregion_ingest::config`.
+fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
+    let schema = TenantDb::for_tenant(&tenant.name)
+        .expect("a validated tenant name always gives database identifiers")
+        .schema;
+    let mut env = vec![
+        value(contract::ENV_TENANT, tenant.name.clone()),
+        value(contract::ENV_SCHEMA, schema),
+        value(
+            contract::ENV_LISTEN,
+            format!("0.0.0.0:{}", config.ingest_port),
+        ),
+        value(contract::ENV_RATE, tenant.limits.ingest_rate.to_string()),
+    ];
+    if !tenant.ingest.formats.is_empty() {
+        let formats: Vec<&str> = tenant
+            .ingest
+            .formats
+            .iter()
+            .copied()
+            .map(format_name)
+            .collect();
+        env.push(value(contract::ENV_FORMATS, formats.join(",")));
+    }
+    // libpq's names, one to one with the keys of the writer's Secret.
+    for (name, key) in [
+        (contract::ENV_PGHOST, "host"),
+        (contract::ENV_PGPORT, "port"),
+        (contract::ENV_PGDATABASE, "dbname"),
+        (contract::ENV_PGUSER, "user"),
+        (contract::ENV_PGPASSWORD, "password"),
+        (contract::ENV_PGSSLMODE, "sslmode"),
+    ] {
+        env.push(from_secret(name, WRITER_SECRET, key));
+    }
+    env.push(from_secret(contract::ENV_API_KEYS, KEYS_SECRET, KEYS_KEY));
+    env.push(value("SMARTREGION_LOG_FORMAT", "json"));
+    env
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
+    }
+}
+
+/// Deployment `ingest`. `secrets_checksum` (see `reconcile::ingest::secrets_checksum`)
+/// goes into the pod template, so the pods roll whenever the Secrets they read change.
+pub fn ingest_deployment(
+    tenant: &Validated,
+    config: &Config,
+    secrets_checksum: &str,
+) -> Deployment {
+    let resources = BTreeMap::from([
+        (
+            "cpu".to_string(),
+            Quantity(tenant.limits.container_cpu.clone()),
+        ),
+        (
+            "memory".to_string(),
+            Quantity(tenant.limits.container_memory.clone()),
+        ),
+    ]);
+    let container = Container {
+        name: INGEST.into(),
+        image: Some(config.ingest_image.clone()),
+        image_pull_policy: Some(config.ingest_image_pull_policy.as_str().into()),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.into()),
+            container_port: i32::from(config.ingest_port),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(env(tenant, config)),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..ResourceRequirements::default()
+        }),
+        liveness_probe: Some(probe("/healthz")),
+        // /readyz fails while the database is unreachable, so the Service stops sending
+        // data that could not be committed anyway.
+        readiness_probe: Some(probe("/readyz")),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            read_only_root_filesystem: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(INGEST_SERVICE_ACCOUNT.into()),
+        // Ingest never talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        // Pod Security `restricted`, which the tenant namespace enforces.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        ..PodSpec::default()
+    };
+    Deployment {
+        metadata: object_meta(tenant, INGEST, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(ingest_replicas(tenant)),
+            selector: selector(tenant),
+            // Never below the wanted number of pods while rolling: a new pod must be
+            // ready before an old one goes.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels(tenant)),
+                    annotations: Some(BTreeMap::from([(
+                        SECRETS_CHECKSUM_ANNOTATION.to_string(),
+                        secrets_checksum.to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Service `ingest`: port 8080 inside the cluster, to the pods' `http` port.
+pub fn ingest_service(tenant: &Validated) -> Service {
+    Service {
+        metadata: object_meta(tenant, INGEST, true),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(pod_labels(tenant)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: i32::from(SERVICE_PORT),
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// PodDisruptionBudget `ingest`, only when more than one pod runs: a voluntary
+/// disruption (a node drain) then leaves at least one pod serving. With one pod a budget
+/// of one would block drains forever.
+pub fn ingest_pdb(tenant: &Validated) -> Option<PodDisruptionBudget> {
+    (ingest_replicas(tenant) > 1).then(|| PodDisruptionBudget {
+        metadata: object_meta(tenant, INGEST, true),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(selector(tenant)),
+            // Pods that are not ready (the database is down) protect nothing: they may
+            // always be evicted, so they never block a drain.
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Secret `ingest-keys` with its first API key. Created once and then owned by the
+/// tenant's admins, who add keys (one per line) to rotate them; never applied again.
+pub fn ingest_keys_secret(tenant: &Validated, key: &str) -> Secret {
+    Secret {
+        metadata: object_meta(tenant, KEYS_SECRET, true),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            KEYS_KEY.to_string(),
+            ByteString(key.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImagePullPolicy;
+    use crate::crd::Tier;
+    use crate::reconcile::validate::validate;
+    use crate::test_support::tenant;
+    use clap::{CommandFactory, Parser};
+
+    fn validated(tenant: crate::test_support::TenantBuilder) -> Validated {
+        validate(&tenant.build(), &Config::default()).expect("valid tenant")
+    }
+
+    fn deployment(tenant: &Validated) -> Deployment {
+        ingest_deployment(tenant, &Config::default(), "checksum-1")
+    }
+
+    fn pod_spec(deployment: &Deployment) -> PodSpec {
+        deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .expect("pod spec")
+    }
+
+    fn container(deployment: &Deployment) -> Container {
+        pod_spec(deployment).containers.remove(0)
+    }
+
+    fn env_var(deployment: &Deployment, name: &str) -> Option<EnvVar> {
+        container(deployment)
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .find(|var| var.name == name)
+    }
+
+    fn replicas(deployment: &Deployment) -> i32 {
+        deployment.spec.as_ref().unwrap().replicas.unwrap()
+    }
+
+    #[test]
+    fn pods_satisfy_pod_security_restricted() {
+        let deployment = deployment(&validated(tenant("prato")));
+        let pod = pod_spec(&deployment);
+        let pod_security = pod.security_context.clone().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(pod_security.run_as_user, Some(65532));
+        assert_eq!(pod_security.run_as_group, Some(65532));
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name.as_deref(), Some("ingest"));
+        assert!(pod.volumes.is_none() && pod.host_network.is_none());
+        let security = container(&deployment).security_context.unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.privileged, None);
+        let capabilities = security.capabilities.unwrap();
+        assert_eq!(capabilities.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(capabilities.add, None);
+    }
+
+    #[test]
+    fn credentials_come_from_the_right_secret_keys_and_are_never_copied() {
+        let deployment = deployment(&validated(tenant("prato")));
+        let reference = |name: &str| {
+            let var = env_var(&deployment, name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(var.value, None, "{name} must not hold a value");
+            let selector = var.value_from.unwrap().secret_key_ref.unwrap();
+            (selector.name, selector.key)
+        };
+        for (name, key) in [
+            ("PGHOST", "host"),
+            ("PGPORT", "port"),
+            ("PGDATABASE", "dbname"),
+            ("PGUSER", "user"),
+            ("PGPASSWORD", "password"),
+            ("PGSSLMODE", "sslmode"),
+        ] {
+            assert_eq!(reference(name), ("db-writer".into(), key.into()), "{name}");
+        }
+        assert_eq!(
+            reference("SMARTREGION_INGEST_API_KEYS"),
+            ("ingest-keys".into(), "keys".into())
+        );
+        let plain = |name: &str| env_var(&deployment, name).and_then(|var| var.value);
+        assert_eq!(plain("SMARTREGION_TENANT").as_deref(), Some("prato"));
+        assert_eq!(plain("SMARTREGION_SCHEMA").as_deref(), Some("t_prato"));
+        assert_eq!(plain("SMARTREGION_INGEST_RATE").as_deref(), Some("500"));
+        assert_eq!(plain("SMARTREGION_LOG_FORMAT").as_deref(), Some("json"));
+        assert_eq!(plain("SMARTREGION_INGEST_FORMATS"), None, "all formats");
+    }
+
+    #[test]
+    fn the_schema_follows_the_database_convention() {
+        let deployment = deployment(&validated(tenant("unione-mugello")));
+        let schema = env_var(&deployment, "SMARTREGION_SCHEMA").unwrap().value;
+        assert_eq!(schema.as_deref(), Some("t_unione_mugello"));
+    }
+
+    /// The environment parses with the ingest binary's own command line: every variable is
+    /// one it knows, and the values are ones it accepts.
+    #[test]
+    fn the_environment_is_what_the_ingest_binary_reads() {
+        let deployment = ingest_deployment(
+            &validated(tenant("prato").ingest(|ingest| {
+                ingest.formats = vec![IngestFormat::SenML, IngestFormat::Measurements];
+            })),
+            &Config::default(),
+            "c",
+        );
+        let command = contract::Cli::command();
+        let mut args = vec!["smartregion-ingest".to_string()];
+        for var in container(&deployment).env.unwrap() {
+            let argument = command
+                .get_arguments()
+                .find(|argument| {
+                    argument
+                        .get_env()
+                        .is_some_and(|env| env.to_str() == Some(&var.name))
+                })
+                .unwrap_or_else(|| panic!("the ingest binary does not read {}", var.name));
+            let value = match (var.value, var.value_from) {
+                (Some(value), None) => value,
+                // What the Secrets hold, as the database step writes them.
+                (None, Some(_)) => match var.name.as_str() {
+                    "PGPORT" => "5432".into(),
+                    "PGSSLMODE" => "require".into(),
+                    _ => "from-a-secret".into(),
+                },
+                other => panic!("{}: {other:?}", var.name),
+            };
+            args.push(format!("--{}={value}", argument.get_long().unwrap()));
+        }
+        let cli = contract::Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.tenant, "prato");
+        assert_eq!(cli.listen.port(), contract::PORT);
+        assert_eq!(cli.rate.get(), 500);
+        assert_eq!(cli.formats.len(), 2);
+    }
+
+    #[test]
+    fn formats_are_spelled_as_the_crd_spells_them_in_a_stable_order() {
+        let with = |formats: Vec<IngestFormat>| {
+            let deployment = deployment(&validated(
+                tenant("prato").ingest(|ingest| ingest.formats = formats),
+            ));
+            env_var(&deployment, "SMARTREGION_INGEST_FORMATS").and_then(|var| var.value)
+        };
+        assert_eq!(
+            with(vec![IngestFormat::SenML, IngestFormat::NgsiV2]).as_deref(),
+            Some("NgsiV2,SenML")
+        );
+        assert_eq!(
+            with(vec![
+                IngestFormat::NgsiV2,
+                IngestFormat::Measurements,
+                IngestFormat::SenML
+            ])
+            .as_deref(),
+            Some("Measurements,NgsiV2,SenML")
+        );
+        for format in [
+            IngestFormat::Measurements,
+            IngestFormat::NgsiV2,
+            IngestFormat::SenML,
+        ] {
+            assert_eq!(
+                serde_json::to_value(format).unwrap(),
+                format_name(format),
+                "the CRD's spelling"
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_follow_the_tier_and_the_spec_and_are_zero_when_stopped() {
+        assert_eq!(replicas(&deployment(&validated(tenant("prato")))), 1);
+        let medium = validated(tenant("prato").tier(Tier::Medium));
+        assert_eq!(replicas(&deployment(&medium)), 2);
+        let four = validated(tenant("prato").ingest(|ingest| ingest.replicas = Some(4)));
+        assert_eq!(replicas(&deployment(&four)), 4);
+        let suspended = validated(tenant("prato").tier(Tier::Medium).suspended());
+        assert_eq!(replicas(&deployment(&suspended)), 0);
+        let disabled = validated(tenant("prato").ingest(|ingest| ingest.enabled = false));
+        assert_eq!(replicas(&deployment(&disabled)), 0);
+    }
+
+    #[test]
+    fn a_pdb_only_when_more_than_one_pod_runs() {
+        assert!(ingest_pdb(&validated(tenant("prato"))).is_none());
+        let medium = validated(tenant("prato").tier(Tier::Medium));
+        let pdb = ingest_pdb(&medium).expect("two pods get a budget");
+        let spec = pdb.spec.unwrap();
+        assert_eq!(spec.min_available, Some(IntOrString::Int(1)));
+        assert_eq!(
+            spec.selector.unwrap().match_labels,
+            deployment(&medium).spec.unwrap().selector.match_labels
+        );
+        let suspended = validated(tenant("prato").tier(Tier::Medium).suspended());
+        assert!(ingest_pdb(&suspended).is_none(), "no pods, no budget");
+    }
+
+    #[test]
+    fn the_checksum_annotation_carries_the_checksum() {
+        let tenant = validated(tenant("prato"));
+        let annotation = |checksum: &str| {
+            ingest_deployment(&tenant, &Config::default(), checksum)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[SECRETS_CHECKSUM_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(annotation("aaaa"), "aaaa");
+        assert_ne!(annotation("aaaa"), annotation("bbbb"));
+        let a = ingest_deployment(&tenant, &Config::default(), "aaaa");
+        let b = ingest_deployment(&tenant, &Config::default(), "bbbb");
+        let mut b_as_a = b.clone();
+        b_as_a.spec.as_mut().unwrap().template.metadata = a.spec.clone().unwrap().template.metadata;
+        assert_eq!(a, b_as_a, "nothing else depends on the checksum");
+    }
+
+    #[test]
+    fn the_image_and_pull_policy_come_from_the_configuration() {
+        let tenant = validated(tenant("prato"));
+        let default = container(&ingest_deployment(&tenant, &Config::default(), "c"));
+        assert_eq!(
+            default.image.as_deref(),
+            Some(concat!(
+                "ghcr.io/regione-toscana/smartregion-ingest:",
+                env!("CARGO_PKG_VERSION")
+            ))
+        );
+        assert_eq!(default.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(default.args, None);
+        let config = Config {
+            ingest_image: "registry.example.it/ingest@sha256:0123".into(),
+            ingest_image_pull_policy: ImagePullPolicy::Always,
+            ..Config::default()
+        };
+        let set = container(&ingest_deployment(&tenant, &config, "c"));
+        assert_eq!(
+            set.image.as_deref(),
+            Some("registry.example.it/ingest@sha256:0123")
+        );
+        assert_eq!(set.image_pull_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn pods_service_probes_and_network_policy_agree_on_labels_and_ports() {
+        let tenant = validated(tenant("prato").tier(Tier::Large));
+        let deployment = deployment(&tenant);
+        let spec = deployment.spec.clone().unwrap();
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        let selected = spec.selector.match_labels.unwrap();
+        assert!(selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        assert_eq!(pod_labels["app.kubernetes.io/name"], "ingest");
+        assert_eq!(pod_labels["smartregion.toscana.it/tenant"], "prato");
+        let service = ingest_service(&tenant);
+        let service_spec = service.spec.unwrap();
+        assert_eq!(service_spec.selector.unwrap(), selected);
+        let port = &service_spec.ports.unwrap()[0];
+        assert_eq!(port.port, 8080);
+        assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+        let container = container(&deployment);
+        assert_eq!(container.ports.unwrap()[0].name.as_deref(), Some("http"));
+        for probe in [container.liveness_probe, container.readiness_probe] {
+            let http = probe.unwrap().http_get.unwrap();
+            assert_eq!(http.port, IntOrString::String("http".into()));
+        }
+        let resources = container.resources.unwrap();
+        assert_eq!(
+            resources.requests.unwrap()["cpu"].0,
+            tenant.limits.container_cpu
+        );
+        assert_eq!(
+            resources.limits.unwrap()["memory"].0,
+            tenant.limits.container_memory
+        );
+        let strategy = spec.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(strategy.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(ingest_endpoint(&tenant), "http://ingest.srt-prato.svc:8080");
+    }
+
+    #[test]
+    fn the_keys_secret_holds_the_key_under_keys() {
+        let tenant = validated(tenant("prato"));
+        let secret = ingest_keys_secret(&tenant, "k1");
+        assert_eq!(secret.metadata.name.as_deref(), Some("ingest-keys"));
+        assert_eq!(secret.data.unwrap()["keys"].0, b"k1");
+        assert_eq!(
+            secret.metadata.owner_references.unwrap()[0].uid,
+            "uid-prato"
+        );
+    }
+}
