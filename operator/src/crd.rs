@@ -278,8 +278,11 @@ pub struct MqttSource {
     )]
     pub url: String,
 
-    /// Topic filters to subscribe to, e.g. "prato/sensors/#".
-    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 253)))]
+    /// Topic filters to subscribe to, e.g. "prato/sensors/#" (no commas or spaces).
+    #[schemars(
+        length(min = 1, max = 20),
+        inner(length(min = 1, max = 253), regex(pattern = r"^[^,\s]+$"))
+    )]
     pub topics: Vec<String>,
 
     /// Secret in the tenant namespace with keys `username` and `password`.

@@ -30,7 +30,7 @@ pub const API_KEY_LEN: usize = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to read Secret {0}")]
-    ReadSecret(&'static str, #[source] kube::Error),
+    ReadSecret(String, #[source] kube::Error),
     #[error("failed to create Secret {KEYS_SECRET}")]
     CreateKeys(#[source] kube::Error),
     #[error("Secret {KEYS_SECRET} was created and deleted by someone else meanwhile")]
@@ -96,7 +96,32 @@ pub async fn ensure_ingest(
         });
     };
     let (keys, created) = ensure_keys_exist(&secrets, tenant).await?;
-    let checksum = secrets_checksum(&[&writer, &keys]);
+    let mut read = vec![writer, keys];
+    if let Some(name) = tenant
+        .ingest
+        .mqtt
+        .as_ref()
+        .and_then(|mqtt| mqtt.credentials_secret.as_deref())
+    {
+        // The tenant's admins write this one; pods started without it would not start.
+        let Some(credentials) = read_secret(&secrets, name).await? else {
+            return Ok(Outcome {
+                readiness: Observed::pending(
+                    INGEST_READY,
+                    "WaitingForMqttCredentials",
+                    format!(
+                        "create the Secret {name} with keys username and password in namespace {}, \
+                         as spec.ingest.mqtt.credentialsSecret names it",
+                        tenant.namespace
+                    ),
+                ),
+                endpoint,
+                writes: created,
+            });
+        };
+        read.push(credentials);
+    }
+    let checksum = secrets_checksum(&read.iter().collect::<Vec<_>>());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &tenant.namespace);
     let desired = ingest_deployment(tenant, config, &checksum);
     let (applied, current) = apply::ensure_current(&deployments, &desired).await?;
@@ -113,10 +138,10 @@ pub async fn ensure_ingest(
     })
 }
 
-async fn read_secret(api: &Api<Secret>, name: &'static str) -> Result<Option<Secret>, Error> {
+async fn read_secret(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
     api.get_opt(name)
         .await
-        .map_err(|source| Error::ReadSecret(name, source))
+        .map_err(|source| Error::ReadSecret(name.to_string(), source))
 }
 
 /// `ingest-keys` as it is, or created with a first key when missing. Never updated: after

@@ -22,6 +22,11 @@ pub enum Error {
     Name(String),
     #[error("quotas.{field} {value:?} is not a positive quantity")]
     Quantity { field: &'static str, value: String },
+    #[error(
+        "ingest.mqtt.url {0:?} is not a broker address: write mqtt://host[:port] or \
+         mqtts://host[:port]"
+    )]
+    MqttUrl(String),
 }
 
 /// The limits in force for a tenant: its tier's preset with `spec.quotas` on top.
@@ -68,6 +73,19 @@ pub struct Ingest {
     pub enabled: bool,
     /// Accepted payload formats, sorted and without duplicates; empty accepts all.
     pub formats: Vec<IngestFormat>,
+    /// The MQTT broker to subscribe to, if any.
+    pub mqtt: Option<Mqtt>,
+}
+
+/// `spec.ingest.mqtt` with its address parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mqtt {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub topics: Vec<String>,
+    /// Secret in the tenant namespace with `username` and `password`.
+    pub credentials_secret: Option<String>,
 }
 
 pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated, Error> {
@@ -132,6 +150,20 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
             formats.sort_by_key(|format| *format as u8);
             formats.dedup();
             formats
+        },
+        mqtt: match spec.ingest.as_ref().and_then(|ingest| ingest.mqtt.as_ref()) {
+            None => None,
+            Some(mqtt) => {
+                let (_, host, port) = smartregion_ingest::mqtt::parse_url(&mqtt.url)
+                    .map_err(|_| Error::MqttUrl(mqtt.url.clone()))?;
+                Some(Mqtt {
+                    url: mqtt.url.clone(),
+                    host,
+                    port,
+                    topics: mqtt.topics.clone(),
+                    credentials_secret: mqtt.credentials_secret.clone(),
+                })
+            }
         },
     };
     let admins = spec.admins.clone().unwrap_or_default();

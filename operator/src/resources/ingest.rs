@@ -148,6 +148,15 @@ fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
         env.push(from_secret(name, WRITER_SECRET, key));
     }
     env.push(from_secret(contract::ENV_API_KEYS, KEYS_SECRET, KEYS_KEY));
+    if let Some(mqtt) = &tenant.ingest.mqtt {
+        env.push(value(contract::ENV_MQTT_URL, mqtt.url.clone()));
+        // The CRD refuses commas in topic filters, so the list survives the join.
+        env.push(value(contract::ENV_MQTT_TOPICS, mqtt.topics.join(",")));
+        if let Some(secret) = &mqtt.credentials_secret {
+            env.push(from_secret(contract::ENV_MQTT_USERNAME, secret, "username"));
+            env.push(from_secret(contract::ENV_MQTT_PASSWORD, secret, "password"));
+        }
+    }
     env.push(value("SMARTREGION_LOG_FORMAT", "json"));
     env
 }
@@ -316,7 +325,7 @@ pub fn ingest_keys_secret(tenant: &Validated, key: &str) -> Secret {
 mod tests {
     use super::*;
     use crate::config::ImagePullPolicy;
-    use crate::crd::Tier;
+    use crate::crd::{MqttSource, Tier};
     use crate::reconcile::validate::validate;
     use crate::test_support::tenant;
     use clap::{CommandFactory, Parser};
@@ -424,9 +433,21 @@ mod tests {
         let deployment = ingest_deployment(
             &validated(tenant("prato").ingest(|ingest| {
                 ingest.formats = vec![IngestFormat::SenML, IngestFormat::Measurements];
+                ingest.mqtt = Some(MqttSource {
+                    url: "mqtts://broker.example.it".into(),
+                    topics: vec!["prato/+/air".into(), "prato/traffic/#".into()],
+                    credentials_secret: Some("mqtt-login".into()),
+                });
             })),
             &Config::default(),
             "c",
+        );
+        let password = env_var(&deployment, "SMARTREGION_INGEST_MQTT_PASSWORD").unwrap();
+        assert_eq!(password.value, None, "never copied");
+        let reference = password.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("mqtt-login", "password")
         );
         let command = contract::Cli::command();
         let mut args = vec!["smartregion-ingest".to_string()];
@@ -456,6 +477,16 @@ mod tests {
         assert_eq!(cli.listen.port(), contract::PORT);
         assert_eq!(cli.rate.get(), 500);
         assert_eq!(cli.formats.len(), 2);
+        assert_eq!(cli.mqtt_url.as_deref(), Some("mqtts://broker.example.it"));
+        assert_eq!(cli.mqtt_topics, ["prato/+/air", "prato/traffic/#"]);
+        assert!(cli.mqtt_username.is_some() && cli.mqtt_password.is_some());
+    }
+
+    #[test]
+    fn without_mqtt_the_pods_subscribe_to_nothing() {
+        let deployment = deployment(&validated(tenant("prato")));
+        assert!(env_var(&deployment, "SMARTREGION_INGEST_MQTT_URL").is_none());
+        assert!(env_var(&deployment, "SMARTREGION_INGEST_MQTT_USERNAME").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! NetworkPolicies: no traffic from other namespaces except to the ingest port; egress
-//! only inside the namespace, to DNS, and to the shared database.
+//! only inside the namespace, to DNS, to the shared database, and from the ingest pods to
+//! the tenant's MQTT broker when it has one.
 
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -15,16 +16,65 @@ use crate::reconcile::validate::Validated;
 pub const DENY_FROM_OTHER_NAMESPACES: &str = "deny-from-other-namespaces";
 pub const ALLOW_INGEST: &str = "allow-ingest";
 pub const RESTRICT_EGRESS: &str = "restrict-egress";
+pub const ALLOW_MQTT: &str = "allow-mqtt";
 /// Label of the ingest pods (set by `ingest::ingest_deployment`), which [`ALLOW_INGEST`]
 /// opens to the platform.
 pub const INGEST_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "ingest");
 
 pub fn network_policies(tenant: &Validated, config: &Config) -> Vec<NetworkPolicy> {
-    vec![
+    let mut policies = vec![
         deny_from_other_namespaces(tenant),
         allow_ingest(tenant, config),
         restrict_egress(tenant, config),
-    ]
+    ];
+    policies.extend(allow_mqtt(tenant));
+    policies
+}
+
+fn cidr(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(_) => format!("{address}/32"),
+        std::net::IpAddr::V6(_) => format!("{address}/128"),
+    }
+}
+
+/// Egress from the ingest pods to the broker's port. A NetworkPolicy cannot name a host,
+/// so a broker given by name is reachable on that port at any address; one given as an
+/// IP address only there.
+fn allow_mqtt(tenant: &Validated) -> Option<NetworkPolicy> {
+    let mqtt = tenant.ingest.mqtt.as_ref()?;
+    let (key, value) = INGEST_POD_LABEL;
+    let to = mqtt
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+        .map(|address| {
+            vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr(address),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]
+        });
+    Some(policy(
+        tenant,
+        ALLOW_MQTT,
+        NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some([(key.to_string(), value.to_string())].into()),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to,
+                ports: Some(vec![port("TCP", mqtt.port)]),
+            }]),
+            ..NetworkPolicySpec::default()
+        },
+    ))
 }
 
 fn policy(tenant: &Validated, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
@@ -110,13 +160,12 @@ fn restrict_egress(tenant: &Validated, config: &Config) -> NetworkPolicy {
         dns,
     ];
     if let Some(address) = config.database_address {
-        let cidr = match address {
-            std::net::IpAddr::V4(_) => format!("{address}/32"),
-            std::net::IpAddr::V6(_) => format!("{address}/128"),
-        };
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock { cidr, except: None }),
+                ip_block: Some(IPBlock {
+                    cidr: cidr(address),
+                    except: None,
+                }),
                 ..NetworkPolicyPeer::default()
             }]),
             ports: Some(vec![port("TCP", config.database_port)]),
@@ -132,4 +181,75 @@ fn restrict_egress(tenant: &Validated, config: &Config) -> NetworkPolicy {
             ..NetworkPolicySpec::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MqttSource;
+    use crate::reconcile::validate::validate;
+    use crate::test_support::tenant;
+
+    fn with_broker(url: &str) -> Validated {
+        let tenant = tenant("prato").ingest(|ingest| {
+            ingest.mqtt = Some(MqttSource {
+                url: url.into(),
+                topics: vec!["prato/#".into()],
+                credentials_secret: None,
+            });
+        });
+        validate(&tenant.build(), &Config::default()).expect("valid tenant")
+    }
+
+    fn mqtt_policy(tenant: &Validated) -> Option<NetworkPolicySpec> {
+        network_policies(tenant, &Config::default())
+            .into_iter()
+            .find(|policy| policy.metadata.name.as_deref() == Some(ALLOW_MQTT))
+            .and_then(|policy| policy.spec)
+    }
+
+    #[test]
+    fn no_broker_no_mqtt_egress() {
+        let tenant = validate(&tenant("prato").build(), &Config::default()).unwrap();
+        assert!(mqtt_policy(&tenant).is_none());
+    }
+
+    #[test]
+    fn the_ingest_pods_reach_the_brokers_port_and_nothing_else() {
+        let spec = mqtt_policy(&with_broker("mqtts://broker.example.it")).unwrap();
+        let (key, value) = INGEST_POD_LABEL;
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(selected.get(key).map(String::as_str), Some(value));
+        let rule = &spec.egress.unwrap()[0];
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8883))
+        );
+        assert!(
+            rule.to.is_none(),
+            "a host name cannot be pinned to an address"
+        );
+
+        let spec = mqtt_policy(&with_broker("mqtt://10.1.2.3:1884")).unwrap();
+        let rule = &spec.egress.unwrap()[0];
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(1884))
+        );
+        let peer = &rule.to.as_ref().unwrap()[0];
+        assert_eq!(peer.ip_block.as_ref().unwrap().cidr, "10.1.2.3/32");
+    }
+
+    #[test]
+    fn a_broker_address_that_does_not_parse_is_refused() {
+        let tenant = tenant("prato").ingest(|ingest| {
+            ingest.mqtt = Some(MqttSource {
+                url: "mqtt://broker:99999".into(),
+                topics: vec!["prato/#".into()],
+                credentials_secret: None,
+            });
+        });
+        let error = validate(&tenant.build(), &Config::default()).unwrap_err();
+        assert!(error.to_string().contains("mqtt://host[:port]"), "{error}");
+    }
 }
