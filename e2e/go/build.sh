@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok
-# from the wrapper modules in e2e/go/ into a cache outside the checkout, and prints the
-# directory that holds them. A second run with the same versions and go.sum is instant.
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and
+# helm from the wrapper modules in e2e/go/ into a cache outside the checkout, and prints
+# the directory that holds them. A second run with the same versions and go.sum is instant.
+# Helm has its own key, so changing its version does not rebuild Kubernetes.
 #
 # Cache: $SMARTREGION_CACHE (default ~/.cache/smartregion). Go's own module and build
 # caches (GOMODCACHE, GOCACHE) are left at their defaults, also outside the checkout.
@@ -18,9 +19,10 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 cache=${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}
 # The key changes whenever a version, a go.sum or the Go toolchain changes.
-key=$( { cat "$here/../versions.env" "$here"/*/go.sum; go version; } | sha256sum | cut -c1-16)
+key=$( { grep -v '^HELM_' "$here/../versions.env"; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
+helm_key=$( { grep '^HELM_' "$here/../versions.env"; cat "$here/helm/go.sum"; go version; } | sha256sum | cut -c1-16)
 out="$cache/bin/$key"
-if [[ -f "$out/.complete" ]]; then
+if [[ -f "$out/.complete" && -f "$out/.helm-$helm_key" ]]; then
   echo "$out"
   exit 0
 fi
@@ -68,16 +70,24 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$k8s_date"
 done
 
-build_module "$here/etcd" "-s -w" go.etcd.io/etcd/server/v3
-mv "$out/server" "$out/etcd"
-build_module "$here/kwok" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
-build_module "$here/kubernetes" "$k8s_ldflags" \
-  k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl
-
-"$out/kube-apiserver" --version >&2
-"$out/etcd" --version | head -1 >&2
-touch "$out/.complete"
+if [[ ! -f "$out/.complete" ]]; then
+  build_module "$here/etcd" "-s -w" go.etcd.io/etcd/server/v3
+  mv "$out/server" "$out/etcd"
+  build_module "$here/kwok" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+  build_module "$here/kubernetes" "$k8s_ldflags" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl
+  "$out/kube-apiserver" --version >&2
+  "$out/etcd" --version | head -1 >&2
+  touch "$out/.complete"
+fi
+if [[ ! -f "$out/.helm-$helm_key" ]]; then
+  # Helm stamps its version from these (see helm's Makefile).
+  build_module "$here/helm" "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" helm.sh/helm/v4/cmd/helm
+  "$out/helm" version --short >&2
+  rm -f "$out"/.helm-*
+  touch "$out/.helm-$helm_key"
+fi
 echo "$out"

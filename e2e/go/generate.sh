@@ -85,3 +85,5 @@ write_wrapper "$here/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" \
   go.etcd.io/etcd/server/v3
 write_wrapper "$here/kwok" sigs.k8s.io/kwok "$KWOK_VERSION" "" \
   sigs.k8s.io/kwok/cmd/kwok
+write_wrapper "$here/helm" helm.sh/helm/v4 "$HELM_VERSION" "" \
+  helm.sh/helm/v4/cmd/helm

@@ -14,9 +14,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 
 use crate::Cluster;
 pub use crate::control_plane::free_port;
@@ -27,38 +24,7 @@ pub async fn deployment_env(
     client: &kube::Client,
     namespace: &str,
 ) -> Result<Vec<(String, String)>> {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get("ingest")
-        .await
-        .context("the ingest Deployment")?;
-    let container = deployment
-        .spec
-        .and_then(|spec| spec.template.spec)
-        .and_then(|pod| pod.containers.into_iter().find(|c| c.name == "ingest"))
-        .context("the Deployment has no container named ingest")?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut env = Vec::new();
-    for variable in container.env.unwrap_or_default() {
-        let value = match (variable.value, variable.value_from) {
-            (Some(value), _) => value,
-            (None, Some(source)) => {
-                let reference = source.secret_key_ref.with_context(|| {
-                    format!("{} comes from something other than a Secret", variable.name)
-                })?;
-                let secret = secrets.get(&reference.name).await?;
-                let bytes = secret
-                    .data
-                    .and_then(|data| data.get(&reference.key).cloned())
-                    .with_context(|| {
-                        format!("Secret {} has no key {}", reference.name, reference.key)
-                    })?;
-                String::from_utf8(bytes.0)?
-            }
-            (None, None) => String::new(),
-        };
-        env.push((variable.name, value));
-    }
-    Ok(env)
+    crate::workload::container_env(client, namespace, "ingest", "ingest").await
 }
 
 /// A running `smartregion-ingest`, killed when dropped.

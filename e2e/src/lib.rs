@@ -19,10 +19,12 @@ pub mod apiserver;
 pub mod apply;
 pub mod bench;
 pub mod cluster;
+pub mod helm;
 pub mod ingest;
 pub mod mosquitto;
 pub mod operator;
 pub mod wait;
+pub mod workload;
 
 pub use cluster::{Cluster, shared};
 pub use postgres::Server as PostgresServer;

@@ -46,6 +46,17 @@ pub fn binary() -> Result<PathBuf> {
 impl Operator {
     /// Starts an operator for tenants labelled `SHARD_LABEL=<shard>`, with extra flags.
     pub fn start(cluster: &Cluster, shard: &str, extra: &[&str]) -> Result<Operator> {
+        Self::start_with_env(cluster, shard, Vec::new(), extra)
+    }
+
+    /// [`Operator::start`] with an environment on top of the harness's own (e.g. the
+    /// chart's Deployment's, see [`crate::workload::container_env`]); flags still win.
+    pub fn start_with_env(
+        cluster: &Cluster,
+        shard: &str,
+        env: Vec<(String, String)>,
+        extra: &[&str],
+    ) -> Result<Operator> {
         let metrics_port = free_port()?;
         let log = cluster
             .state_dir
@@ -56,6 +67,7 @@ impl Operator {
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("SMARTREGION_DATABASE_URL", &cluster.database_url)
             .env("RUST_LOG", "info,smartregion_operator=debug")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .arg("run")
             .arg("--log-format=json")
             .arg(format!("--tenant-selector={SHARD_LABEL}={shard}"))
@@ -64,7 +76,11 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        if !extra.iter().any(|arg| arg.starts_with("--leader-election")) {
+        let elects = extra.iter().any(|arg| arg.starts_with("--leader-election"))
+            || env
+                .iter()
+                .any(|(name, _)| name == "SMARTREGION_LEADER_ELECTION");
+        if !elects {
             // Tests run several operators at once, each for its own shard.
             command.arg("--leader-election=false");
         }
