@@ -31,6 +31,12 @@ pub enum Error {
     NoTcpHost,
     #[error("failed to set up TLS to the database (--database-sslmode, --database-ca-file)")]
     Tls(#[from] smartregion_ingest::postgres::Error),
+    #[error("failed to read the CA bundle {path} (--database-ca-file)")]
+    ReadCa {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to build the database connection pool")]
     Pool(#[source] deadpool_postgres::BuildError),
 }
@@ -82,6 +88,17 @@ impl Database {
                 .unwrap_or("postgres")
                 .to_string(),
             sslmode: settings.sslmode.as_libpq().to_string(),
+            ca_bundle: match &settings.ca_file {
+                None => None,
+                Some(path) => {
+                    Some(
+                        std::fs::read_to_string(path).map_err(|source| Error::ReadCa {
+                            path: path.display().to_string(),
+                            source,
+                        })?,
+                    )
+                }
+            },
         };
         config
             .connect_timeout(CONNECT_TIMEOUT)

@@ -14,9 +14,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -25,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smartregion_ingest::config as contract;
 
 use super::network::INGEST_POD_LABEL;
-use super::secrets::WRITER_SECRET;
+use super::secrets::{CA_KEY, WRITER_SECRET};
 use super::service_account::INGEST_SERVICE_ACCOUNT;
 use super::{labels, object_meta};
 use crate::config::Config;
@@ -46,6 +47,10 @@ pub const SECRETS_CHECKSUM_ANNOTATION: &str = "smartregion.toscana.it/secrets-ch
 pub const HTTP_PORT_NAME: &str = "http";
 /// Port of the Service `ingest`, whatever the pods listen on.
 pub const SERVICE_PORT: u16 = 8080;
+/// Where the pods find the database's CA bundle (`ca.crt` of `db-writer`, when the
+/// operator was given one; see `PGSSLROOTCERT`).
+pub const DATABASE_CA_DIR: &str = "/etc/smartregion/database-ca";
+const DATABASE_CA_VOLUME: &str = "database-ca";
 /// User and group the ingest container runs as (the "nonroot" user of distroless images).
 pub const RUN_AS: i64 = 65532;
 
@@ -147,6 +152,12 @@ fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
     ] {
         env.push(from_secret(name, WRITER_SECRET, key));
     }
+    // Read only with sslmode verify-full, which needs it; the file is there whenever the
+    // operator was given the CA bundle.
+    env.push(value(
+        contract::ENV_PGSSLROOTCERT,
+        format!("{DATABASE_CA_DIR}/{CA_KEY}"),
+    ));
     env.push(from_secret(contract::ENV_API_KEYS, KEYS_SECRET, KEYS_KEY));
     if let Some(mqtt) = &tenant.ingest.mqtt {
         env.push(value(contract::ENV_MQTT_URL, mqtt.url.clone()));
@@ -218,6 +229,12 @@ pub fn ingest_deployment(
             read_only_root_filesystem: Some(true),
             ..SecurityContext::default()
         }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATABASE_CA_VOLUME.into(),
+            mount_path: DATABASE_CA_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -236,6 +253,22 @@ pub fn ingest_deployment(
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
+        // Only the CA bundle, never the credentials, as a file; optional, since without
+        // verify-full the Secret has no `ca.crt`.
+        volumes: Some(vec![Volume {
+            name: DATABASE_CA_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(WRITER_SECRET.into()),
+                items: Some(vec![KeyToPath {
+                    key: CA_KEY.into(),
+                    path: CA_KEY.into(),
+                    mode: None,
+                }]),
+                optional: Some(true),
+                default_mode: Some(0o444),
+            }),
+            ..Volume::default()
+        }]),
         ..PodSpec::default()
     };
     Deployment {
@@ -378,7 +411,14 @@ mod tests {
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.service_account_name.as_deref(), Some("ingest"));
-        assert!(pod.volumes.is_none() && pod.host_network.is_none());
+        assert!(pod.host_network.is_none());
+        // Restricted allows Secret volumes; this one exposes only the CA bundle.
+        let volumes = pod.volumes.clone().unwrap();
+        assert_eq!(volumes.len(), 1);
+        let secret = volumes[0].secret.clone().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("db-writer"));
+        let items = secret.items.unwrap();
+        assert_eq!((items.len(), items[0].key.as_str()), (1, "ca.crt"));
         let security = container(&deployment).security_context.unwrap();
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert_eq!(security.read_only_root_filesystem, Some(true));

@@ -23,7 +23,14 @@ pub struct Endpoint {
     pub port: u16,
     pub dbname: String,
     pub sslmode: String,
+    /// PEM bundle of the CAs that sign the server's certificate (from
+    /// `--database-ca-file`), written into the Secrets as `ca.crt` so that clients, and
+    /// the ingest pods, can use `sslmode=verify-full`.
+    pub ca_bundle: Option<String>,
 }
+
+/// Key of the CA bundle in the Secrets, when the operator was given one.
+pub const CA_KEY: &str = "ca.crt";
 
 pub fn database_secret(
     tenant: &Validated,
@@ -37,7 +44,7 @@ pub fn database_secret(
         "postgresql://{user}:{password}@{}:{}/{}?sslmode={}",
         endpoint.host, endpoint.port, endpoint.dbname, endpoint.sslmode
     );
-    let data = BTreeMap::from(
+    let mut data = BTreeMap::from(
         [
             ("host", endpoint.host.clone()),
             ("port", endpoint.port.to_string()),
@@ -49,6 +56,9 @@ pub fn database_secret(
         ]
         .map(|(key, value)| (key.to_string(), ByteString(value.into_bytes()))),
     );
+    if let Some(bundle) = &endpoint.ca_bundle {
+        data.insert(CA_KEY.to_string(), ByteString(bundle.clone().into_bytes()));
+    }
     let mut metadata = object_meta(tenant, name, true);
     metadata.annotations = Some([(ROTATION_ANNOTATION.to_string(), rotation.to_string())].into());
     Secret {
@@ -63,4 +73,56 @@ pub fn database_secret(
 pub fn password_of(secret: &Secret) -> Option<String> {
     let bytes = secret.data.as_ref()?.get("password")?;
     String::from_utf8(bytes.0.clone()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::reconcile::validate::validate;
+    use crate::test_support::tenant;
+
+    fn secret(ca_bundle: Option<&str>) -> Secret {
+        let tenant = validate(&tenant("prato").build(), &Config::default()).unwrap();
+        let endpoint = Endpoint {
+            host: "db.example.it".into(),
+            port: 5432,
+            dbname: "smartregion".into(),
+            sslmode: "verify-full".into(),
+            ca_bundle: ca_bundle.map(String::from),
+        };
+        database_secret(
+            &tenant,
+            WRITER_SECRET,
+            &endpoint,
+            "t_prato_writer",
+            "pw",
+            "",
+        )
+    }
+
+    fn value(secret: &Secret, key: &str) -> Option<String> {
+        let bytes = secret.data.as_ref()?.get(key)?;
+        Some(String::from_utf8(bytes.0.clone()).unwrap())
+    }
+
+    #[test]
+    fn the_secret_has_what_libpq_clients_need() {
+        let secret = secret(None);
+        assert_eq!(value(&secret, "host").as_deref(), Some("db.example.it"));
+        assert_eq!(value(&secret, "sslmode").as_deref(), Some("verify-full"));
+        assert_eq!(
+            value(&secret, "uri").as_deref(),
+            Some(
+                "postgresql://t_prato_writer:pw@db.example.it:5432/smartregion?sslmode=verify-full"
+            )
+        );
+        assert_eq!(value(&secret, CA_KEY), None);
+    }
+
+    #[test]
+    fn the_ca_bundle_travels_with_the_credentials_when_there_is_one() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(value(&secret(Some(pem)), CA_KEY).as_deref(), Some(pem));
+    }
 }
