@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{DEFAULT_INGEST_IMAGE, ImagePullPolicy};
+use crate::crd::{EntityType, Tier};
 use crate::database::connect::SslMode;
 
 /// Kubernetes operator for Smart Region Toscana tenants.
@@ -33,6 +34,82 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the SmartRegionTenant CustomResourceDefinition as YAML.
     Crd,
+    /// Write SmartRegionTenant manifests for enti, checked as the API server would: one
+    /// from flags to stdout, or one per row of a CSV into a directory (docs/onboarding.md).
+    Onboard(Box<OnboardArgs>),
+}
+
+/// Settings of `onboard`. Unlike `run`'s, they have no environment variables: they
+/// describe one ente or one file, typed by a person, not the configuration of a Pod.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "One ente, printed to stdout:\n  \
+    smartregion-operator onboard --name pistoia --display-name 'Comune di Pistoia' \\\n    \
+    --entity-type Comune --istat-code 047014 --tier medium --admin-group pistoia-admins\n\
+    Many enti, one <name>.yaml per row:\n  \
+    smartregion-operator onboard --csv enti.csv --out-dir tenants/")]
+pub struct OnboardArgs {
+    /// Tenant name (metadata.name): a DNS label of at most 40 characters that starts with
+    /// a letter, e.g. `pistoia` or `unione-valdera`. Namespace, schema and roles derive
+    /// from it.
+    #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+    pub name: Option<String>,
+
+    /// Human-readable name of the ente, e.g. "Comune di Pistoia".
+    #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+    pub display_name: Option<String>,
+
+    /// Kind of public body (immutable once applied).
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        required_unless_present = "csv",
+        conflicts_with = "csv"
+    )]
+    pub entity_type: Option<EntityType>,
+
+    /// ISTAT code of the territory: six digits with the leading zeros, e.g. 047014
+    /// (immutable once applied).
+    #[arg(long, conflicts_with = "csv")]
+    pub istat_code: Option<String>,
+
+    /// Code of the ente in the Indice della Pubblica Amministrazione, e.g. c_g713.
+    #[arg(long, conflicts_with = "csv")]
+    pub ipa_code: Option<String>,
+
+    /// Quota preset.
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value_t = Tier::Small,
+        conflicts_with = "csv"
+    )]
+    pub tier: Tier,
+
+    /// Group that administers the tenant's namespace; repeat for several.
+    #[arg(long = "admin-group", value_name = "GROUP", conflicts_with = "csv")]
+    pub admin_groups: Vec<String>,
+
+    /// User that administers the tenant's namespace; repeat for several.
+    #[arg(long = "admin-user", value_name = "USER", conflicts_with = "csv")]
+    pub admin_users: Vec<String>,
+
+    /// CSV of enti, one per row, with a header row naming the columns: name, displayName,
+    /// entityType, and optionally istatCode, ipaCode, tier, adminGroups, adminUsers
+    /// (several admins separated by `;`).
+    #[arg(long, value_name = "FILE", requires = "out_dir")]
+    pub csv: Option<PathBuf>,
+
+    /// Directory that receives one `<name>.yaml` per CSV row (created if missing). Other
+    /// files in it are left alone.
+    #[arg(long, value_name = "DIR", requires = "csv")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Overwrite manifests in --out-dir whose content differs from the new one (without
+    /// it they are refused, and nothing is written).
+    #[arg(long, requires = "csv")]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]

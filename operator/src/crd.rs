@@ -30,6 +30,19 @@ pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "smartregion.toscana.it/rotate-c
 /// PostgreSQL's 63-byte identifiers and Kubernetes' 63-character labels.
 pub const MAX_NAME_LEN: usize = 40;
 
+// Limits of the schema below, named so that `onboard` checks the same values the API
+// server does instead of a copy of them.
+/// Longest `spec.displayName`, in characters.
+pub const DISPLAY_NAME_MAX_LEN: usize = 200;
+/// `spec.entity.istatCode`: the six digits of an ISTAT territory code.
+pub const ISTAT_CODE_PATTERN: &str = r"^[0-9]{6}$";
+/// `spec.entity.ipaCode`: a code of the Indice della Pubblica Amministrazione.
+pub const IPA_CODE_PATTERN: &str = r"^[A-Za-z0-9_]{2,20}$";
+/// Most entries in `spec.admins.groups` and in `spec.admins.users`.
+pub const MAX_ADMINS: usize = 50;
+/// Longest admin group or user name, in characters.
+pub const ADMIN_NAME_MAX_LEN: usize = 253;
+
 /// One public body (ente) on the Smart Region Toscana platform and the space it owns:
 /// a namespace with quotas, isolation and admin access, a database schema with
 /// credentials, and dedicated ingest pods.
@@ -64,7 +77,7 @@ pub const MAX_NAME_LEN: usize = 40;
 pub struct SmartRegionTenantSpec {
     /// Human-readable name of the ente, e.g. "Comune di Prato". Shown to people only;
     /// no Kubernetes or database name is ever derived from it.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(length(min = 1, max = DISPLAY_NAME_MAX_LEN))]
     pub display_name: String,
 
     /// What kind of public body this is and its official identifiers.
@@ -116,18 +129,23 @@ pub struct Entity {
 
     /// ISTAT code of the territory (six digits, e.g. "100005" for Prato). Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{6}$"))]
+    #[schemars(regex(pattern = ISTAT_CODE_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("entity.istatCode is immutable once set"))]
     pub istat_code: Option<String>,
 
     /// Code of the ente in the Indice della Pubblica Amministrazione (IPA), e.g. "c_g999".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_]{2,20}$"))]
+    #[schemars(regex(pattern = IPA_CODE_PATTERN))]
     pub ipa_code: Option<String>,
 }
 
 /// Kinds of public body on the platform.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Also a `clap::ValueEnum`, spelled as in the API, for `smartregion-operator onboard`.
+#[derive(
+    JsonSchema, Serialize, Deserialize, clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash,
+)]
+#[value(rename_all = "verbatim")]
 pub enum EntityType {
     /// A municipality (comune), e.g. Comune di Prato.
     Comune,
@@ -148,8 +166,21 @@ pub enum EntityType {
 }
 
 /// Named presets of limits, defined in the operator's configuration.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Tier {
     /// For a small comune or a pilot.
     #[default]
@@ -217,13 +248,13 @@ const POSITIVE_QUANTITY: &str =
 pub struct Admins {
     /// Groups as the cluster's authentication reports them, e.g. "prato-admins".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = MAX_ADMINS), inner(length(min = 1, max = ADMIN_NAME_MAX_LEN)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub groups: Vec<String>,
 
     /// Individual users, e.g. "mario.rossi@comune.prato.it".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = MAX_ADMINS), inner(length(min = 1, max = ADMIN_NAME_MAX_LEN)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub users: Vec<String>,
 }

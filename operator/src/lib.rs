@@ -3,7 +3,8 @@
 //!
 //! Layout: [`crd`] holds the API types and constants; [`cli`] the command line;
 //! [`controller`] wires the watches, leader election and HTTP server around the
-//! [`reconcile`] pipeline, whose pure builders live in [`resources`].
+//! [`reconcile`] pipeline, whose pure builders live in [`resources`]; [`onboard`] writes
+//! tenant manifests for people and GitOps repositories.
 
 pub mod cli;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod database;
 pub mod metrics;
+pub mod onboard;
 pub mod quantity;
 pub mod reconcile;
 pub mod resources;

@@ -16,6 +16,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Onboard(args) => match smartregion_operator::onboard::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                // With its causes: "failed to read x: No such file or directory".
+                eprintln!("error: {:#}", anyhow::Error::new(error));
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             init_tracing(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
