@@ -15,6 +15,7 @@ mod postgres;
 pub(crate) mod process;
 mod state;
 
+pub mod api_reference;
 pub mod apiserver;
 pub mod apply;
 pub mod bench;

@@ -375,8 +375,10 @@ impl JsonSchema for Quantity {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // No description of its own: kube's schema rewrite of `Option<Quantity>` puts this
+        // schema over the field's, and a description here replaced each field's doc
+        // comment (what `kubectl explain` shows) with a generic one.
         json_schema!({
-            "description": "A Kubernetes quantity such as 2, 1500m or 8Gi.",
             "x-kubernetes-int-or-string": true,
             "anyOf": [{ "type": "integer" }, { "type": "string", "maxLength": 64 }],
         })
