@@ -1,20 +1,26 @@
-//! The committed CRD under `crds/` is exactly what the code generates.
+//! The committed CRD under `crds/`, and its copy in the Helm chart, are exactly what the
+//! code generates.
 
 use std::path::Path;
 
 const COMMITTED: &str = "crds/smartregiontenants.smartregion.toscana.it.yaml";
+const IN_CHART: &str =
+    "charts/smartregion-operator/crds/smartregiontenants.smartregion.toscana.it.yaml";
 
 #[test]
 fn committed_crd_matches_the_generated_one() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let committed = std::fs::read_to_string(root.join(COMMITTED))
-        .unwrap_or_else(|error| panic!("cannot read {COMMITTED}: {error}"));
     let generated = smartregion_operator::crd_yaml().expect("the CRD serialises");
-    assert!(
-        committed == generated,
-        "{COMMITTED} is stale: the SmartRegionTenant types changed. Regenerate it with\n  \
-         cargo run -q -p smartregion-operator -- crd > {COMMITTED}\nand commit the result."
-    );
+    for file in [COMMITTED, IN_CHART] {
+        let committed = std::fs::read_to_string(root.join(file))
+            .unwrap_or_else(|error| panic!("cannot read {file}: {error}"));
+        assert!(
+            committed == generated,
+            "{file} is stale: the SmartRegionTenant types changed. Regenerate both copies with\n  \
+             cargo run -q -p smartregion-operator -- crd > {COMMITTED} && cp {COMMITTED} {IN_CHART}\n\
+             and commit the result (docs/api-reference.md too: see its header)."
+        );
+    }
 }
 
 #[test]
