@@ -24,15 +24,20 @@ pub fn peak_rss_mib(pid: u32) -> Result<f64> {
 pub fn write_section(heading: &str, report: &str) -> Result<()> {
     let path = paths::workspace_root().join("docs/benchmarks.md");
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let report = report.trim_end();
     if let Some(start) = text.find(heading) {
-        let end = text[start + heading.len()..]
-            .find("\n## ")
-            .map(|offset| start + heading.len() + offset + 1)
-            .unwrap_or(text.len());
-        text.replace_range(start..end, report);
+        match text[start + heading.len()..].find("\n## ") {
+            // A blank line before the next section.
+            Some(offset) => {
+                let end = start + heading.len() + offset + 1;
+                text.replace_range(start..end, &format!("{report}\n\n"));
+            }
+            None => text.replace_range(start.., &format!("{report}\n")),
+        }
     } else {
         text.push('\n');
         text.push_str(report);
+        text.push('\n');
     }
     std::fs::write(&path, text)?;
     eprintln!("bench: written to {}", path.display());

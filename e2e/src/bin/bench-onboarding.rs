@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -20,6 +21,7 @@ use smartregion_e2e::{Cluster, apply, paths, unique_name, wait};
 use smartregion_operator::config::Config;
 use smartregion_operator::crd::SmartRegionTenant;
 use smartregion_operator::reconcile::{build, validate};
+use smartregion_operator::resources::ingest;
 
 const TENANTS: usize = 200;
 const CONCURRENCY: usize = 8;
@@ -74,6 +76,7 @@ async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<Strin
     futures::stream::iter(work)
         .map(|(validated, mut children)| {
             let client = client.clone();
+            let config = &config;
             async move {
                 let ns = validated.namespace.as_str();
                 let strip = |meta: &mut kube::api::ObjectMeta| meta.owner_references = None;
@@ -102,12 +105,58 @@ async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<Strin
                     strip(&mut binding.metadata);
                     ssa(Api::namespaced(client.clone(), ns), &binding).await?;
                 }
+                // The ingest part: Service, budget, keys Secret and Deployment, as the
+                // operator writes them (its database Secrets are in the database reference).
+                strip(&mut children.ingest_service.metadata);
+                ssa(Api::namespaced(client.clone(), ns), &children.ingest_service).await?;
+                if let Some(mut pdb) = children.ingest_pdb {
+                    strip(&mut pdb.metadata);
+                    ssa(Api::namespaced(client.clone(), ns), &pdb).await?;
+                }
+                let mut keys = ingest::ingest_keys_secret(&validated, "reference-key");
+                strip(&mut keys.metadata);
+                ssa(Api::namespaced(client.clone(), ns), &keys).await?;
+                let mut deployment = ingest::ingest_deployment(&validated, config, "reference");
+                strip(&mut deployment.metadata);
+                ssa(Api::namespaced(client.clone(), ns), &deployment).await?;
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
+    // Like the operator's Ready, which waits for the ingest rollout (kwok's pods).
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    wait::until(
+        "the reference Deployments to be available",
+        Duration::from_secs(600),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let list = deployments.list(&Default::default()).await?;
+                let available = list
+                    .items
+                    .iter()
+                    .filter(|d| {
+                        d.metadata
+                            .namespace
+                            .as_deref()
+                            .is_some_and(|ns| ns.starts_with("ref-"))
+                    })
+                    .filter(|d| {
+                        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        d.status
+                            .as_ref()
+                            .and_then(|s| s.available_replicas)
+                            .unwrap_or(0)
+                            >= wanted
+                    })
+                    .count();
+                Ok((available == count).then_some(()))
+            }
+        },
+    )
+    .await?;
     Ok((started.elapsed(), namespaces))
 }
 
@@ -338,10 +387,10 @@ async fn run(cluster: &Cluster) -> Result<()> {
          Measured by `e2e/bench` (`cargo run --release -p smartregion-e2e --bin bench-onboarding`) \
          on a fresh local control plane, release build, concurrency {CONCURRENCY}.\n\n\
          | measurement | value |\n|---|---|\n\
-         | reference: the same children applied directly (server-side apply, {CONCURRENCY} at a time) | {:.1} s |\n\
+         | reference: the same children applied directly (server-side apply, {CONCURRENCY} at a time), until the ingest Deployments are available | {:.1} s |\n\
          | reference: the same schemas, roles, tables and partitions provisioned directly ({CONCURRENCY} connections) | {:.1} s |\n\
          | reference: both, one after the other | {:.1} s |\n\
-         | operator: {TENANTS} tenants from created to Ready (namespace, children, database, Secrets) | {:.1} s |\n\
+         | operator: {TENANTS} tenants from created to Ready (namespace, children, database, Secrets, ingest rollout) | {:.1} s |\n\
          | ratio operator / both references | {:.2} |\n\
          | Kubernetes write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
          | rows changed in tenant schemas in that window ({} database transactions, reads included) | {} |\n\
