@@ -11,6 +11,7 @@ need() { # command, how to get it
 need cargo "Install Rust with rustup: https://rustup.rs (then open a new shell)."
 need go "Install Go 1.24 or newer: https://go.dev/dl/ (or apt-get install golang-1.24) and put it on PATH."
 need git "Install git: apt-get install git."
+need cc "Install a C compiler (the Argo CD health-check tests build a Lua interpreter): apt-get install gcc."
 if command -v go >/dev/null 2>&1; then
   version="$(go env GOVERSION | sed 's/^go//')"
   major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"

@@ -108,7 +108,11 @@ async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<Strin
                 // The ingest part: Service, budget, keys Secret and Deployment, as the
                 // operator writes them (its database Secrets are in the database reference).
                 strip(&mut children.ingest_service.metadata);
-                ssa(Api::namespaced(client.clone(), ns), &children.ingest_service).await?;
+                ssa(
+                    Api::namespaced(client.clone(), ns),
+                    &children.ingest_service,
+                )
+                .await?;
                 if let Some(mut pdb) = children.ingest_pdb {
                     strip(&mut pdb.metadata);
                     ssa(Api::namespaced(client.clone(), ns), &pdb).await?;
