@@ -16,6 +16,6 @@ stage_summary() {
   printf '\nStage times:\n' >&2
   local i
   for i in "${!stage_names[@]}"; do
-    printf '  %-40s %7ss\n' "${stage_names[$i]}" "${stage_times[$i]}" >&2
+    printf '  %-44s %7ss\n' "${stage_names[$i]}" "${stage_times[$i]}" >&2
   done
 }

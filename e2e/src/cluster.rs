@@ -273,12 +273,24 @@ fn stop_processes(marker: &Path, recorded: &[(String, u32)]) -> Result<usize> {
         stopped += 1;
         Ok(())
     };
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    // Clients the cluster did not start itself (the demo's operator) go first, while the
+    // API server still answers: an operator releases its Lease as it stops.
+    for pid in process::find_all(marker) {
+        if !recorded.iter().any(|(_, recorded)| *recorded == pid) {
+            stop(&comm(pid), pid)?;
+        }
+    }
     for (name, pid) in recorded.iter().rev() {
         stop(name, *pid)?;
     }
     for pid in process::find_all(marker) {
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        stop(name.trim(), pid)?;
+        stop(&comm(pid), pid)?;
     }
     let left = process::find_all(marker);
     if !left.is_empty() {
