@@ -338,14 +338,36 @@ fn phase_and_ready(suspended: bool, was_ready: bool, parts: &[&Observed]) -> (Ph
     }
 }
 
-/// The error and its causes on one line, for conditions and logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// The error and its causes on one line, for conditions and logs. A cause whose text is
+/// already there is left out (drivers often repeat their source in their own message),
+/// and an API server refusal is given once, as its message and code, not as kube's
+/// debug dump of the Status.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = link {
+        let part = match current.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(status)) => {
+                format!(
+                    "{} (HTTP {} {})",
+                    status.message, status.code, status.reason
+                )
+            }
+            _ => current.to_string(),
+        };
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        if matches!(
+            current.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(_))
+        ) {
+            break;
+        }
+        link = current.source();
     }
     text
 }
@@ -371,6 +393,35 @@ pub fn error_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("failed to apply Role tenant-admin")]
+        Apply(#[source] kube::Error),
+        #[error("the database is unreachable")]
+        Database(#[source] Driver),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error connecting to server: {0}")]
+    struct Driver(#[source] std::io::Error);
+
+    #[test]
+    fn error_chains_say_each_thing_once() {
+        let status =
+            kube::core::Status::failure("roles \"tenant-admin\" is forbidden", "Forbidden")
+                .with_code(403);
+        let refused = Outer::Apply(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            error_chain(&refused),
+            "failed to apply Role tenant-admin: roles \"tenant-admin\" is forbidden (HTTP 403 Forbidden)"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(
+            error_chain(&Outer::Database(Driver(io))),
+            "the database is unreachable: error connecting to server: Connection refused"
+        );
+    }
 
     fn namespace() -> Observed {
         Observed::ok(NAMESPACE_READY, "Applied", "in place")
