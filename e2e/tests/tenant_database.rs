@@ -664,3 +664,58 @@ async fn a_tenant_over_its_storage_quota_loses_insert_until_the_quota_is_raised(
     delete_and_wait(&client, &name).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn usage_shows_the_rows_written_per_second_and_zero_when_idle() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("rate");
+    let _operator = operator(&shard, &["--requeue-seconds=2"])?;
+    let name = unique_name("rate");
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    let ready = wait_ready(&client, &name).await?;
+    let rate = |tenant: &smartregion_operator::crd::SmartRegionTenant| {
+        tenant
+            .status
+            .as_ref()
+            .and_then(|status| status.usage.as_ref())
+            .and_then(|usage| usage.rows_per_second)
+    };
+    ensure!(
+        rate(&ready) == Some(0.0),
+        "a new tenant has written nothing: {:?}",
+        rate(&ready)
+    );
+
+    let uri = secret_value(&client, &name, "db-writer", "uri").await?;
+    let writer = connect(&uri.replace("sslmode=verify-full", "sslmode=disable")).await?;
+    const ROWS: i64 = 30_000;
+    writer
+        .execute(
+            "INSERT INTO measurements (sensor, metric, time, value) \
+             SELECT 'sensor-' || (i % 50), 'pm10', now() - make_interval(secs => i), i \
+             FROM generate_series(1, $1::bigint) AS i",
+            &[&ROWS],
+        )
+        .await?;
+    // PostgreSQL publishes the insert count within seconds; the operator samples every
+    // 2 s and reports over at least 5 s, so one batch of ROWS shows as at most ROWS / 5.
+    let api = tenants(&client);
+    let seen = wait::until("rowsPerSecond above zero", READY_TIMEOUT, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { Ok(rate(&api.get(&name).await?).filter(|rate| *rate > 0.0)) }
+    })
+    .await?;
+    ensure!(
+        seen <= ROWS as f64 / 5.0,
+        "{seen} rows/s from {ROWS} rows over at least 5 s"
+    );
+    // Nothing written since: back to zero.
+    wait::until("rowsPerSecond back to zero", READY_TIMEOUT, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { Ok((rate(&api.get(&name).await?) == Some(0.0)).then_some(())) }
+    })
+    .await?;
+    delete_and_wait(&client, &name).await
+}

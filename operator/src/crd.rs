@@ -459,7 +459,9 @@ pub struct Usage {
     /// Size of the tenant's database schema in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_bytes: Option<i64>,
-    /// Rows per second written by ingest, averaged over the last measurement interval.
+    /// Rows per second stored into measurements, between the last two checks of the
+    /// tenant (at least 5 s apart; PostgreSQL's own insert counter). Plain PostgreSQL
+    /// path only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
 }

@@ -1,7 +1,7 @@
 //! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
 //! tables and credentials (DESIGN.md §4, §6).
 //!
-//! [`names`], [`sql`], [`timescale`], [`partitions`] and [`quota`] are pure (identifiers,
+//! [`names`], [`sql`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
 //! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the
 //! database. No user-typed text ever reaches SQL: identifiers come from the validated
 //! tenant name and are quoted, values are bound parameters, and the only literals spliced
@@ -13,6 +13,7 @@ pub mod names;
 pub mod partitions;
 pub mod provision;
 pub mod quota;
+pub mod rate;
 pub mod sql;
 pub mod timescale;
 

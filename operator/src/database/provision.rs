@@ -337,6 +337,24 @@ pub async fn measure_schema_bytes(client: &Client, db: &TenantDb, flavor: Flavor
     Ok(row.get(0))
 }
 
+/// Rows ever inserted into the tenant's measurements, as PostgreSQL counts them
+/// (`n_tup_ins` of every partition); `None` on TimescaleDB, whose chunks live in its own
+/// schema.
+pub async fn rows_inserted(client: &Client, db: &TenantDb, flavor: Flavor) -> Result<Option<i64>> {
+    if flavor == Flavor::TimescaleDb {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname LIKE 'measurements%'",
+            &[&db.schema],
+        )
+        .await
+        .map_err(failed("count the rows inserted", db))?;
+    Ok(Some(row.get(0)))
+}
+
 /// Gives or takes the writer's INSERT. Returns whether it changed anything.
 pub async fn ensure_writes_allowed(client: &Client, db: &TenantDb, allowed: bool) -> Result<bool> {
     let wrap = failed("change the writer's INSERT privilege", db);

@@ -66,6 +66,8 @@ impl Error {
 pub struct Outcome {
     pub status: DatabaseStatus,
     pub bytes: i64,
+    /// Rows ever inserted into measurements (PostgreSQL's counter), when known.
+    pub inserted: Option<i64>,
     pub within_quota: Observed,
     /// Kubernetes writes made (0 in the steady state).
     pub writes: usize,
@@ -164,6 +166,7 @@ pub async fn ensure_database(
     }
 
     let bytes = provision::measure_schema_bytes(&connection, &db, flavor).await?;
+    let inserted = provision::rows_inserted(&connection, &db, flavor).await?;
     // Validation refused anything that is not a positive quantity.
     let quota_bytes =
         crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
@@ -213,6 +216,7 @@ pub async fn ensure_database(
             credentials_rotated_at,
         },
         bytes,
+        inserted,
         within_quota,
         writes,
     })

@@ -149,6 +149,7 @@ pub async fn cleanup(
     }
     context.metrics.set_phase(&name, None);
     context.metrics.set_database_bytes(&name, None);
+    context.rates.forget(&name);
     tracing::info!(tenant = %name, "tenant removed");
     Ok(Action::await_change())
 }

@@ -77,6 +77,8 @@ pub struct Context {
     pub requeue: Duration,
     /// Consecutive failures per tenant, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The last insert count seen per tenant, for `status.usage.rowsPerSecond`.
+    pub rates: crate::database::rate::RateSampler,
 }
 
 impl Context {
@@ -96,6 +98,7 @@ impl Context {
             database,
             requeue,
             failures: Mutex::default(),
+            rates: Default::default(),
         }
     }
 
@@ -276,7 +279,12 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         database: outcome.as_ref().map(|outcome| outcome.status.clone()),
         usage: outcome.as_ref().map(|outcome| crate::crd::Usage {
             database_bytes: Some(outcome.bytes),
-            rows_per_second: None,
+            // Without a new rate, what status said stays (`status::desired_status`).
+            rows_per_second: outcome.inserted.and_then(|inserted| {
+                context
+                    .rates
+                    .observe(&name, inserted, std::time::Instant::now())
+            }),
         }),
         ingest_endpoint,
         conditions,

@@ -130,8 +130,15 @@ pub fn desired_status(
     if observation.database.is_some() {
         status.database = observation.database.clone();
     }
-    if observation.usage.is_some() {
-        status.usage = observation.usage.clone();
+    if let Some(usage) = &observation.usage {
+        // A rate is only measured now and then; until the next one, the last one stands.
+        let rows_per_second = usage
+            .rows_per_second
+            .or_else(|| status.usage.as_ref().and_then(|u| u.rows_per_second));
+        status.usage = Some(crate::crd::Usage {
+            rows_per_second,
+            ..usage.clone()
+        });
     }
     if observation.ingest_endpoint.is_some() {
         status.ingest_endpoint = observation.ingest_endpoint.clone();
@@ -270,6 +277,21 @@ mod tests {
         assert_eq!(failed.conditions[0].observed_generation, Some(2));
         assert_eq!(failed.phase, Some(Phase::Degraded));
         assert_eq!(failed.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_rate_stands_until_the_next_one_is_measured() {
+        let usage = |bytes, rate| crate::crd::Usage {
+            database_bytes: Some(bytes),
+            rows_per_second: rate,
+        };
+        let mut measured = observation(true);
+        measured.usage = Some(usage(1000, Some(12.5)));
+        let first = desired_status(None, Some(1), &measured, &time(100));
+        let mut between = observation(true);
+        between.usage = Some(usage(2000, None));
+        let second = desired_status(Some(&first), Some(1), &between, &time(101));
+        assert_eq!(second.usage, Some(usage(2000, Some(12.5))));
     }
 
     #[test]
