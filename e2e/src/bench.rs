@@ -43,3 +43,19 @@ pub fn write_section(heading: &str, report: &str) -> Result<()> {
     eprintln!("bench: written to {}", path.display());
     Ok(())
 }
+
+/// Runs `bench` on a fresh cluster in `target/<dir>`, removed again afterwards whatever
+/// the outcome.
+pub async fn on_fresh_cluster<F, Fut>(dir: &str, bench: F) -> Result<()>
+where
+    F: FnOnce(crate::Cluster) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let state = paths::workspace_root().join("target").join(dir);
+    eprintln!("bench: starting a fresh cluster in {}", state.display());
+    crate::Cluster::down(&state)?;
+    let cluster = crate::Cluster::up(&state).await?;
+    let result = bench(cluster).await;
+    crate::Cluster::down(&state)?;
+    result
+}

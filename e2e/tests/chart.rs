@@ -21,11 +21,6 @@ use smartregion_e2e::operator::{Operator, SHARD_LABEL};
 use smartregion_e2e::{Cluster, apply, helm, paths, shared, unique_name, wait, workload};
 use support::{apply_tenant, client, condition, delete_and_wait, example, wait_ready};
 
-/// Every document `helm template` printed.
-fn rendered(text: &str) -> Result<Vec<DynamicObject>> {
-    apply::documents(text)
-}
-
 fn kinds(objects: &[DynamicObject]) -> BTreeSet<String> {
     objects
         .iter()
@@ -65,7 +60,7 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
     let lint = helm::run(&["lint", "--strict", chart.to_str().context("path")?])?;
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
 
-    let defaults = rendered(&helm::template("sr", "smartregion-system", &[])?)?;
+    let defaults = apply::documents(&helm::template("sr", "smartregion-system", &[])?)?;
     let expected: BTreeSet<String> = [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -110,7 +105,7 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
 
     // One replica: no budget; a ServiceMonitor when asked for; the database URL only ever
     // as a reference to the Secret.
-    let single = rendered(&helm::template(
+    let single = apply::documents(&helm::template(
         "sr",
         "smartregion-system",
         &[
@@ -167,7 +162,7 @@ fn bad_values_are_refused_with_a_message_that_names_them() -> Result<()> {
 #[test]
 fn the_charts_rbac_has_no_wildcards() -> Result<()> {
     // Everything optional switched on, so every rule is rendered.
-    let objects = rendered(&helm::template(
+    let objects = apply::documents(&helm::template(
         "sr",
         "smartregion-system",
         &["leaderElection.enabled=true", "replicaCount=3"],
@@ -313,7 +308,7 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
                 &selector,
             ],
         )?;
-        for object in rendered(&text)? {
+        for object in apply::documents(&text)? {
             apply::apply(&admin, &object).await?;
         }
 

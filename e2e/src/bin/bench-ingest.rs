@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use smartregion_e2e::ingest::HttpClient;
-use smartregion_e2e::{Cluster, PostgresServer, paths, wait};
+use smartregion_e2e::{Cluster, PostgresServer, wait};
 use smartregion_operator::database::connect::Flavor;
 use smartregion_operator::database::names::TenantDb;
 use smartregion_operator::database::provision::{self, Desired, Passwords};
@@ -154,16 +154,10 @@ async fn http_run(url: &str, run: &str, batch: usize, concurrency: usize) -> Res
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let state = paths::workspace_root().join("target/e2e-bench-ingest");
-    eprintln!(
-        "bench-ingest: starting a fresh cluster in {}",
-        state.display()
-    );
-    Cluster::down(&state)?;
-    let cluster = Cluster::up(&state).await?;
-    let result = run(&cluster).await;
-    Cluster::down(&state)?;
-    result
+    smartregion_e2e::bench::on_fresh_cluster("e2e-bench-ingest", |cluster| async move {
+        run(&cluster).await
+    })
+    .await
 }
 
 async fn run(cluster: &Cluster) -> Result<()> {

@@ -264,13 +264,10 @@ async fn database_activity(client: &tokio_postgres::Client) -> Result<(i64, i64)
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let state = paths::workspace_root().join("target/e2e-bench-cluster");
-    eprintln!("bench: starting a fresh cluster in {}", state.display());
-    Cluster::down(&state)?;
-    let cluster = Cluster::up(&state).await?;
-    let result = run(&cluster).await;
-    Cluster::down(&state)?;
-    result
+    smartregion_e2e::bench::on_fresh_cluster("e2e-bench-cluster", |cluster| async move {
+        run(&cluster).await
+    })
+    .await
 }
 
 async fn run(cluster: &Cluster) -> Result<()> {

@@ -354,14 +354,16 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
     let mut link: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = link {
-        let part = match current.downcast_ref::<kube::Error>() {
-            Some(kube::Error::Api(status)) => {
-                format!(
-                    "{} (HTTP {} {})",
-                    status.message, status.code, status.reason
-                )
-            }
-            _ => current.to_string(),
+        let refusal = match current.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(status)) => Some(status),
+            _ => None,
+        };
+        let part = match refusal {
+            Some(status) => format!(
+                "{} (HTTP {} {})",
+                status.message, status.code, status.reason
+            ),
+            None => current.to_string(),
         };
         if !text.contains(&part) {
             if !text.is_empty() {
@@ -369,13 +371,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
             }
             text.push_str(&part);
         }
-        if matches!(
-            current.downcast_ref::<kube::Error>(),
-            Some(kube::Error::Api(_))
-        ) {
-            break;
-        }
-        link = current.source();
+        // kube's own source is the same Status again.
+        link = match refusal {
+            Some(_) => None,
+            None => current.source(),
+        };
     }
     text
 }

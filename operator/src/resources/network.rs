@@ -31,10 +31,24 @@ pub fn network_policies(tenant: &Validated, config: &Config) -> Vec<NetworkPolic
     policies
 }
 
-fn cidr(address: std::net::IpAddr) -> String {
-    match address {
+/// Exactly one address.
+fn ip_peer(address: std::net::IpAddr) -> NetworkPolicyPeer {
+    let cidr = match address {
         std::net::IpAddr::V4(_) => format!("{address}/32"),
         std::net::IpAddr::V6(_) => format!("{address}/128"),
+    };
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr, except: None }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// The tenant's ingest pods.
+fn ingest_pods() -> LabelSelector {
+    let (key, value) = INGEST_POD_LABEL;
+    LabelSelector {
+        match_labels: Some([(key.to_string(), value.to_string())].into()),
+        ..LabelSelector::default()
     }
 }
 
@@ -43,30 +57,18 @@ fn cidr(address: std::net::IpAddr) -> String {
 /// IP address only there.
 fn allow_mqtt(tenant: &Validated) -> Option<NetworkPolicy> {
     let mqtt = tenant.ingest.mqtt.as_ref()?;
-    let (key, value) = INGEST_POD_LABEL;
     let to = mqtt
         .host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
         .ok()
-        .map(|address| {
-            vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: cidr(address),
-                    except: None,
-                }),
-                ..NetworkPolicyPeer::default()
-            }]
-        });
+        .map(|address| vec![ip_peer(address)]);
     Some(policy(
         tenant,
         ALLOW_MQTT,
         NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some([(key.to_string(), value.to_string())].into()),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(ingest_pods()),
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(vec![NetworkPolicyEgressRule {
                 to,
@@ -116,15 +118,11 @@ fn deny_from_other_namespaces(tenant: &Validated) -> NetworkPolicy {
 }
 
 fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
-    let (key, value) = INGEST_POD_LABEL;
     policy(
         tenant,
         ALLOW_INGEST,
         NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some([(key.to_string(), value.to_string())].into()),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(ingest_pods()),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 ports: Some(vec![port("TCP", config.ingest_port)]),
@@ -161,13 +159,7 @@ fn restrict_egress(tenant: &Validated, config: &Config) -> NetworkPolicy {
     ];
     if let Some(address) = config.database_address {
         egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: cidr(address),
-                    except: None,
-                }),
-                ..NetworkPolicyPeer::default()
-            }]),
+            to: Some(vec![ip_peer(address)]),
             ports: Some(vec![port("TCP", config.database_port)]),
         });
     }
