@@ -19,7 +19,7 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 cache=${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}
 # The key changes whenever a version, a go.sum or the Go toolchain changes.
-key=$( { grep -v '^HELM_' "$here/../versions.env"; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
+key=$( { echo "tools: etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"; grep -v '^HELM_' "$here/../versions.env"; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
 helm_key=$( { grep '^HELM_' "$here/../versions.env"; cat "$here/helm/go.sum"; go version; } | sha256sum | cut -c1-16)
 out="$cache/bin/$key"
 if [[ -f "$out/.complete" && -f "$out/.helm-$helm_key" ]]; then
@@ -78,9 +78,14 @@ if [[ ! -f "$out/.complete" ]]; then
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy
   "$out/kube-apiserver" --version >&2
-  "$out/etcd" --version | head -1 >&2
+  # Captured, not piped to head: under pipefail an early-closing head would kill etcd
+  # with SIGPIPE and fail the build after it succeeded.
+  etcd_version=$("$out/etcd" --version)
+  echo "${etcd_version%%$'\n'*}" >&2
   touch "$out/.complete"
 fi
 if [[ ! -f "$out/.helm-$helm_key" ]]; then

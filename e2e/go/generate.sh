@@ -80,7 +80,9 @@ write_wrapper "$here/kubernetes" k8s.io/kubernetes "$KUBERNETES_VERSION" "$stagi
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
 write_wrapper "$here/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" \
   go.etcd.io/etcd/server/v3
 write_wrapper "$here/kwok" sigs.k8s.io/kwok "$KWOK_VERSION" "" \
