@@ -12,6 +12,15 @@ need cargo "Install Rust with rustup: https://rustup.rs (then open a new shell).
 need go "Install Go 1.24 or newer: https://go.dev/dl/ (or apt-get install golang-1.24) and put it on PATH."
 need git "Install git: apt-get install git."
 need cc "Install a C compiler (the Argo CD health-check tests build a Lua interpreter): apt-get install gcc."
+need node "Install Node.js 20 or newer (the TimescaleDB checks run PGlite from npm): apt-get install nodejs, or https://nodejs.org/."
+need npm "Install npm (it fetches PGlite with TimescaleDB from the npm registry): apt-get install npm, or https://nodejs.org/."
+if command -v node >/dev/null 2>&1; then
+  node_major="$(node --version | sed 's/^v\([0-9]*\).*/\1/')"
+  if (( node_major < 20 )); then
+    echo "error: Node.js $(node --version) is too old; PGlite needs Node.js 20 or newer: https://nodejs.org/" >&2
+    missing=1
+  fi
+fi
 if command -v go >/dev/null 2>&1; then
   version="$(go env GOVERSION | sed 's/^go//')"
   major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"
@@ -35,6 +44,16 @@ if ! command -v mosquitto >/dev/null 2>&1 && [[ ! -x /usr/sbin/mosquitto ]]; the
       || { echo "error: failed to install mosquitto; install it with 'apt-get install mosquitto'" >&2; missing=1; }
   else
     echo "error: 'mosquitto' not found (the MQTT broker for the ingest tests). Install it with 'sudo apt-get install mosquitto'." >&2
+    missing=1
+  fi
+fi
+# e2e/test-timescaledb only: TimescaleDB for the machine's PostgreSQL.
+if [[ "${SMARTREGION_TIMESCALEDB:-}" == 1 ]]; then
+  pg_bin="${SMARTREGION_PG_BIN:-$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls /usr/lib/postgresql/*/bin/postgres | tail -1)")")}"
+  if [[ ! -f "$pg_bin/../lib/timescaledb.so" ]]; then
+    echo "error: TimescaleDB is not installed for the PostgreSQL in $pg_bin (no ../lib/timescaledb.so)." \
+         "Install TimescaleDB 2.28.x for PostgreSQL 15: Timescale's packages, or from source" \
+         "(docs/database.md, \"Installing TimescaleDB\")." >&2
     missing=1
   fi
 fi

@@ -54,7 +54,7 @@ where
     let state = paths::workspace_root().join("target").join(dir);
     eprintln!("bench: starting a fresh cluster in {}", state.display());
     crate::Cluster::down(&state)?;
-    let cluster = crate::Cluster::up(&state).await?;
+    let cluster = crate::Cluster::up(&state, crate::cluster::engine_from_env()).await?;
     let result = bench(cluster).await;
     crate::Cluster::down(&state)?;
     result

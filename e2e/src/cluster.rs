@@ -13,7 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::control_plane::{self, Layout, Started};
 use crate::paths;
 use crate::pki::Pki;
-use crate::postgres;
+use crate::postgres::{self, Engine};
 use crate::process::{self, Signal};
 use crate::state::State;
 
@@ -22,7 +22,12 @@ use crate::state::State;
 pub struct Cluster {
     pub state_dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// The superuser's URL: for tests' own checks and for psql, never for the operator.
     pub database_url: String,
+    /// The least-privileged admin the operator logs in as.
+    pub operator_database_url: String,
+    /// Plain PostgreSQL or TimescaleDB.
+    pub engine: Engine,
     pub apiserver_port: u16,
     /// The CA that signed the API server's and PostgreSQL's certificates.
     pub ca_cert: PathBuf,
@@ -34,6 +39,8 @@ impl Cluster {
             state_dir: state_dir.to_path_buf(),
             kubeconfig: state.kubeconfig.clone(),
             database_url: state.database_url.clone(),
+            operator_database_url: state.operator_database_url.clone(),
+            engine: state.engine,
             apiserver_port: state.apiserver_port,
             ca_cert: Pki::at(&state_dir.join("pki")).ca_cert,
         }
@@ -44,22 +51,30 @@ impl Cluster {
         control_plane::client(&self.kubeconfig).await
     }
 
-    /// Shell lines that point kubectl and psql at this cluster.
+    /// Shell lines that point kubectl and psql at this cluster (`DATABASE_URL` is the
+    /// superuser; `OPERATOR_DATABASE_URL` the operator's least-privileged login).
     pub fn exports(&self) -> String {
         format!(
-            "export KUBECONFIG='{}'\nexport DATABASE_URL='{}'\n",
+            "export KUBECONFIG='{}'\nexport DATABASE_URL='{}'\nexport OPERATOR_DATABASE_URL='{}'\n",
             self.kubeconfig.display(),
-            self.database_url
+            self.database_url,
+            self.operator_database_url
         )
     }
 
-    /// Starts the cluster in `state_dir`, or reuses the one already running there.
-    pub async fn up(state_dir: &Path) -> Result<Cluster> {
+    /// Starts the cluster in `state_dir`, or reuses the one already running there when it
+    /// runs the same database engine.
+    pub async fn up(state_dir: &Path, engine: Engine) -> Result<Cluster> {
         let state_dir = absolute(state_dir)?;
         let _lock = lock(&state_dir)?;
         let marker = marker(&state_dir);
         if let Some(state) = State::load(&state_dir)? {
             match healthy(&state, &marker).await {
+                Ok(()) if state.engine != engine => eprintln!(
+                    "cluster: the cluster in {} runs {:?}, not {engine:?}; starting it afresh",
+                    state_dir.display(),
+                    state.engine
+                ),
                 Ok(()) => {
                     eprintln!(
                         "cluster: already running in {} (nothing changed)",
@@ -79,7 +94,7 @@ impl Cluster {
             std::fs::remove_dir_all(&state_dir)
                 .with_context(|| format!("failed to remove {}", state_dir.display()))?;
         }
-        match start(&state_dir, &marker).await {
+        match start(&state_dir, &marker, engine).await {
             Ok(cluster) => Ok(cluster),
             Err(error) => {
                 // Leave nothing half-started behind; the logs stay for diagnosis.
@@ -120,7 +135,8 @@ impl Cluster {
 
 /// The cluster every test in this process uses: the one in the default state directory,
 /// started on first use if it is not running yet (and then left running for later test
-/// binaries; `e2e/cluster down` stops it).
+/// binaries; `e2e/cluster down` stops it). `SMARTREGION_TIMESCALEDB=1` asks for
+/// TimescaleDB (`e2e/test-timescaledb` sets it).
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
     SHARED.get_or_init(|| {
@@ -131,7 +147,7 @@ pub fn shared() -> &'static Cluster {
                 .enable_all()
                 .build()
                 .context("failed to build a Tokio runtime")?
-                .block_on(Cluster::up(&paths::default_state_dir()))
+                .block_on(Cluster::up(&paths::default_state_dir(), engine_from_env()))
         })
         .join()
         .expect("cluster start-up thread panicked");
@@ -142,11 +158,22 @@ pub fn shared() -> &'static Cluster {
     })
 }
 
-async fn start(state_dir: &Path, marker: &Path) -> Result<Cluster> {
+/// TimescaleDB when `SMARTREGION_TIMESCALEDB` is `1` or `true`.
+pub fn engine_from_env() -> Engine {
+    match std::env::var("SMARTREGION_TIMESCALEDB").as_deref() {
+        Ok("1" | "true") => Engine::TimescaleDb,
+        _ => Engine::Plain,
+    }
+}
+
+async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluster> {
     let mut clock = Stages::new();
     // Check every prerequisite before starting anything.
-    let bin = paths::kubernetes_binaries()?;
     let pg_bin = paths::postgres_binaries()?;
+    if engine == Engine::TimescaleDb {
+        postgres::check_timescaledb(&pg_bin)?;
+    }
+    let bin = paths::kubernetes_binaries()?;
     clock.done("Kubernetes binaries ready");
 
     std::fs::create_dir_all(state_dir)?;
@@ -173,6 +200,7 @@ async fn start(state_dir: &Path, marker: &Path) -> Result<Cluster> {
             cert: &pki.postgres_cert,
             key: &pki.postgres_key,
         }),
+        engine,
     )?;
     record(&postgres);
     let etcd = layout.start_etcd(etcd_client, etcd_peer)?;
@@ -200,11 +228,16 @@ async fn start(state_dir: &Path, marker: &Path) -> Result<Cluster> {
     clock.done("controller-manager, scheduler and kwok ready; Nodes Ready");
 
     postgres::wait_and_create_database(&postgres, marker, &password, postgres_port).await?;
-    clock.done("PostgreSQL ready");
+    clock.done(match engine {
+        Engine::Plain => "PostgreSQL ready",
+        Engine::TimescaleDb => "PostgreSQL with TimescaleDB ready",
+    });
 
     let state = State {
         kubeconfig,
         database_url: postgres::url(&password, postgres_port),
+        operator_database_url: postgres::operator_url(&password, postgres_port),
+        engine,
         apiserver_port,
         postgres_port,
         postgres_data: postgres::data_dir(state_dir),

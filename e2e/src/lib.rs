@@ -11,7 +11,7 @@
 mod control_plane;
 pub mod paths;
 mod pki;
-mod postgres;
+pub mod postgres;
 pub(crate) mod process;
 mod state;
 
@@ -24,11 +24,12 @@ pub mod helm;
 pub mod ingest;
 pub mod mosquitto;
 pub mod operator;
+pub mod pglite;
 pub mod wait;
 pub mod workload;
 
 pub use cluster::{Cluster, shared};
-pub use postgres::Server as PostgresServer;
+pub use postgres::{Engine, Server as PostgresServer};
 
 /// `prefix` plus a random suffix, so every test run works in its own objects even on a
 /// cluster that earlier runs used. Stays a valid tenant and namespace name when `prefix`

@@ -65,7 +65,7 @@ impl Operator {
         let mut command = Command::new(binary()?);
         command
             .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("SMARTREGION_DATABASE_URL", &cluster.database_url)
+            .env("SMARTREGION_DATABASE_URL", &cluster.operator_database_url)
             .env("RUST_LOG", "info,smartregion_operator=debug")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .arg("run")

@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL cluster: `initdb` into the state directory, a free loopback port,
 //! SCRAM authentication for a generated superuser password, TLS with a certificate from
-//! the cluster's CA, and a `smartregion` database. [`Server`] is a second one that a test
-//! owns, for stopping and starting it.
+//! the cluster's CA, a `smartregion` database and in it the least-privileged admin role
+//! the operator guide recommends, which the operator logs in as. With TimescaleDB the
+//! server preloads it; the operator creates the extension in the database itself.
+//! [`Server`] is a second one that a test owns, for stopping and starting it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,52 @@ use crate::process::spawn_detached;
 
 pub const DATABASE: &str = "smartregion";
 const SUPERUSER: &str = "postgres";
+/// The operator's login: `CREATEROLE` and `CREATE` on the database, nothing more
+/// (docs/operator-guide.md, "The database login").
+pub const OPERATOR_ADMIN: &str = "smartregion_admin";
+
+/// Which engine the server runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Engine {
+    /// PostgreSQL as installed.
+    #[default]
+    Plain,
+    /// PostgreSQL with `shared_preload_libraries = 'timescaledb'` and the extension
+    /// created in the `smartregion` database.
+    TimescaleDb,
+}
+
+/// Fails with what to do when TimescaleDB is not installed for the server in `bin`.
+pub fn check_timescaledb(bin: &Path) -> Result<()> {
+    // The real directory of the server (Debian's /usr/local/bin links point into
+    // /usr/lib/postgresql/<major>/bin), whose ../lib holds its extensions' libraries.
+    let bin = std::fs::canonicalize(bin.join("postgres"))
+        .ok()
+        .and_then(|postgres| postgres.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| bin.to_path_buf());
+    let bin = bin.as_path();
+    let pkglibdir = Command::new(bin.join("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        .or_else(|| bin.parent().map(|dir| dir.join("lib")));
+    let library = pkglibdir.map(|dir| dir.join("timescaledb.so"));
+    if library.as_ref().is_some_and(|library| library.is_file()) {
+        return Ok(());
+    }
+    bail!(
+        "TimescaleDB was asked for (--timescaledb) but is not installed for the PostgreSQL \
+         server in {} (no {}). Install TimescaleDB 2.28.x for PostgreSQL 15 — Timescale's own \
+         packages, or from its source repository github.com/timescale/timescaledb at tag \
+         2.28.3 with `apt-get install postgresql-server-dev-15`, `./bootstrap \
+         -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF` and `make -C build install` — see \
+         docs/database.md, \"Installing TimescaleDB\"",
+        bin.display(),
+        library.map_or_else(|| "timescaledb.so".into(), |l| l.display().to_string())
+    )
+}
 
 /// PostgreSQL refuses to run as root. When we are root (as on CI machines), the server runs
 /// as the `postgres` system user that Debian's packages create, or else as `nobody`.
@@ -88,7 +136,13 @@ pub struct Tls<'a> {
 
 /// Starts the server in the foreground of its own process group, so its pid is the
 /// postmaster's and its log goes to `<dir>/postgres.log`.
-pub fn start(bin: &Path, dir: &Path, port: u16, tls: Option<&Tls>) -> Result<Started> {
+pub fn start(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    tls: Option<&Tls>,
+    engine: Engine,
+) -> Result<Started> {
     let user = server_user()?;
     let socket_dir = dir.join("postgres-socket");
     std::fs::create_dir_all(&socket_dir)?;
@@ -113,6 +167,21 @@ pub fn start(bin: &Path, dir: &Path, port: u16, tls: Option<&Tls>) -> Result<Sta
         "full_page_writes=off".into(),
     ];
     let mut args = args;
+    if engine == Engine::TimescaleDb {
+        args.extend([
+            "-c".into(),
+            "shared_preload_libraries=timescaledb".into(),
+            // Never a packet off this machine: TimescaleDB's telemetry would call home.
+            "-c".into(),
+            "timescaledb.telemetry_level=off".into(),
+            // Every tenant has two jobs, and new ones all start at once: room for 16 at a
+            // time (the rest wait for a free worker) plus PostgreSQL's own workers.
+            "-c".into(),
+            "timescaledb.max_background_workers=16".into(),
+            "-c".into(),
+            "max_worker_processes=24".into(),
+        ]);
+    }
     if let Some(tls) = tls {
         // The server reads its key only when it alone can (mode 0600, its own user).
         hand_over(tls.cert, user)?;
@@ -138,7 +207,14 @@ pub fn url(password: &str, port: u16) -> String {
     format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}")
 }
 
-/// Waits for the server to accept connections, then creates the `smartregion` database.
+/// The operator's least-privileged login; its password is the superuser's (both are
+/// throwaway, and one fewer secret to keep in the state file).
+pub fn operator_url(password: &str, port: u16) -> String {
+    format!("postgres://{OPERATOR_ADMIN}:{password}@127.0.0.1:{port}/{DATABASE}")
+}
+
+/// Waits for the server to accept connections, then creates the `smartregion` database
+/// and the operator's admin role.
 pub async fn wait_and_create_database(
     started: &Started,
     marker: &Path,
@@ -160,6 +236,15 @@ pub async fn wait_and_create_database(
         .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
         .await
         .context("failed to create the smartregion database")?;
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {OPERATOR_ADMIN} LOGIN CREATEROLE PASSWORD '{password}'; \
+             GRANT CREATE ON DATABASE {DATABASE} TO {OPERATOR_ADMIN}"
+        ))
+        .await
+        .context("failed to create the operator's admin role")?;
+    // On TimescaleDB the extension is left to the operator: it creates it as the
+    // least-privileged admin (a trusted extension), as it would on a user's database.
     Ok(())
 }
 
@@ -173,6 +258,7 @@ fn random_password() -> Result<String> {
 /// A PostgreSQL server of a test's own, under `<cluster state>/<name>/` (so `cluster down`
 /// stops it too if the test could not), which the test may stop and start again.
 pub struct Server {
+    engine: Engine,
     bin: PathBuf,
     dir: PathBuf,
     marker: PathBuf,
@@ -182,7 +268,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates and starts a new server with a `smartregion` database.
+    /// Creates and starts a new server with a `smartregion` database, of the same engine
+    /// as the cluster's.
     pub async fn start_new(cluster: &crate::Cluster, name: &str) -> Result<Server> {
         let bin = crate::paths::postgres_binaries()?;
         let dir = cluster.state_dir.join(name);
@@ -192,6 +279,7 @@ impl Server {
         std::fs::create_dir_all(&dir)?;
         let password = init(&bin, &dir)?;
         let mut server = Server {
+            engine: cluster.engine,
             bin,
             dir,
             marker: PathBuf::from(format!("{}/", cluster.state_dir.display())),
@@ -204,12 +292,18 @@ impl Server {
         Ok(server)
     }
 
+    /// The superuser's URL, for the test's own checks.
     pub fn url(&self) -> String {
         url(&self.password, self.port)
     }
 
+    /// The least-privileged admin's URL, for an operator.
+    pub fn operator_url(&self) -> String {
+        operator_url(&self.password, self.port)
+    }
+
     fn spawn(&mut self) -> Result<Started> {
-        let started = start(&self.bin, &self.dir, self.port, None)?;
+        let started = start(&self.bin, &self.dir, self.port, None, self.engine)?;
         self.pid = Some(started.pid);
         Ok(started)
     }
@@ -225,6 +319,13 @@ impl Server {
             )?;
         }
         Ok(())
+    }
+
+    /// Starts the stopped server again as `engine` (TimescaleDB preloaded or not), on the
+    /// same port and data.
+    pub async fn restart_as(&mut self, engine: Engine) -> Result<()> {
+        self.engine = engine;
+        self.restart().await
     }
 
     /// Starts the stopped server again on the same port and data, and waits until it

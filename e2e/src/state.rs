@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct State {
     pub kubeconfig: PathBuf,
     pub database_url: String,
+    pub operator_database_url: String,
+    pub engine: crate::postgres::Engine,
     pub apiserver_port: u16,
     pub postgres_port: u16,
     pub postgres_data: PathBuf,

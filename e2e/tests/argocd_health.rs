@@ -445,7 +445,7 @@ async fn an_unreachable_database_degrades_and_an_unseen_spec_is_progressing() ->
     // Back, but the database is unreachable: a Ready tenant turns Degraded, a new one
     // cannot get Ready.
     let closed = shared()
-        .database_url
+        .operator_database_url
         .rsplit_once(':')
         .map(|(prefix, _)| format!("{prefix}:1/smartregion"))
         .context("database URL without a port")?;

@@ -291,7 +291,7 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "metadata": { "name": "smartregion-db" },
-                "stringData": { "url": cluster.database_url },
+                "stringData": { "url": cluster.operator_database_url },
             }))?,
         )
         .await?;

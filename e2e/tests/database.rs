@@ -3,11 +3,11 @@
 
 use anyhow::{Result, bail};
 use smartregion_e2e::{shared, unique_name};
-use smartregion_operator::database::connect::Flavor;
 use smartregion_operator::database::names::{TenantDb, quote};
 use smartregion_operator::database::new_password;
 use smartregion_operator::database::provision::{Desired, Passwords, ensure_schema_exists};
 use smartregion_operator::database::sql::RoleLimits;
+use smartregion_operator::database::storage::{Layout, Table};
 use smartregion_operator::database::timescale::HypertableSettings;
 use tokio_postgres::{Client, NoTls};
 
@@ -17,8 +17,9 @@ fn desired() -> Desired {
             connection_limit: 5,
             statement_timeout_ms: 30_000,
         },
-        flavor: Flavor::Plain,
-        storage: HypertableSettings {
+        layout: Layout::Partitions,
+        timescaledb_schema: None,
+        hypertable: HypertableSettings {
             chunk_interval_hours: 24,
             retention_days: 365,
             compress_after_days: 7,
@@ -33,7 +34,8 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
 }
 
 async fn admin() -> Result<(tokio_postgres::Config, Client)> {
-    let config: tokio_postgres::Config = shared().database_url.parse()?;
+    // As the operator logs in: the least-privileged admin of the operator guide.
+    let config: tokio_postgres::Config = shared().operator_database_url.parse()?;
     let client = connect(&config).await?;
     Ok((config, client))
 }
@@ -57,7 +59,7 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
         writer: &writer_password,
         reader: &reader_password,
     };
-    let first = ensure_schema_exists(admin, &db, &desired(), &passwords, false).await?;
+    let first = ensure_schema_exists(admin, &db, &desired(), None, &passwords, false, true).await?;
     assert!(first.changed && first.passwords_set);
     Ok(Tenant {
         db,
@@ -103,11 +105,13 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &mut admin,
         &a.db,
         &desired(),
+        Some(Table::Partitioned),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
         },
         false,
+        true,
     )
     .await?;
     assert_eq!(
@@ -122,11 +126,13 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &mut admin,
         &a.db,
         &more,
+        Some(Table::Partitioned),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
         },
         false,
+        true,
     )
     .await?;
     assert!(changed.changed && !changed.passwords_set);

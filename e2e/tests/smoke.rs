@@ -58,7 +58,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> Result<String>
 async fn running_the_cluster_up_again_changes_nothing() -> Result<()> {
     let before = shared().clone();
     let state_before = std::fs::read_to_string(before.state_dir.join("state.json"))?;
-    let again = Cluster::up(&before.state_dir).await?;
+    let again = Cluster::up(&before.state_dir, before.engine).await?;
     let state_after = std::fs::read_to_string(again.state_dir.join("state.json"))?;
     assert_eq!(
         state_before, state_after,

@@ -13,6 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
+use smartregion_operator::crd::{Phase, Storage};
 use support::*;
 use tokio_postgres::error::SqlState;
 
@@ -76,6 +77,11 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
         ensure!(condition(&tenant, "WithinQuota").is_some_and(|c| c.status == "True"));
         let status = tenant.status.as_ref().unwrap();
         ensure!(status.database.as_ref().unwrap().schema == schema_of(name));
+        ensure!(
+            storage_of(&tenant) == Some(default_storage()),
+            "storage in status: {:?}",
+            storage_of(&tenant)
+        );
         ensure!(
             status.usage.as_ref().and_then(|u| u.database_bytes) > Some(0),
             "measured usage in status: {:?}",
@@ -160,27 +166,59 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
         "creating a table in its own schema",
         writer.batch_execute("CREATE TABLE intruder (x int)").await,
     )?;
-    // Inserting straight into a partition would go around the storage quota.
-    let partition: String = admin
-        .query_one(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname LIKE 'measurements_p%' LIMIT 1",
-            &[&schema_of(&own)],
-        )
-        .await?
-        .get(0);
-    denied(
-        "inserting into a partition directly",
-        writer
-            .execute(
-                &format!(
-                    "INSERT INTO \"{partition}\" (sensor, metric, time, value) VALUES ('s', 'm', now(), 1)"
-                ),
-                &[],
-            )
-            .await,
-    )?;
+    match default_storage() {
+        // Inserting straight into a partition would go around the storage quota.
+        Storage::Partitions => {
+            let partition: String = admin
+                .query_one(
+                    "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname LIKE 'measurements_p%' LIMIT 1",
+                    &[&schema_of(&own)],
+                )
+                .await?
+                .get(0);
+            denied(
+                "inserting into a partition directly",
+                writer
+                    .execute(
+                        &format!(
+                            "INSERT INTO \"{partition}\" (sensor, metric, time, value) VALUES ('s', 'm', now(), 1)"
+                        ),
+                        &[],
+                    )
+                    .await,
+            )?;
+        }
+        // A hypertable's chunks live in TimescaleDB's schema: another tenant's writer can
+        // neither read nor write them there.
+        Storage::Hypertable => {
+            let chunk: String = admin
+                .query_one(
+                    "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks \
+                     WHERE hypertable_schema = $1 LIMIT 1",
+                    &[&schema_of(&own)],
+                )
+                .await?
+                .get(0);
+            let intruder = connect(&uri(&other, "db-writer").await?).await?;
+            denied(
+                "reading another tenant's chunk",
+                intruder.query(&format!("SELECT * FROM {chunk}"), &[]).await,
+            )?;
+            denied(
+                "writing another tenant's chunk",
+                intruder
+                    .execute(
+                        &format!(
+                            "INSERT INTO {chunk} (sensor, metric, time, value) VALUES ('s', 'm', '2026-11-23T10:00:00+01:00', 1)"
+                        ),
+                        &[],
+                    )
+                    .await,
+            )?;
+        }
+    }
 
     let reader = connect(&uri(&own, "db-reader").await?).await?;
     let rows: i64 = reader
@@ -210,13 +248,19 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
 async fn partitions_stay_ahead_of_now_and_retention_drops_old_ones() -> Result<()> {
     let client = client().await?;
     let shard = unique_name("partitions");
-    // A short requeue: the periodic reconcile is what maintains partitions.
-    let _operator = operator(&shard, &["--requeue-seconds=2"])?;
+    // A short requeue: the periodic reconcile is what maintains partitions. Partitions
+    // asked for explicitly: on TimescaleDB too, where they are what an operator with
+    // --database-storage=partitions gives.
+    let _operator = operator(
+        &shard,
+        &["--requeue-seconds=2", "--database-storage=partitions"],
+    )?;
     let name = unique_name("partitions");
     let mut tenant = example("prato", &name, &shard)?;
     tenant["spec"]["database"] = json!({ "retentionDays": 365, "chunkIntervalHours": 24 });
     apply_tenant(&client, &tenant).await?;
-    wait_ready(&client, &name).await?;
+    let ready = wait_ready(&client, &name).await?;
+    ensure!(storage_of(&ready) == Some(Storage::Partitions));
     let schema = schema_of(&name);
     let admin = admin().await?;
 
@@ -717,5 +761,98 @@ async fn usage_shows_the_rows_written_per_second_and_zero_when_idle() -> Result<
         async move { Ok((rate(&api.get(&name).await?) == Some(0.0)).then_some(())) }
     })
     .await?;
+    delete_and_wait(&client, &name).await
+}
+
+#[tokio::test]
+async fn a_failing_database_step_never_gives_a_suspended_writer_insert() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("hold");
+    let _operator = operator(&shard, &["--requeue-seconds=2"])?;
+    let name = unique_name("hold");
+    let schema = schema_of(&name);
+    let mut tenant = example("prato", &name, &shard)?;
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let uri = secret_value(&client, &name, "db-writer", "uri")
+        .await?
+        .replace("sslmode=verify-full", "sslmode=disable");
+    let writer = connect(&uri).await?;
+    writer
+        .execute(INSERT, &[&"before", &"2026-11-23T10:00:00Z"])
+        .await?;
+    drop(writer);
+    // The writer, connecting afresh as ingest would: refused at login or at INSERT.
+    let try_insert = |time: &'static str| {
+        let uri = uri.clone();
+        async move {
+            match connect(&uri).await {
+                Err(_) => Ok(()),
+                Ok(writer) => denied(
+                    "a suspended writer inserting",
+                    writer.execute(INSERT, &[&"suspended", &time]).await,
+                ),
+            }
+        }
+    };
+
+    // A hand edit the admin cannot undo: the schema now belongs to the superuser, so
+    // re-provisioning fails; meanwhile the tenant is suspended.
+    let admin = admin().await?;
+    admin
+        .batch_execute(&format!("ALTER SCHEMA \"{schema}\" OWNER TO CURRENT_USER"))
+        .await?;
+    tenant["spec"]["suspended"] = json!(true);
+    apply_tenant(&client, &tenant).await?;
+    let failed = wait::until("the database step to fail", READY_TIMEOUT, || {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants(&client).get(&name).await?;
+            // Failed for the suspended spec, not an earlier reconcile.
+            let generation = tenant.metadata.generation;
+            Ok(condition(&tenant, "DatabaseReady")
+                .filter(|c| {
+                    c.status == "False"
+                        && c.reason == "ProvisioningFailed"
+                        && c.observed_generation == generation
+                })
+                .cloned())
+        }
+    })
+    .await?;
+    ensure!(
+        failed.message.contains("permission denied") || failed.message.contains("must be owner"),
+        "the condition says why: {}",
+        failed.message
+    );
+    try_insert("2026-11-23T11:00:00Z").await?;
+
+    // Fixed by hand: the step succeeds and the tenant is Suspended, still without INSERT.
+    admin
+        .batch_execute(&format!(
+            "ALTER SCHEMA \"{schema}\" OWNER TO \"{schema}_owner\""
+        ))
+        .await?;
+    wait_phase(&client, &name, Phase::Suspended).await?;
+    wait::until("the database step to succeed again", READY_TIMEOUT, || {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants(&client).get(&name).await?;
+            Ok(condition(&tenant, "DatabaseReady")
+                .is_some_and(|c| c.status == "True")
+                .then_some(()))
+        }
+    })
+    .await?;
+    let writer = connect(&uri).await.context("the writer's login is back")?;
+    denied(
+        "a suspended writer inserting",
+        writer
+            .execute(INSERT, &[&"after", &"2026-11-23T12:00:00Z"])
+            .await,
+    )?;
+    drop(writer);
     delete_and_wait(&client, &name).await
 }

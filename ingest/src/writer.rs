@@ -142,16 +142,21 @@ impl Writer {
     }
 }
 
-/// The statements of one tenant, built once.
-struct Statements {
-    staging: String,
-    copy: String,
-    insert: String,
-    sensors: String,
+/// The statements of one tenant, built once. Public so the TimescaleDB checks run
+/// exactly these (`e2e/tests/timescaledb_sql.rs`).
+pub struct Statements {
+    /// Run once per session.
+    pub staging: String,
+    /// Binary COPY of (sensor, metric, time, value, received_at) into the staging table.
+    pub copy: String,
+    /// From staging into measurements, duplicates absorbed.
+    pub insert: String,
+    /// New sensors into the catalog.
+    pub sensors: String,
 }
 
 impl Statements {
-    fn new(schema: &str) -> Statements {
+    pub fn new(schema: &str) -> Statements {
         let schema = postgres_protocol::escape::escape_identifier(schema);
         Statements {
             // Per session, emptied at every commit: a batch never sees another's rows.

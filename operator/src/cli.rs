@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{DEFAULT_INGEST_IMAGE, ImagePullPolicy};
 use crate::crd::{EntityType, Tier};
 use crate::database::connect::SslMode;
+use crate::database::storage::StorageMode;
 
 /// Kubernetes operator for Smart Region Toscana tenants.
 #[derive(Parser, Debug)]
@@ -186,6 +187,12 @@ pub struct RunArgs {
     /// Most admin connections to the database at once.
     #[arg(long, env = "SMARTREGION_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub database_pool_size: u16,
+
+    /// Storage for new tenants' measurements: `auto` (TimescaleDB hypertables when the
+    /// database has TimescaleDB, native partitions otherwise), `hypertable` (fail without
+    /// TimescaleDB) or `partitions`. A tenant keeps the storage it was created with.
+    #[arg(long, env = "SMARTREGION_DATABASE_STORAGE", value_enum, default_value_t = StorageMode::Auto)]
+    pub database_storage: StorageMode,
 
     /// Host that tenants' pods use to reach the database, written into their Secrets;
     /// the host of --database-url when unset.

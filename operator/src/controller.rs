@@ -104,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             ca_file: args.database_ca_file.clone(),
             public_host: args.database_public_host.clone(),
             pool_size: usize::from(args.database_pool_size),
+            storage: args.database_storage,
         })?),
         None => {
             warn!("no --database-url: managing only the Kubernetes side of tenants");

@@ -447,9 +447,23 @@ pub struct DatabaseStatus {
     pub writer_secret: String,
     /// Secret in the tenant namespace with the reader's connection values.
     pub reader_secret: String,
+    /// How the tenant's measurements are stored, decided when the tenant was first
+    /// provisioned and kept until an explicit migration (docs/database.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
     /// When the credentials were last issued or rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_rotated_at: Option<Time>,
+}
+
+/// How a tenant's `measurements` table is stored.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// A TimescaleDB hypertable with TimescaleDB's own retention and compression jobs.
+    Hypertable,
+    /// PostgreSQL's native range partitions, created ahead and dropped past retention by
+    /// the operator.
+    Partitions,
 }
 
 /// Measured usage of the tenant.

@@ -14,7 +14,6 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use smartregion_e2e::ingest::HttpClient;
 use smartregion_e2e::{Cluster, PostgresServer, wait};
-use smartregion_operator::database::connect::Flavor;
 use smartregion_operator::database::names::TenantDb;
 use smartregion_operator::database::provision::{self, Desired, Passwords};
 use smartregion_operator::database::sql::RoleLimits;
@@ -174,18 +173,21 @@ async fn run(cluster: &Cluster) -> Result<()> {
                 connection_limit: 100,
                 statement_timeout_ms: 30_000,
             },
-            flavor: Flavor::Plain,
-            storage: HypertableSettings {
+            layout: smartregion_operator::database::storage::Layout::Partitions,
+            timescaledb_schema: None,
+            hypertable: HypertableSettings {
                 chunk_interval_hours: 24,
                 retention_days: 3650,
                 compress_after_days: 7,
             },
         },
+        None,
         &Passwords {
             writer: &password,
             reader: &password,
         },
         false,
+        true,
     )
     .await?;
     provision::ensure_partitions(

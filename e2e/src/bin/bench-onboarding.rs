@@ -173,7 +173,6 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 /// Provisions the database part of `count` tenants directly, `CONCURRENCY` at a time,
 /// then drops it again. Returns the time the provisioning took.
 async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration> {
-    use smartregion_operator::database::connect::Flavor;
     use smartregion_operator::database::names::TenantDb;
     use smartregion_operator::database::provision;
     let config = Config::default();
@@ -185,13 +184,17 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
         let validated = validate::validate(&object, &config)?;
         work.push((
             TenantDb::for_tenant(&name)?,
-            smartregion_operator::reconcile::database::desired(&validated, Flavor::Plain),
+            smartregion_operator::reconcile::database::desired(
+                &validated,
+                smartregion_operator::database::storage::Layout::Partitions,
+                None,
+            ),
             validated.limits,
         ));
     }
     let mut clients = Vec::new();
     for _ in 0..CONCURRENCY {
-        clients.push(connect(&cluster.database_url).await?);
+        clients.push(connect(&cluster.operator_database_url).await?);
     }
     let (password_writer, password_reader) = (
         smartregion_operator::database::new_password(),
@@ -210,7 +213,10 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
             };
             async move {
                 for (db, desired, limits) in &chunk {
-                    provision::ensure_schema_exists(client, db, desired, &passwords, false).await?;
+                    provision::ensure_schema_exists(
+                        client, db, desired, None, &passwords, false, true,
+                    )
+                    .await?;
                     provision::ensure_partitions(
                         client,
                         db,
@@ -229,7 +235,7 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
     provisioned?;
     for (client, chunk) in clients.iter_mut().zip(chunks) {
         for (db, _, _) in &chunk {
-            provision::ensure_schema_absent(client, db).await?;
+            provision::ensure_schema_absent(client, db, None).await?;
         }
     }
     Ok(elapsed)

@@ -23,7 +23,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the cluster, or reuse it when it is already running; print its environment.
-    Up,
+    Up {
+        /// PostgreSQL with TimescaleDB preloaded and the extension in the database
+        /// (TimescaleDB must be installed for the machine's PostgreSQL).
+        #[arg(long, env = "SMARTREGION_TIMESCALEDB", value_parser = clap::builder::BoolishValueParser::new())]
+        timescaledb: bool,
+    },
     /// Stop every process of the cluster and remove its state directory.
     Down,
     /// Say whether the cluster is running and healthy; print its environment if so.
@@ -46,8 +51,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Up => {
-            let cluster = runtime.block_on(Cluster::up(&cli.state_dir))?;
+        Command::Up { timescaledb } => {
+            let engine = if timescaledb {
+                smartregion_e2e::Engine::TimescaleDb
+            } else {
+                smartregion_e2e::Engine::Plain
+            };
+            let cluster = runtime.block_on(Cluster::up(&cli.state_dir, engine))?;
             print!("{}", cluster.exports());
             eprintln!(
                 "cluster: use it with `eval \"$(e2e/cluster status)\"`, then kubectl or psql \"$DATABASE_URL\""

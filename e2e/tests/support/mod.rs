@@ -11,9 +11,23 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use smartregion_e2e::operator::SHARD_LABEL;
 use smartregion_e2e::{apply, paths, shared, wait};
-use smartregion_operator::crd::{Phase, SmartRegionTenant};
+use smartregion_operator::crd::{Phase, SmartRegionTenant, Storage};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The storage a new tenant gets from an operator with the default `--database-storage`
+/// on the cluster's database: hypertables on TimescaleDB, partitions on PostgreSQL.
+pub fn default_storage() -> Storage {
+    match shared().engine {
+        smartregion_e2e::Engine::TimescaleDb => Storage::Hypertable,
+        smartregion_e2e::Engine::Plain => Storage::Partitions,
+    }
+}
+
+/// `status.database.storage` of a tenant.
+pub fn storage_of(tenant: &SmartRegionTenant) -> Option<Storage> {
+    tenant.status.as_ref()?.database.as_ref()?.storage
+}
 
 pub async fn client() -> Result<Client> {
     let client = shared().client().await?;
@@ -73,6 +87,27 @@ pub async fn wait_ready(client: &Client, name: &str) -> Result<SmartRegionTenant
         let name = name.to_string();
         async move { Ok(api.get(&name).await.ok().filter(is_ready)) }
     })
+    .await
+}
+
+/// Waits until the tenant's status describes its current generation in `phase`.
+pub async fn wait_phase(client: &Client, name: &str, phase: Phase) -> Result<SmartRegionTenant> {
+    let api = tenants(client);
+    wait::until(
+        &format!("tenant {name} to be {phase:?}"),
+        READY_TIMEOUT,
+        || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                Ok(api.get(&name).await.ok().filter(|tenant| {
+                    let status = tenant.status.as_ref();
+                    status.and_then(|s| s.phase) == Some(phase)
+                        && status.and_then(|s| s.observed_generation) == tenant.metadata.generation
+                }))
+            }
+        },
+    )
     .await
 }
 

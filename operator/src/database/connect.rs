@@ -1,16 +1,20 @@
 //! The operator's admin connection to the shared database: TLS with rustls according to
-//! `sslmode`, a bounded pool with timeouts, and detection of TimescaleDB.
+//! `sslmode`, a bounded pool with timeouts, and what the database offers for storage
+//! (TimescaleDB or not).
 //!
-//! Talks to the database only in [`Database::flavor`]. Errors never contain the
+//! Talks to the database only in [`Database::timescaledb`]. Errors never contain the
 //! connection URL: it holds the admin password.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 pub use smartregion_ingest::postgres::SslMode;
-use tokio::sync::OnceCell;
 use tracing::{info, warn};
+
+use super::storage::StorageMode;
 
 use crate::resources::secrets::Endpoint;
 
@@ -50,15 +54,38 @@ pub struct Settings {
     /// Host that tenants' pods use, when it differs from the operator's.
     pub public_host: Option<String>,
     pub pool_size: usize,
+    /// What new tenants get.
+    pub storage: StorageMode,
 }
 
-/// Which storage path tenants get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    /// Native range partitioning, maintained by the operator.
-    Plain,
-    /// Hypertables with TimescaleDB's own retention and compression policies.
-    TimescaleDb,
+/// TimescaleDB in the operator's database, as far as tenants' storage is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Extension {
+    /// Installed and loaded: hypertables work.
+    Loaded(TimescaleDb),
+    /// Installed in the database, but the server does not preload it: PostgreSQL refuses
+    /// every DDL statement in the database (TimescaleDB's event triggers need the
+    /// library), so nothing can be provisioned until it does.
+    NotLoaded { version: String },
+    /// Not in the database (and not created by the operator).
+    Absent,
+}
+
+impl Extension {
+    pub fn loaded(&self) -> Option<&TimescaleDb> {
+        match self {
+            Extension::Loaded(timescaledb) => Some(timescaledb),
+            _ => None,
+        }
+    }
+}
+
+/// TimescaleDB as installed in the operator's database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimescaleDb {
+    /// Schema of its functions (`time_bucket`, `first`, ...), put on tenants' search path.
+    pub schema: String,
+    pub version: String,
 }
 
 /// The shared database as the reconcile pipeline sees it.
@@ -66,9 +93,11 @@ pub struct Database {
     pub pool: Pool,
     /// Where tenants' clients connect; written into their Secrets.
     pub endpoint: Endpoint,
-    /// Detected on first use, so an operator started while the database is down still
-    /// starts (and reconciles the Kubernetes side).
-    flavor: OnceCell<Flavor>,
+    pub storage: StorageMode,
+    /// `CREATE EXTENSION` is tried once per process: a refusal is logged once, not at
+    /// every reconcile.
+    tried_extension: AtomicBool,
+    warned_not_loaded: AtomicBool,
 }
 
 impl Database {
@@ -134,51 +163,110 @@ impl Database {
         Ok(Database {
             pool,
             endpoint,
-            flavor: OnceCell::new(),
+            storage: settings.storage,
+            tried_extension: AtomicBool::new(false),
+            warned_not_loaded: AtomicBool::new(false),
         })
     }
 
-    /// TimescaleDB when the server has it (installing the extension in the database if
-    /// needed and allowed), plain PostgreSQL otherwise. Decided once per process.
-    pub async fn flavor(&self) -> Result<Flavor, deadpool_postgres::PoolError> {
-        self.flavor
-            .get_or_try_init(|| async {
-                let client = self.pool.get().await?;
-                let flavor = detect_flavor(&client).await?;
-                info!(?flavor, "database storage path");
-                Ok(flavor)
-            })
-            .await
-            .copied()
+    /// TimescaleDB in the database now. Looked at on every reconcile (one small query),
+    /// so an extension created or gone later is seen at once.
+    ///
+    /// - Installed in the database and loaded by the server: [`Extension::Loaded`].
+    /// - Installed but not preloaded (a server restarted without
+    ///   `shared_preload_libraries = 'timescaledb'`): [`Extension::NotLoaded`]; touching it
+    ///   would end the session.
+    /// - Not installed, but the server preloads it and new tenants may get hypertables:
+    ///   the extension is created (it is a trusted extension: CREATE on the database is
+    ///   enough). Tried once per process; a refusal is logged with its SQLSTATE.
+    /// - Otherwise [`Extension::Absent`].
+    pub async fn timescaledb(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Extension, tokio_postgres::Error> {
+        let found = inspect_extension(client).await?;
+        if let Some(installed) = found.installed {
+            if found.preloaded {
+                return Ok(Extension::Loaded(installed));
+            }
+            if !self.warned_not_loaded.swap(true, Ordering::Relaxed) {
+                warn!(
+                    version = %installed.version,
+                    "the database has the timescaledb extension but the server does not preload \
+                     it (shared_preload_libraries); no tenant can be provisioned until it does"
+                );
+            }
+            return Ok(Extension::NotLoaded {
+                version: installed.version,
+            });
+        }
+        if !found.available || self.storage == StorageMode::Partitions {
+            return Ok(Extension::Absent);
+        }
+        if !found.preloaded {
+            if !self.tried_extension.swap(true, Ordering::Relaxed) {
+                info!(
+                    "TimescaleDB is installed on the server but not preloaded \
+                     (shared_preload_libraries); new tenants get native partitions"
+                );
+            }
+            return Ok(Extension::Absent);
+        }
+        if self.tried_extension.swap(true, Ordering::Relaxed) {
+            return Ok(Extension::Absent);
+        }
+        let created = client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await;
+        // Another operator (or a DBA) may have created it at the same moment.
+        let found = inspect_extension(client).await?;
+        match (found.installed, created) {
+            (Some(installed), _) => {
+                info!(version = %installed.version, "the timescaledb extension is in the database");
+                Ok(Extension::Loaded(installed))
+            }
+            (None, Err(error)) => {
+                warn!(
+                    cause = %super::describe(&error),
+                    "TimescaleDB is preloaded but its extension could not be created in the \
+                     database; new tenants get native partitions until it exists"
+                );
+                Ok(Extension::Absent)
+            }
+            (None, Ok(())) => Ok(Extension::Absent),
+        }
     }
 }
 
-async fn detect_flavor(client: &tokio_postgres::Client) -> Result<Flavor, tokio_postgres::Error> {
+/// The timescaledb extension as the database and the server have it.
+struct Found {
+    installed: Option<TimescaleDb>,
+    /// The server has it (`pg_available_extensions`).
+    available: bool,
+    /// The server preloads it: its loader's settings exist.
+    preloaded: bool,
+}
+
+async fn inspect_extension(
+    client: &tokio_postgres::Client,
+) -> Result<Found, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), \
-                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            "SELECT e.extnamespace::regnamespace::text, e.extversion, \
+                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
+                    EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.max_background_workers') \
+             FROM (SELECT 1) AS one LEFT JOIN pg_extension e ON e.extname = 'timescaledb'",
             &[],
         )
         .await?;
-    let (installed, available): (bool, bool) = (row.get(0), row.get(1));
-    if installed {
-        return Ok(Flavor::TimescaleDb);
-    }
-    if !available {
-        return Ok(Flavor::Plain);
-    }
-    match client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        .await
-    {
-        Ok(()) => Ok(Flavor::TimescaleDb),
-        Err(error) => {
-            // Usually: not preloaded (shared_preload_libraries) or not allowed to create it.
-            warn!(error = %error, "TimescaleDB is available but could not be enabled; using plain PostgreSQL partitioning");
-            Ok(Flavor::Plain)
-        }
-    }
+    let (schema, version): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    Ok(Found {
+        installed: schema
+            .zip(version)
+            .map(|(schema, version)| TimescaleDb { schema, version }),
+        available: row.get(2),
+        preloaded: row.get(3),
+    })
 }
 
 #[cfg(test)]
@@ -192,6 +280,7 @@ mod tests {
             ca_file: None,
             public_host: None,
             pool_size: 2,
+            storage: StorageMode::Auto,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
 //! tables and credentials (DESIGN.md §4, §6).
 //!
-//! [`names`], [`sql`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
+//! [`names`], [`sql`], [`storage`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
 //! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the
 //! database. No user-typed text ever reaches SQL: identifiers come from the validated
 //! tenant name and are quoted, values are bound parameters, and the only literals spliced
@@ -15,6 +15,7 @@ pub mod provision;
 pub mod quota;
 pub mod rate;
 pub mod sql;
+pub mod storage;
 pub mod timescale;
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -25,6 +26,24 @@ pub const PASSWORD_LEN: usize = 48;
 /// A new password from the thread-local CSPRNG (ChaCha, seeded by the OS).
 pub fn new_password() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN)
+}
+
+/// A driver error as the server gave it: SQLSTATE, message, detail and hint, where
+/// tokio-postgres's own text says only "db error".
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" (detail: {detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" (hint: {hint})"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
 }
 
 /// The SCRAM-SHA-256 verifier of `password`, computed here so the plaintext never

@@ -30,6 +30,11 @@ impl TenantDb {
         })
     }
 
+    /// The three roles, owner first.
+    pub fn roles(&self) -> Vec<String> {
+        vec![self.owner.clone(), self.writer.clone(), self.reader.clone()]
+    }
+
     /// The advisory-lock key that serialises work on this tenant's database objects.
     pub fn lock_key(&self) -> String {
         format!("smartregion:{}", self.schema)

@@ -1,17 +1,18 @@
-//! Acts on the database: `ensure_schema_exists`, `ensure_partitions`,
-//! `ensure_writes_allowed`, `measure_schema_bytes`, `ensure_logins_disabled` and
-//! `ensure_schema_absent`. Each is idempotent; changes run in one transaction under the
+//! Acts on the database: `inspect_table`, `ensure_schema_exists`, `ensure_hypertable`,
+//! `ensure_partitions`, `ensure_writes_allowed`, `measure_schema_bytes`, `rows_inserted`,
+//! `ensure_logins_disabled` and `ensure_schema_absent`. Each is idempotent; changes run in one transaction under the
 //! tenant's advisory lock, and a tenant already in the desired state costs reads only.
 
 use jiff::Timestamp;
 use tokio_postgres::{Client, GenericClient};
 
-use super::connect::Flavor;
 use super::names::{TenantDb, quote};
 use super::partitions::{self, Partition};
 use super::scram_verifier;
 use super::sql::{self, RoleLimits, SCHEMA_VERSION};
-use super::timescale::{self, HypertableSettings};
+use super::storage::{Layout, Table};
+use super::timescale::{self, Bind, Change, HypertableSettings, OWNER_CONNECTION_LIMIT};
+use crate::crd::Storage;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to {action} for schema {schema}")]
@@ -50,8 +51,11 @@ pub struct Passwords<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
     pub limits: RoleLimits,
-    pub flavor: Flavor,
-    pub storage: HypertableSettings,
+    pub layout: Layout,
+    /// TimescaleDB's schema, when the database has it: on the login roles' search path
+    /// (also for partitioned tenants, who may use `time_bucket` too).
+    pub timescaledb_schema: Option<String>,
+    pub hypertable: HypertableSettings,
 }
 
 /// What `ensure_schema_exists` did.
@@ -63,30 +67,77 @@ pub struct Provisioned {
     pub passwords_set: bool,
 }
 
+/// The tenant's `measurements` table as the database has it, if it exists.
+/// `timescaledb`: the database has the extension (only then can a hypertable be seen).
+pub async fn inspect_table(
+    client: &Client,
+    db: &TenantDb,
+    timescaledb: bool,
+) -> Result<Option<Table>> {
+    let wrap = failed("inspect the measurements table", db);
+    let kind: Option<String> = client
+        .query_opt(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = 'measurements'",
+            &[&db.schema],
+        )
+        .await
+        .map_err(&wrap)?
+        .map(|row| row.get(0));
+    Ok(match kind.as_deref() {
+        None => None,
+        Some("p") => Some(Table::Partitioned),
+        Some(_) if timescaledb => {
+            let hypertable: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables \
+                     WHERE hypertable_schema = $1 AND hypertable_name = 'measurements')",
+                    &[&db.schema],
+                )
+                .await
+                .map_err(&wrap)?
+                .get(0);
+            Some(if hypertable {
+                Table::Hypertable
+            } else {
+                Table::Ordinary
+            })
+        }
+        Some(_) => Some(Table::Ordinary),
+    })
+}
+
+async fn current_user(client: &impl GenericClient) -> Result<String, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .get(0))
+}
+
 /// Brings the tenant's roles, schema and tables to the desired state. Login roles that
 /// do not exist yet get `passwords`; existing ones keep theirs (adoption after a Retain,
-/// or a later reconcile) unless `rotate` is set.
+/// or a later reconcile) unless `rotate` is set. `table` is what [`inspect_table`] found;
+/// a table created now lets the writer INSERT only if `writable` (suspension, quota).
 pub async fn ensure_schema_exists(
     client: &mut Client,
     db: &TenantDb,
     desired: &Desired,
+    table: Option<Table>,
     passwords: &Passwords<'_>,
     rotate: bool,
+    writable: bool,
 ) -> Result<Provisioned> {
     let wrap = failed("provision the roles, schema and tables", db);
-    if !rotate && is_current(client, db, desired).await.map_err(&wrap)? {
+    if !rotate && table.is_some() && is_current(client, db, desired).await.map_err(&wrap)? {
         return Ok(Provisioned::default());
     }
     let transaction = client.transaction().await.map_err(&wrap)?;
     lock(&transaction, db).await.map_err(&wrap)?;
+    let admin = current_user(&transaction).await.map_err(&wrap)?;
     let existing: Vec<String> = transaction
         .query(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)",
-            &[&vec![
-                db.owner.clone(),
-                db.writer.clone(),
-                db.reader.clone(),
-            ]],
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&db.roles()],
         )
         .await
         .map_err(&wrap)?
@@ -111,24 +162,46 @@ pub async fn ensure_schema_exists(
             passwords_set = true;
         }
     }
-    // The admin must be able to act as the owner (a no-op for a superuser).
-    statements.push(format!("GRANT {} TO CURRENT_USER", quote(&db.owner)));
+    // The admin acts as the owner, and may end the login roles' sessions (Retain) and
+    // drop what they own (Delete); a no-op for a superuser.
+    statements.push(sql::grant_roles_to_admin(db));
     statements.extend(sql::schema_statements(
         db,
         &desired.limits,
-        desired.flavor,
-        &desired.storage,
+        desired.layout.storage(),
+        desired.timescaledb_schema.as_deref(),
+        &admin,
     ));
-    let new_schema = !table_exists(&transaction, db, "measurements")
+    let new_table = !table_exists(&transaction, db, "measurements")
         .await
         .map_err(&wrap)?;
     for statement in &statements {
         transaction.batch_execute(statement).await.map_err(&wrap)?;
     }
-    if new_schema {
-        // A new tenant may write; later only the quota and suspension decide.
+    if let (true, Layout::Hypertable { timescaledb }) = (new_table, &desired.layout) {
         transaction
-            .batch_execute(&sql::writes_statement(db, true))
+            .batch_execute(&sql::as_role(&db.owner))
+            .await
+            .map_err(&wrap)?;
+        transaction
+            .execute(
+                &timescale::create_hypertable(timescaledb),
+                &[
+                    &timescale::relation(db),
+                    &desired.hypertable.chunk_interval_hours,
+                ],
+            )
+            .await
+            .map_err(&wrap)?;
+        transaction
+            .batch_execute(&sql::as_role(&admin))
+            .await
+            .map_err(&wrap)?;
+    }
+    if new_table {
+        // Later only the quota and suspension decide.
+        transaction
+            .batch_execute(&sql::writes_statement(db, writable))
             .await
             .map_err(&wrap)?;
     }
@@ -162,50 +235,50 @@ async fn table_exists(
     Ok(found.is_some())
 }
 
-/// The role settings `ensure_schema_exists` gives a login role, as `pg_db_role_setting`
-/// stores them.
-fn role_settings(db: &TenantDb, limits: &RoleLimits) -> Vec<String> {
-    // PostgreSQL stores the search_path as quote_ident would write it; tenant schemas
-    // are lower-case letters, digits and `_` after `t_`, which it leaves unquoted.
-    let mut settings = vec![
-        format!("search_path={}", db.schema),
-        format!("statement_timeout={}", limits.statement_timeout_ms),
-    ];
-    settings.sort();
-    settings
-}
-
 /// Everything `ensure_schema_exists` sets, read back: true when nothing needs doing.
 async fn is_current(
     client: &Client,
     db: &TenantDb,
     desired: &Desired,
 ) -> Result<bool, tokio_postgres::Error> {
+    // The login roles' settings as PostgreSQL stores them, computed by the server
+    // (identifiers in the search path as quote_ident writes them).
     let roles = client
         .query(
-            "SELECT r.rolname, r.rolcanlogin, r.rolconnlimit, \
-                    coalesce(s.setconfig, '{}'::text[]) \
+            "SELECT r.rolname::text, r.rolcanlogin, r.rolconnlimit, \
+                    coalesce(s.setconfig, '{}'::text[]), \
+                    ARRAY['search_path=' || concat_ws(', ', quote_ident($2), quote_ident($3)), \
+                          'statement_timeout=' || $4] \
              FROM pg_roles r \
              LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 \
              WHERE r.rolname = ANY($1)",
-            &[&vec![
-                db.owner.clone(),
-                db.writer.clone(),
-                db.reader.clone(),
-            ]],
+            &[
+                &db.roles(),
+                &db.schema,
+                &desired.timescaledb_schema,
+                &desired.limits.statement_timeout_ms.to_string(),
+            ],
         )
         .await?;
-    let settings = role_settings(db, &desired.limits);
     let role_ok = |name: &str| {
         roles.iter().any(|row| {
-            let (rolname, login, limit, mut config): (String, bool, i32, Vec<String>) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let (rolname, login, limit, mut config, mut wanted): (
+                String,
+                bool,
+                i32,
+                Vec<String>,
+                Vec<String>,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
             config.sort();
+            wanted.sort();
             rolname == name
                 && if name == db.owner {
-                    !login
+                    match desired.layout.storage() {
+                        Storage::Hypertable => login && limit == OWNER_CONNECTION_LIMIT,
+                        Storage::Partitions => !login,
+                    }
                 } else {
-                    login && limit == desired.limits.connection_limit && config == settings
+                    login && limit == desired.limits.connection_limit && config == wanted
                 }
         })
     };
@@ -233,6 +306,77 @@ async fn is_current(
         .await?
         .get(0);
     Ok(version == Some(SCHEMA_VERSION))
+}
+
+/// TimescaleDB only: the hypertable's chunk interval, compression and jobs as
+/// `settings` want them. Reads only when they are (the steady state); otherwise changes
+/// exactly what differs, as the owner role, under the tenant's lock. `timescaledb` is
+/// the extension's schema.
+pub async fn ensure_hypertable(
+    client: &mut Client,
+    db: &TenantDb,
+    settings: &HypertableSettings,
+    timescaledb: &str,
+) -> Result<Vec<Change>> {
+    let wrap = failed(
+        "bring the hypertable and its jobs to the tenant's settings",
+        db,
+    );
+    let row = client
+        .query_one(
+            timescale::HYPERTABLE_QUERY,
+            &[&db.schema, &settings.chunk_interval_hours],
+        )
+        .await
+        .map_err(&wrap)?;
+    let jobs = client
+        .query(
+            timescale::JOBS_QUERY,
+            &[
+                &db.schema,
+                &settings.retention_days,
+                &settings.compress_after_days,
+            ],
+        )
+        .await
+        .map_err(&wrap)?
+        .iter()
+        .map(|job| timescale::Job {
+            id: job.get(0),
+            proc_name: job.get(1),
+            scheduled: job.get(2),
+            as_wanted: job.get::<_, Option<bool>>(3).unwrap_or(false),
+        })
+        .collect();
+    let observed = timescale::Observed {
+        chunk_interval_as_wanted: row.get(0),
+        compression_enabled: row.get(1),
+        jobs,
+    };
+    let changes = timescale::plan(&observed);
+    if changes.is_empty() {
+        return Ok(changes);
+    }
+    let transaction = client.transaction().await.map_err(&wrap)?;
+    lock(&transaction, db).await.map_err(&wrap)?;
+    transaction
+        .batch_execute(&sql::as_role(&db.owner))
+        .await
+        .map_err(&wrap)?;
+    for change in &changes {
+        let (text, bind) = timescale::statement(db, change, settings, timescaledb);
+        match bind {
+            Bind::None => transaction.batch_execute(&text).await.map(|_| 0),
+            Bind::Relation(relation, value) => {
+                transaction.execute(&text, &[&relation, &value]).await
+            }
+            Bind::JobSetting(job, value) => transaction.execute(&text, &[&job, &value]).await,
+            Bind::Job(job) => transaction.execute(&text, &[&job]).await,
+        }
+        .map_err(&wrap)?;
+    }
+    transaction.commit().await.map_err(&wrap)?;
+    Ok(changes)
 }
 
 /// What `ensure_partitions` changed.
@@ -273,8 +417,9 @@ pub async fn ensure_partitions(
     let transaction = client.transaction().await.map_err(&wrap)?;
     if !plan.create.is_empty() || !plan.drop.is_empty() {
         lock(&transaction, db).await.map_err(&wrap)?;
+        let admin = current_user(&transaction).await.map_err(&wrap)?;
         transaction
-            .batch_execute(&format!("SET LOCAL ROLE {}", quote(&db.owner)))
+            .batch_execute(&sql::as_role(&db.owner))
             .await
             .map_err(&wrap)?;
         for partition in &plan.create {
@@ -293,7 +438,7 @@ pub async fn ensure_partitions(
         }
         // Dropped as the admin: a partition attached by hand may belong to somebody else.
         transaction
-            .batch_execute("RESET ROLE")
+            .batch_execute(&sql::as_role(&admin))
             .await
             .map_err(&wrap)?;
         for partition in &plan.drop {
@@ -320,39 +465,59 @@ pub async fn ensure_partitions(
     Ok(changes)
 }
 
-/// Bytes the tenant's tables (with indexes and TOAST) take on disk; 0 for a schema that
-/// does not exist.
-pub async fn measure_schema_bytes(client: &Client, db: &TenantDb, flavor: Flavor) -> Result<i64> {
-    let query = match flavor {
-        Flavor::Plain => "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
-                          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                          WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')"
-            .to_string(),
-        Flavor::TimescaleDb => timescale::usage_query(db),
-    };
-    let row = client
-        .query_one(&query, &[&db.schema])
-        .await
-        .map_err(failed("measure the size", db))?;
+/// Bytes the tenant's tables (with indexes and TOAST, and on TimescaleDB the chunks,
+/// compressed ones included) take on disk; 0 for a schema that does not exist.
+pub async fn measure_schema_bytes(client: &Client, db: &TenantDb, layout: &Layout) -> Result<i64> {
+    let wrap = failed("measure the size", db);
+    let row = match layout {
+        Layout::Partitions => {
+            client
+                .query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+                    &[&db.schema],
+                )
+                .await
+        }
+        Layout::Hypertable { timescaledb } => {
+            client
+                .query_one(
+                    &timescale::usage_query(timescaledb),
+                    &[&db.schema, &timescale::relation(db)],
+                )
+                .await
+        }
+    }
+    .map_err(wrap)?;
     Ok(row.get(0))
 }
 
 /// Rows ever inserted into the tenant's measurements, as PostgreSQL counts them
-/// (`n_tup_ins` of every partition); `None` on TimescaleDB, whose chunks live in its own
-/// schema.
-pub async fn rows_inserted(client: &Client, db: &TenantDb, flavor: Flavor) -> Result<Option<i64>> {
-    if flavor == Flavor::TimescaleDb {
-        return Ok(None);
+/// (`n_tup_ins` of every partition or chunk).
+pub async fn rows_inserted(client: &Client, db: &TenantDb, layout: &Layout) -> Result<i64> {
+    let wrap = failed("count the rows inserted", db);
+    let row = match layout {
+        Layout::Partitions => {
+            client
+                .query_one(
+                    "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables \
+                     WHERE schemaname = $1 AND relname LIKE 'measurements%'",
+                    &[&db.schema],
+                )
+                .await
+        }
+        Layout::Hypertable { timescaledb } => {
+            client
+                .query_one(
+                    &timescale::rows_inserted_query(timescaledb),
+                    &[&timescale::relation(db)],
+                )
+                .await
+        }
     }
-    let row = client
-        .query_one(
-            "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables \
-             WHERE schemaname = $1 AND relname LIKE 'measurements%'",
-            &[&db.schema],
-        )
-        .await
-        .map_err(failed("count the rows inserted", db))?;
-    Ok(Some(row.get(0)))
+    .map_err(wrap)?;
+    Ok(row.get(0))
 }
 
 /// Gives or takes the writer's INSERT. Returns whether it changed anything.
@@ -385,35 +550,100 @@ pub async fn writes_allowed(client: &Client, db: &TenantDb) -> Result<bool> {
         .map_err(failed("read the writer's INSERT privilege", db))
 }
 
-/// Retain: the data stays, the logins stop, open sessions end.
-pub async fn ensure_logins_disabled(client: &Client, db: &TenantDb) -> Result<()> {
+/// Retain: the data stays as it is. Every login stops (the owner's too, so no job runs
+/// as it), TimescaleDB's jobs for the tenant are paused (retention would go on dropping
+/// the kept data), and open sessions end. A tenant created again resumes all of it.
+/// `timescaledb`: the extension's schema, if the database has it.
+pub async fn ensure_logins_disabled(
+    client: &Client,
+    db: &TenantDb,
+    timescaledb: Option<&str>,
+) -> Result<()> {
     let wrap = failed("disable the logins", db);
-    for role in [&db.writer, &db.reader] {
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+    let existing: Vec<String> = client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&db.roles()],
+        )
+        .await
+        .map_err(&wrap)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    if existing.len() == 3 {
+        // Tenants provisioned before the admin was made a member of every role.
+        client
+            .batch_execute(&sql::grant_roles_to_admin(db))
             .await
-            .map_err(&wrap)?
-            .is_some();
-        if exists {
-            client
-                .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(role)))
-                .await
-                .map_err(&wrap)?;
-        }
+            .map_err(&wrap)?;
+    }
+    for role in &existing {
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(role)))
+            .await
+            .map_err(&wrap)?;
+    }
+    if let Some(timescaledb) = timescaledb
+        && inspect_table(client, db, true).await? == Some(Table::Hypertable)
+    {
+        client
+            .execute(&timescale::pause_jobs(timescaledb), &[&db.schema])
+            .await
+            .map_err(&wrap)?;
     }
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&vec![db.writer.clone(), db.reader.clone()]],
+            &[&db.roles()],
         )
         .await
         .map_err(&wrap)?;
     Ok(())
 }
 
-/// Delete (confirmed): sessions end, then the schema, its data and the roles go.
-pub async fn ensure_schema_absent(client: &mut Client, db: &TenantDb) -> Result<()> {
-    ensure_logins_disabled(client, db).await?;
+/// The last resort when the writer's INSERT cannot be taken away: its login goes, and
+/// its sessions end (role commands are no DDL, so this works where GRANT and REVOKE do
+/// not). Re-provisioning gives the login back once the privileges hold again.
+pub async fn ensure_writer_locked_out(client: &Client, db: &TenantDb) -> Result<()> {
+    let wrap = failed("lock the writer out", db);
+    let login: Option<bool> = client
+        .query_opt(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&db.writer],
+        )
+        .await
+        .map_err(&wrap)?
+        .map(|row| row.get(0));
+    if login == Some(true) {
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(&db.writer)))
+            .await
+            .map_err(&wrap)?;
+    }
+    if login.is_some() {
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&db.writer],
+            )
+            .await
+            .map_err(&wrap)?;
+    }
+    Ok(())
+}
+
+/// Delete (confirmed): sessions end, then the schema with its data goes — on TimescaleDB
+/// with its chunks, compressed hypertable and jobs — and so do the roles, with whatever
+/// else they own or were granted: nothing is handed over to the admin.
+pub async fn ensure_schema_absent(
+    client: &mut Client,
+    db: &TenantDb,
+    timescaledb: Option<&str>,
+) -> Result<()> {
+    ensure_logins_disabled(client, db, timescaledb).await?;
     let wrap = failed("drop the schema and roles", db);
     let transaction = client.transaction().await.map_err(&wrap)?;
     lock(&transaction, db).await.map_err(&wrap)?;
@@ -433,7 +663,7 @@ pub async fn ensure_schema_absent(client: &mut Client, db: &TenantDb) -> Result<
         if exists {
             transaction
                 .batch_execute(&format!(
-                    "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}",
+                    "DROP OWNED BY {role}; DROP ROLE {role}",
                     role = quote(role)
                 ))
                 .await

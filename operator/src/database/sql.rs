@@ -4,10 +4,10 @@
 //! TimescaleDB-specific text is in [`super::timescale`], the partitions' in
 //! [`super::partitions`].
 
-use super::connect::Flavor;
 use super::names::{TenantDb, quote};
 use super::partitions::Partition;
-use super::timescale::{self, HypertableSettings};
+use super::timescale::OWNER_CONNECTION_LIMIT;
+use crate::crd::Storage;
 
 /// Version of the tenant schema these statements create; recorded in `schema_version`.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -19,17 +19,48 @@ pub struct RoleLimits {
     pub statement_timeout_ms: u32,
 }
 
+/// The login roles' `search_path`: their schema, then TimescaleDB's (so `time_bucket`,
+/// `first` and `last` work unqualified) when the database has it.
+pub fn search_path(db: &TenantDb, timescaledb_schema: Option<&str>) -> String {
+    match timescaledb_schema {
+        Some(extension) => format!("{}, {}", quote(&db.schema), quote(extension)),
+        None => quote(&db.schema),
+    }
+}
+
+/// The owner role's login: a hypertable's background jobs run as its owner and
+/// TimescaleDB refuses owners without LOGIN, so a hypertable tenant's owner may log in —
+/// with no password (password authentication always fails) and a small connection
+/// limit. A partitioned tenant's owner never logs in.
+pub fn owner_login_statement(db: &TenantDb, storage: Storage) -> String {
+    match storage {
+        Storage::Hypertable => format!(
+            "ALTER ROLE {} LOGIN PASSWORD NULL CONNECTION LIMIT {OWNER_CONNECTION_LIMIT}",
+            quote(&db.owner)
+        ),
+        Storage::Partitions => format!("ALTER ROLE {} NOLOGIN", quote(&db.owner)),
+    }
+}
+
 /// Statements that bring an existing or new tenant schema to the current version.
-/// Idempotent: every statement can run again on a schema that already has it.
+/// Idempotent: every statement can run again on a schema that already has it. `$1` and
+/// `$2` of the hypertable statement are bound by the caller ([`timescale::CREATE_HYPERTABLE`]).
 ///
 /// The writer's INSERT grant is not among them: it follows the storage quota and
 /// suspension, and [`writes_statement`] alone changes it, so a re-provisioning never
-/// opens a window in which ingest is refused.
+/// opens a window in which ingest is refused. Nor are the hypertable's compression and
+/// jobs: [`timescale::plan`] changes those only where they differ, so job ids and
+/// schedules survive every re-provisioning.
+///
+/// `admin` is the role the statements start as (`current_user`); after the owner's
+/// part they return to it with `SET LOCAL ROLE` rather than `RESET ROLE`, which would go
+/// back to the session's login even where the caller had set another role.
 pub fn schema_statements(
     db: &TenantDb,
     limits: &RoleLimits,
-    flavor: Flavor,
-    storage: &HypertableSettings,
+    storage: Storage,
+    timescaledb_schema: Option<&str>,
+    admin: &str,
 ) -> Vec<String> {
     let (schema, owner, writer, reader) = (
         quote(&db.schema),
@@ -45,6 +76,7 @@ pub fn schema_statements(
          received_at timestamptz NOT NULL DEFAULT now(), \
          UNIQUE (sensor, metric, time)";
     let mut statements = vec![
+        owner_login_statement(db, storage),
         format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner}"),
         format!("ALTER SCHEMA {schema} OWNER TO {owner}"),
         format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
@@ -64,9 +96,9 @@ pub fn schema_statements(
              created_at timestamptz NOT NULL DEFAULT now())"
         ),
     ];
-    match flavor {
+    match storage {
         // Narrow and idempotent: a retried batch hits the unique key and stores nothing new.
-        Flavor::Plain => statements.extend([
+        Storage::Partitions => statements.extend([
             format!(
                 "CREATE TABLE IF NOT EXISTS {measurements} ({columns}) PARTITION BY RANGE (time)"
             ),
@@ -76,12 +108,9 @@ pub fn schema_statements(
                  PARTITION OF {measurements} DEFAULT"
             ),
         ]),
-        Flavor::TimescaleDb => {
-            statements.push(format!(
-                "CREATE TABLE IF NOT EXISTS {measurements} ({columns})"
-            ));
-            statements.extend(timescale::hypertable_statements(db, storage));
-        }
+        Storage::Hypertable => statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {measurements} ({columns})"
+        )),
     }
     statements.extend([
         // Readers see every table, including partitions created later. Writers get
@@ -96,11 +125,9 @@ pub fn schema_statements(
             "INSERT INTO {schema}.schema_version (version) VALUES ({SCHEMA_VERSION}) \
              ON CONFLICT DO NOTHING"
         ),
-        "RESET ROLE".to_string(),
+        as_role(admin),
     ]);
-    if flavor == Flavor::TimescaleDb {
-        statements.extend(timescale::policy_statements(db, storage));
-    }
+    let search_path = search_path(db, timescaledb_schema);
     for role in [&writer, &reader] {
         statements.extend([
             format!(
@@ -111,11 +138,16 @@ pub fn schema_statements(
                 "ALTER ROLE {role} SET statement_timeout = {}",
                 limits.statement_timeout_ms
             ),
-            // Tenants see only their own schema: nothing in public.
-            format!("ALTER ROLE {role} SET search_path = {schema}"),
+            // Tenants see only their own schema (and TimescaleDB's functions).
+            format!("ALTER ROLE {role} SET search_path = {search_path}"),
         ]);
     }
     statements
+}
+
+/// Acts as `role` until the end of the transaction.
+pub fn as_role(role: &str) -> String {
+    format!("SET LOCAL ROLE {}", quote(role))
 }
 
 /// Gives or takes the writer's INSERT on the tables ingest fills (storage quota,
@@ -146,6 +178,18 @@ pub fn set_password(role: &str, verifier: &str) -> String {
         "ALTER ROLE {} LOGIN PASSWORD {}",
         quote(role),
         postgres_protocol::escape::escape_literal(verifier)
+    )
+}
+
+/// The admin becomes a member of the tenant's roles: it creates objects as the owner,
+/// ends the login roles' sessions on Retain and drops what they own on Delete, none of
+/// which a non-superuser may do for a role it is not a member of.
+pub fn grant_roles_to_admin(db: &TenantDb) -> String {
+    format!(
+        "GRANT {}, {}, {} TO CURRENT_USER",
+        quote(&db.owner),
+        quote(&db.writer),
+        quote(&db.reader)
     )
 }
 
@@ -192,27 +236,20 @@ pub fn drop_partition_statement(db: &TenantDb, partition: &Partition) -> String 
 mod tests {
     use super::*;
 
-    fn storage() -> HypertableSettings {
-        HypertableSettings {
-            chunk_interval_hours: 24,
-            retention_days: 365,
-            compress_after_days: 7,
-        }
-    }
-
-    fn statements(flavor: Flavor) -> Vec<String> {
+    fn statements(storage: Storage) -> Vec<String> {
         let db = TenantDb::for_tenant("select").unwrap();
         let limits = RoleLimits {
             connection_limit: 10,
             statement_timeout_ms: 30_000,
         };
-        schema_statements(&db, &limits, flavor, &storage())
+        let timescaledb = (storage == Storage::Hypertable).then_some("public");
+        schema_statements(&db, &limits, storage, timescaledb, "smartregion_admin")
     }
 
     #[test]
     fn every_identifier_is_quoted_even_keywords() {
-        for flavor in [Flavor::Plain, Flavor::TimescaleDb] {
-            for statement in statements(flavor) {
+        for storage in [Storage::Partitions, Storage::Hypertable] {
+            for statement in statements(storage) {
                 assert!(!statement.contains(" t_select"), "unquoted: {statement}");
             }
         }
@@ -220,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_measurements_table_is_idempotent_and_never_refuses_a_time() {
-        let all = statements(Flavor::Plain).join(";\n");
+        let all = statements(Storage::Partitions).join(";\n");
         assert!(all.contains("UNIQUE (sensor, metric, time)) PARTITION BY RANGE (time)"));
         assert!(all.contains("PARTITION OF \"t_select\".measurements DEFAULT"));
         assert!(all.contains("REVOKE ALL ON SCHEMA \"t_select\" FROM PUBLIC"));
@@ -228,26 +265,30 @@ mod tests {
     }
 
     #[test]
-    fn timescale_gets_a_plain_table_made_hypertable_and_policies_as_admin() {
-        let statements = statements(Flavor::TimescaleDb);
+    fn a_hypertable_tenant_gets_a_plain_table_and_an_owner_that_can_run_jobs() {
+        let statements = statements(Storage::Hypertable);
         let all = statements.join(";\n");
         assert!(!all.contains("PARTITION"));
-        let position = |needle: &str| {
-            statements
-                .iter()
-                .position(|s| s.contains(needle))
-                .unwrap_or_else(|| panic!("no {needle}"))
-        };
-        assert!(
-            position("CREATE TABLE IF NOT EXISTS \"t_select\".measurements")
-                < position("create_hypertable")
+        assert!(all.contains("CREATE TABLE IF NOT EXISTS \"t_select\".measurements (sensor"));
+        assert_eq!(
+            statements[0],
+            "ALTER ROLE \"t_select_owner\" LOGIN PASSWORD NULL CONNECTION LIMIT 4"
         );
-        assert!(position("RESET ROLE") < position("add_retention_policy"));
+        assert!(
+            all.contains("SET search_path = \"t_select\", \"public\""),
+            "{all}"
+        );
+        let partitioned = statements_for_partitions();
+        assert_eq!(partitioned[0], "ALTER ROLE \"t_select_owner\" NOLOGIN");
+    }
+
+    fn statements_for_partitions() -> Vec<String> {
+        statements(Storage::Partitions)
     }
 
     #[test]
     fn writers_never_get_insert_by_default_privileges() {
-        let all = statements(Flavor::Plain).join(";\n");
+        let all = statements(Storage::Partitions).join(";\n");
         assert!(!all.contains("GRANT INSERT"), "{all}");
         let db = TenantDb::for_tenant("prato").unwrap();
         assert_eq!(

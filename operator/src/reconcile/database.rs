@@ -14,12 +14,13 @@ use tracing::info;
 use super::status::{Observed, WITHIN_QUOTA};
 use super::validate::Validated;
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
-use crate::database::connect::{Database, Flavor};
+use crate::database::connect::{Database, Extension};
 use crate::database::names::TenantDb;
 use crate::database::new_password;
 use crate::database::provision::{self, Desired, Passwords};
 use crate::database::quota::{self, RESUME_PERCENT, human_bytes};
 use crate::database::sql::RoleLimits;
+use crate::database::storage::{self, Layout};
 use crate::database::timescale::HypertableSettings;
 use crate::resources::secrets::{
     READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
@@ -31,6 +32,10 @@ pub enum Error {
     Unreachable(#[source] deadpool_postgres::PoolError),
     #[error(transparent)]
     Provision(#[from] provision::Error),
+    #[error("failed to look at the database's TimescaleDB extension")]
+    Inspect(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
     #[error(transparent)]
     Names(#[from] crate::database::names::NotATenantName),
     #[error("failed to read Secret {0}")]
@@ -45,6 +50,9 @@ impl Error {
             Error::Unreachable(_) => "database_unreachable",
             Error::Provision(error) if error.is_connection() => "database_unreachable",
             Error::Provision(_) => "database_provision",
+            Error::Inspect(error) if error.code().is_none() => "database_unreachable",
+            Error::Inspect(_) => "database_provision",
+            Error::Storage(_) => "database_storage",
             Error::Names(_) => "database_names",
             Error::ReadSecret(..) => "read_secret",
             Error::Apply(error) => error.metric_label(),
@@ -56,6 +64,8 @@ impl Error {
         match self {
             Error::Unreachable(_) => "DatabaseUnavailable",
             Error::Provision(error) if error.is_connection() => "DatabaseUnavailable",
+            Error::Inspect(error) if error.code().is_none() => "DatabaseUnavailable",
+            Error::Storage(_) => "StorageUnavailable",
             _ => "ProvisioningFailed",
         }
     }
@@ -66,7 +76,7 @@ impl Error {
 pub struct Outcome {
     pub status: DatabaseStatus,
     pub bytes: i64,
-    /// Rows ever inserted into measurements (PostgreSQL's counter), when known.
+    /// Rows ever inserted into measurements (PostgreSQL's counter).
     pub inserted: Option<i64>,
     pub within_quota: Observed,
     /// Kubernetes writes made (0 in the steady state).
@@ -75,14 +85,15 @@ pub struct Outcome {
 
 /// The tenant's database objects as its tier and spec want them. Connection limit: room
 /// for every ingest pod's pool plus a few dashboard sessions.
-pub fn desired(tenant: &Validated, flavor: Flavor) -> Desired {
+pub fn desired(tenant: &Validated, layout: Layout, timescaledb_schema: Option<String>) -> Desired {
     Desired {
         limits: RoleLimits {
             connection_limit: 2 + 4 * tenant.limits.ingest_replicas,
             statement_timeout_ms: 30_000,
         },
-        flavor,
-        storage: HypertableSettings {
+        layout,
+        timescaledb_schema,
+        hypertable: HypertableSettings {
             chunk_interval_hours: tenant.limits.chunk_interval_hours,
             retention_days: tenant.limits.retention_days,
             compress_after_days: tenant.limits.compress_after_days,
@@ -91,6 +102,10 @@ pub fn desired(tenant: &Validated, flavor: Flavor) -> Desired {
 }
 
 /// Makes the tenant's database objects and Secrets exist and enforces its storage quota.
+///
+/// Suspension and the quota are enforced on an existing schema before anything else,
+/// so a later step that fails (TimescaleDB refusing a statement, say) never leaves a
+/// suspended or over-quota writer with INSERT.
 pub async fn ensure_database(
     client: &Client,
     database: &Database,
@@ -98,7 +113,57 @@ pub async fn ensure_database(
     validated: &Validated,
 ) -> Result<Outcome, Error> {
     let db = TenantDb::for_tenant(&validated.name)?;
-    let flavor = database.flavor().await.map_err(Error::Unreachable)?;
+    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    let extension = database
+        .timescaledb(&connection)
+        .await
+        .map_err(Error::Inspect)?;
+    // Validation refused anything that is not a positive quantity.
+    let quota_bytes =
+        crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
+    if let Extension::NotLoaded { version } = &extension {
+        // No DDL works in the database, GRANT and REVOKE included: the rules hold at the
+        // writer's login instead, which is no DDL.
+        hold_without_ddl(&connection, &db, validated, quota_bytes).await?;
+        return Err(storage::Error::TimescaleDbNotLoaded(version.clone()).into());
+    }
+    let timescaledb_schema = extension.loaded().map(|t| t.schema.clone());
+    let table = provision::inspect_table(&connection, &db, timescaledb_schema.is_some()).await?;
+    let recorded = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .and_then(|d| d.storage);
+    let held = match table {
+        Some(table) => {
+            let layout = storage::decide(
+                Some(table),
+                recorded,
+                timescaledb_schema.as_deref(),
+                database.storage,
+            );
+            match hold_existing(&connection, &db, validated, layout.ok(), quota_bytes).await {
+                Ok(held) => Some(held),
+                Err(error) => {
+                    // The privilege could not be taken away (a hand edit the admin cannot
+                    // undo, say): a tenant that must not write loses its writer's login.
+                    if validated.suspended {
+                        provision::ensure_writer_locked_out(&connection, &db).await?;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        None => None,
+    };
+    let layout = storage::decide(
+        table,
+        recorded,
+        timescaledb_schema.as_deref(),
+        database.storage,
+    )?;
+    let storage = layout.storage();
+
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
     let read = |name: &'static str| {
         let secrets = secrets.clone();
@@ -115,67 +180,69 @@ pub async fn ensure_database(
         .get(ROTATE_CREDENTIALS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    let issued_for = |secret: &Option<Secret>| {
-        secret
-            .as_ref()
-            .and_then(|s| s.annotations().get(ROTATION_ANNOTATION).cloned())
-            .unwrap_or_default()
-    };
-    let current = match (
-        writer_secret.as_ref().and_then(password_of),
-        reader_secret.as_ref().and_then(password_of),
-    ) {
-        (Some(writer), Some(reader))
-            if issued_for(&writer_secret) == rotation && issued_for(&reader_secret) == rotation =>
-        {
-            Some((writer, reader))
-        }
-        _ => None,
-    };
-    let rotate = current.is_none();
-    let (writer_password, reader_password) =
-        current.unwrap_or_else(|| (new_password(), new_password()));
+    let (writer_password, reader_password, rotate) =
+        match current_passwords(&writer_secret, &reader_secret, &rotation) {
+            Some((writer, reader)) => (writer, reader, false),
+            None => (new_password(), new_password(), true),
+        };
 
-    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    let desired = desired(validated, layout.clone(), timescaledb_schema.clone());
     let provisioned = provision::ensure_schema_exists(
         &mut connection,
         &db,
-        &desired(validated, flavor),
+        &desired,
+        table,
         &Passwords {
             writer: &writer_password,
             reader: &reader_password,
         },
         rotate,
+        !validated.suspended,
     )
     .await?;
     if provisioned.changed {
-        info!(schema = %db.schema, passwords_issued = provisioned.passwords_set, "database objects provisioned");
+        info!(schema = %db.schema, ?storage, passwords_issued = provisioned.passwords_set, "database objects provisioned");
     }
-    if flavor == Flavor::Plain {
-        let changes = provision::ensure_partitions(
-            &mut connection,
-            &db,
-            jiff::Timestamp::now(),
-            validated.limits.chunk_interval_hours,
-            validated.limits.retention_days,
-        )
-        .await?;
-        if changes != provision::PartitionChanges::default() {
-            info!(schema = %db.schema, created = ?changes.created, dropped = ?changes.dropped, expired_rows = changes.expired_rows, "partitions maintained");
+    match &layout {
+        Layout::Partitions => {
+            let changes = provision::ensure_partitions(
+                &mut connection,
+                &db,
+                jiff::Timestamp::now(),
+                validated.limits.chunk_interval_hours,
+                validated.limits.retention_days,
+            )
+            .await?;
+            if changes != provision::PartitionChanges::default() {
+                info!(schema = %db.schema, created = ?changes.created, dropped = ?changes.dropped, expired_rows = changes.expired_rows, "partitions maintained");
+            }
+        }
+        Layout::Hypertable { timescaledb } => {
+            let changes = provision::ensure_hypertable(
+                &mut connection,
+                &db,
+                &desired.hypertable,
+                timescaledb,
+            )
+            .await?;
+            if !changes.is_empty() {
+                let changes: Vec<String> = changes.iter().map(|c| c.describe()).collect();
+                info!(schema = %db.schema, ?changes, "hypertable brought to the tenant's settings");
+            }
         }
     }
 
-    let bytes = provision::measure_schema_bytes(&connection, &db, flavor).await?;
-    let inserted = provision::rows_inserted(&connection, &db, flavor).await?;
-    // Validation refused anything that is not a positive quantity.
-    let quota_bytes =
-        crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
-    let allowed_now = provision::writes_allowed(&connection, &db).await?;
-    let within = quota::writes_allowed(bytes, quota_bytes, allowed_now);
-    // Suspension stops writes too; it is not a quota matter, so WithinQuota ignores it.
-    if provision::ensure_writes_allowed(&connection, &db, within && !validated.suspended).await? {
-        info!(schema = %db.schema, writes_allowed = within && !validated.suspended, "writer INSERT privilege changed");
-    }
+    let (bytes, within) = match held {
+        Some(held) => (held.bytes, held.within),
+        // A schema created now: measured and held to the rules now.
+        None => {
+            let bytes = provision::measure_schema_bytes(&connection, &db, &layout).await?;
+            let held =
+                hold_the_rules(&connection, &db, validated, Some(bytes), quota_bytes).await?;
+            (held.bytes, held.within)
+        }
+    };
+    let inserted = provision::rows_inserted(&connection, &db, &layout).await?;
     let within_quota = within_quota(
         bytes,
         quota_bytes,
@@ -213,13 +280,107 @@ pub async fn ensure_database(
             schema: db.schema.clone(),
             writer_secret: WRITER_SECRET.into(),
             reader_secret: READER_SECRET.into(),
+            storage: Some(storage),
             credentials_rotated_at,
         },
         bytes,
-        inserted,
+        inserted: Some(inserted),
         within_quota,
         writes,
     })
+}
+
+/// The measurement and verdict [`hold_the_rules`] acted on.
+struct Held {
+    bytes: i64,
+    within: bool,
+}
+
+/// The writer may INSERT only while the tenant is within its storage quota (with the
+/// hysteresis of [`quota::writes_allowed`]) and not suspended. `bytes`: `None` when the
+/// schema cannot be measured, which takes INSERT away too.
+async fn hold_the_rules(
+    connection: &tokio_postgres::Client,
+    db: &TenantDb,
+    validated: &Validated,
+    bytes: Option<i64>,
+    quota_bytes: i128,
+) -> Result<Held, Error> {
+    let allowed_now = provision::writes_allowed(connection, db).await?;
+    let within = bytes.is_some_and(|bytes| quota::writes_allowed(bytes, quota_bytes, allowed_now));
+    let allowed = within && !validated.suspended;
+    if provision::ensure_writes_allowed(connection, db, allowed).await? {
+        info!(schema = %db.schema, writes_allowed = allowed, "writer INSERT privilege changed");
+    }
+    Ok(Held {
+        bytes: bytes.unwrap_or(0),
+        within,
+    })
+}
+
+/// [`hold_the_rules`] for a tenant whose tables exist: measured first, where its storage
+/// can be measured (`layout`); one that cannot be loses INSERT.
+async fn hold_existing(
+    connection: &tokio_postgres::Client,
+    db: &TenantDb,
+    validated: &Validated,
+    layout: Option<Layout>,
+    quota_bytes: i128,
+) -> Result<Held, Error> {
+    let bytes = match &layout {
+        Some(layout) => Some(provision::measure_schema_bytes(connection, db, layout).await?),
+        None => None,
+    };
+    hold_the_rules(connection, db, validated, bytes, quota_bytes).await
+}
+
+/// The rules while no DDL works in the database (TimescaleDB installed, not loaded): a
+/// suspended tenant, or a partitioned one over its quota, loses its writer's login. A
+/// hypertable cannot be written anyway without TimescaleDB's library.
+async fn hold_without_ddl(
+    connection: &tokio_postgres::Client,
+    db: &TenantDb,
+    validated: &Validated,
+    quota_bytes: i128,
+) -> Result<(), Error> {
+    let over_quota = match provision::inspect_table(connection, db, false).await? {
+        Some(storage::Table::Partitioned) => {
+            let bytes =
+                provision::measure_schema_bytes(connection, db, &Layout::Partitions).await?;
+            i128::from(bytes) > quota_bytes
+        }
+        _ => false,
+    };
+    if validated.suspended || over_quota {
+        provision::ensure_writer_locked_out(connection, db).await?;
+    }
+    Ok(())
+}
+
+/// The passwords in the tenant's Secrets, if both are there and were issued for the
+/// tenant's current rotate-credentials value; otherwise new ones are due.
+fn current_passwords(
+    writer: &Option<Secret>,
+    reader: &Option<Secret>,
+    rotation: &str,
+) -> Option<(String, String)> {
+    let issued_for = |secret: &Option<Secret>| {
+        secret
+            .as_ref()
+            .and_then(|s| s.annotations().get(ROTATION_ANNOTATION).cloned())
+            .unwrap_or_default()
+    };
+    match (
+        writer.as_ref().and_then(password_of),
+        reader.as_ref().and_then(password_of),
+    ) {
+        (Some(writer_password), Some(reader_password))
+            if issued_for(writer) == rotation && issued_for(reader) == rotation =>
+        {
+            Some((writer_password, reader_password))
+        }
+        _ => None,
+    }
 }
 
 /// The WithinQuota condition. Its message changes only with the whole percentage, so a
@@ -255,10 +416,20 @@ pub async fn ensure_database_released(
 ) -> Result<(), Error> {
     let db = TenantDb::for_tenant(tenant)?;
     let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    let extension = database
+        .timescaledb(&connection)
+        .await
+        .map_err(Error::Inspect)?;
+    if let Extension::NotLoaded { version } = &extension {
+        // Dropping or disabling needs DDL, which the database refuses until it loads
+        // TimescaleDB again; the tenant stays Terminating with the reason.
+        return Err(storage::Error::TimescaleDbNotLoaded(version.clone()).into());
+    }
+    let timescaledb = extension.loaded().map(|t| t.schema.as_str());
     if drop_data {
-        provision::ensure_schema_absent(&mut connection, &db).await?;
+        provision::ensure_schema_absent(&mut connection, &db, timescaledb).await?;
     } else {
-        provision::ensure_logins_disabled(&connection, &db).await?;
+        provision::ensure_logins_disabled(&connection, &db, timescaledb).await?;
     }
     Ok(())
 }

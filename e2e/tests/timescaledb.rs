@@ -1,0 +1,956 @@
+//! The TimescaleDB path on a real server (TimescaleDB 2.28 on PostgreSQL 15), through the
+//! operator running as the least-privileged admin: jobs that follow the tenant's settings
+//! and really run in the background, compressed chunks that take writes, idle reconciles
+//! that change nothing, a Delete that leaves nothing anywhere, storage kept when
+//! TimescaleDB appears or goes, and what a tenant can see of the others.
+//!
+//! Built only with the `timescaledb` feature and run by `e2e/test-timescaledb`, on a
+//! cluster whose PostgreSQL preloads TimescaleDB (TimescaleDB is in no registry these
+//! machines reach, so CI runs `timescaledb_sql.rs` on PGlite instead).
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use smartregion_e2e::apiserver::reconciles;
+use smartregion_e2e::operator::Operator;
+use smartregion_e2e::{Engine, PostgresServer, shared, unique_name, wait};
+use smartregion_operator::crd::Storage;
+use support::*;
+use tokio_postgres::error::SqlState;
+
+/// The operator as the suite runs it: TLS to PostgreSQL, checked against the cluster CA.
+fn operator(shard: &str, extra: &[&str]) -> Result<Operator> {
+    ensure!(
+        shared().engine == Engine::TimescaleDb,
+        "these tests need the cluster's PostgreSQL with TimescaleDB: run e2e/test-timescaledb"
+    );
+    let ca = format!("--database-ca-file={}", shared().ca_cert.display());
+    let mut args = vec!["--database-sslmode=verify-full", ca.as_str()];
+    args.extend_from_slice(extra);
+    Operator::start(shared(), shard, &args)
+}
+
+async fn connect(uri: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The superuser, for looking at everything.
+async fn superuser() -> Result<tokio_postgres::Client> {
+    connect(&shared().database_url).await
+}
+
+/// A tenant's own login, from its Secret, as its client would use it.
+async fn login(client: &Client, tenant: &str, secret: &str) -> Result<tokio_postgres::Client> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{tenant}"));
+    let uri = secrets
+        .get(secret)
+        .await?
+        .data
+        .and_then(|data| data.get("uri").cloned())
+        .context("no uri in the Secret")?;
+    let uri = String::from_utf8(uri.0)?.replace("sslmode=verify-full", "sslmode=disable");
+    connect(&uri).await
+}
+
+fn schema_of(tenant: &str) -> String {
+    format!("t_{}", tenant.replace('-', "_"))
+}
+
+/// The tenant's jobs as (id, proc_name, owner, config, scheduled, schedule_interval).
+type JobRow = (i32, String, String, String, bool, String);
+
+async fn jobs(admin: &tokio_postgres::Client, schema: &str) -> Result<Vec<JobRow>> {
+    Ok(admin
+        .query(
+            "SELECT job_id, proc_name::text, owner::text, config::text, scheduled, \
+                    schedule_interval::text \
+             FROM timescaledb_information.jobs WHERE hypertable_schema = $1 ORDER BY job_id",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            )
+        })
+        .collect())
+}
+
+fn job(jobs: &[JobRow], proc_name: &str) -> Result<JobRow> {
+    jobs.iter()
+        .find(|job| job.1 == proc_name)
+        .cloned()
+        .with_context(|| format!("no {proc_name} job: {jobs:?}"))
+}
+
+/// Hourly rows for 3 sensors from `days` days ago until now, through the writer.
+async fn write_history(writer: &tokio_postgres::Client, days: i32) -> Result<u64> {
+    Ok(writer
+        .execute(
+            "INSERT INTO measurements (sensor, metric, time, value) \
+             SELECT 'sensor-' || s, 'pm10', now() - make_interval(hours => h), h \
+             FROM generate_series(1, $1 * 24) AS h, generate_series(0, 2) AS s \
+             ON CONFLICT DO NOTHING",
+            &[&days],
+        )
+        .await?)
+}
+
+/// When each of the tenant's jobs runs next.
+async fn next_starts(admin: &tokio_postgres::Client, schema: &str) -> Result<Vec<String>> {
+    Ok(admin
+        .query(
+            "SELECT coalesce(next_start::text, '') FROM timescaledb_information.job_stats \
+             WHERE hypertable_schema = $1 ORDER BY job_id",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// The transaction ids that last wrote the tenant's rows in TimescaleDB's catalogs (its
+/// hypertable, dimension and jobs) and its roles: any update changes them.
+async fn catalog_versions(admin: &tokio_postgres::Client, schema: &str) -> Result<Vec<String>> {
+    Ok(admin
+        .query(
+            "SELECT 'hypertable ' || h.xmin::text FROM _timescaledb_catalog.hypertable h \
+               WHERE h.schema_name = $1 \
+             UNION ALL SELECT 'dimension ' || d.xmin::text FROM _timescaledb_catalog.dimension d \
+               JOIN _timescaledb_catalog.hypertable h ON h.id = d.hypertable_id WHERE h.schema_name = $1 \
+             UNION ALL SELECT 'job ' || j.id || ' ' || j.xmin::text FROM _timescaledb_catalog.bgw_job j \
+               JOIN _timescaledb_catalog.hypertable h ON h.id = j.hypertable_id WHERE h.schema_name = $1 \
+             UNION ALL SELECT 'role ' || a.rolname || ' ' || a.xmin::text FROM pg_authid a \
+               WHERE a.rolname LIKE $1 || '\\_%' \
+             ORDER BY 1",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Waits until the operator has reconciled `count` more times than `since`.
+async fn reconciled(operator: &Operator, since: f64, count: f64) -> Result<()> {
+    wait::until(
+        "periodic reconciles",
+        Duration::from_secs(60),
+        || async move {
+            let now = reconciles(&operator.metrics().await?);
+            Ok((now >= since + count).then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn jobs_follow_the_tenants_settings_and_idle_reconciles_change_nothing() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-jobs");
+    let operator = operator(&shard, &["--requeue-seconds=2"])?;
+    let name = unique_name("ts-jobs");
+    let schema = schema_of(&name);
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["database"] =
+        json!({ "retentionDays": 365, "compressAfterDays": 7, "chunkIntervalHours": 24 });
+    apply_tenant(&client, &tenant).await?;
+    let ready = wait_ready(&client, &name).await?;
+    ensure!(storage_of(&ready) == Some(Storage::Hypertable));
+    let admin = superuser().await?;
+
+    let created = jobs(&admin, &schema).await?;
+    let (retention, compression) = (
+        job(&created, "policy_retention")?,
+        job(&created, "policy_compression")?,
+    );
+    for job in [&retention, &compression] {
+        ensure!(job.2 == format!("{schema}_owner") && job.4, "{job:?}");
+    }
+    ensure!(
+        retention.3.contains("\"drop_after\": \"365 days\""),
+        "{retention:?}"
+    );
+    ensure!(
+        compression.3.contains("\"compress_after\": \"7 days\""),
+        "{compression:?}"
+    );
+
+    // Idle: periodic reconciles leave the jobs, their schedules and the catalogs alone.
+    // New jobs start at once; the window begins once both have run (and rescheduled).
+    let admin_ref = &admin;
+    let schema_ref = &schema;
+    wait::until(
+        "the new jobs' first runs",
+        Duration::from_secs(60),
+        || async move {
+            let ran: i64 = admin_ref
+                .query_one(
+                    "SELECT count(*) FROM timescaledb_information.job_stats \
+                 WHERE hypertable_schema = $1 AND total_runs >= 1 AND job_status = 'Scheduled'",
+                    &[schema_ref],
+                )
+                .await?
+                .get(0);
+            Ok((ran == 2).then_some(()))
+        },
+    )
+    .await?;
+    let starts = next_starts(&admin, &schema).await?;
+    let versions = catalog_versions(&admin, &schema).await?;
+    ensure!(versions.len() >= 7, "{versions:?}");
+    reconciled(&operator, reconciles(&operator.metrics().await?), 4.0).await?;
+    ensure!(
+        jobs(&admin, &schema).await? == created,
+        "jobs changed while idle"
+    );
+    ensure!(
+        next_starts(&admin, &schema).await? == starts,
+        "schedules moved while idle"
+    );
+    let after = catalog_versions(&admin, &schema).await?;
+    ensure!(
+        after == versions,
+        "the tenant's catalog rows were rewritten while idle: {versions:?} -> {after:?}"
+    );
+
+    // Each setting reaches the jobs and the hypertable; the jobs keep their ids.
+    tenant["spec"]["database"] =
+        json!({ "retentionDays": 30, "compressAfterDays": 3, "chunkIntervalHours": 6 });
+    apply_tenant(&client, &tenant).await?;
+    let admin_ref = &admin;
+    let schema_ref = &schema;
+    let changed = wait::until(
+        "the new settings in the jobs",
+        READY_TIMEOUT,
+        || async move {
+            let now = jobs(admin_ref, schema_ref).await?;
+            let done = now
+                .iter()
+                .any(|j| j.3.contains("\"drop_after\": \"30 days\""))
+                && now
+                    .iter()
+                    .any(|j| j.3.contains("\"compress_after\": \"3 days\""));
+            Ok(done.then_some(now))
+        },
+    )
+    .await?;
+    let ids = |jobs: &[JobRow]| jobs.iter().map(|job| job.0).collect::<Vec<_>>();
+    ensure!(ids(&changed) == ids(&created), "same jobs: {changed:?}");
+    let interval: String = admin
+        .query_one(
+            "SELECT time_interval::text FROM timescaledb_information.dimensions \
+             WHERE hypertable_schema = $1 AND hypertable_name = 'measurements'",
+            &[&schema],
+        )
+        .await?
+        .get(0);
+    ensure!(interval == "06:00:00", "chunk interval {interval}");
+    delete_and_wait(&client, &name).await
+}
+
+#[tokio::test]
+async fn jobs_run_in_the_background_and_compressed_chunks_take_writes_and_duplicates() -> Result<()>
+{
+    let client = client().await?;
+    let shard = unique_name("ts-run");
+    let _operator = operator(&shard, &[])?;
+    let name = unique_name("ts-run");
+    let schema = schema_of(&name);
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["database"] =
+        json!({ "retentionDays": 30, "compressAfterDays": 2, "chunkIntervalHours": 24 });
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let writer = login(&client, &name, "db-writer").await?;
+    let reader = login(&client, &name, "db-reader").await?;
+    write_history(&writer, 40).await?;
+    let admin = superuser().await?;
+
+    // The scheduler starts both jobs now, as the owner login, in background workers.
+    let before = jobs(&admin, &schema).await?;
+    for job in &before {
+        admin
+            .execute("SELECT alter_job($1, next_start => now())", &[&job.0])
+            .await?;
+    }
+    let admin_ref = &admin;
+    let schema_ref = &schema;
+    wait::until(
+        "both jobs to succeed in the background",
+        Duration::from_secs(90),
+        || async move {
+            let rows = admin_ref
+                .query(
+                    "SELECT job_id, coalesce(last_run_status, ''), coalesce(total_successes, 0) \
+                 FROM timescaledb_information.job_stats WHERE hypertable_schema = $1",
+                    &[schema_ref],
+                )
+                .await?;
+            let failed: Vec<i32> = rows
+                .iter()
+                .filter(|row| row.get::<_, String>(1) == "Failed")
+                .map(|row| row.get(0))
+                .collect();
+            if !failed.is_empty() {
+                let errors: Vec<String> = admin_ref
+                    .query(
+                        "SELECT coalesce(err_message, '') FROM timescaledb_information.job_errors \
+                     WHERE job_id = ANY($1)",
+                        &[&failed],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                bail!("jobs {failed:?} failed in the background: {errors:?}");
+            }
+            // Each ran once at creation (on an empty table) and once now.
+            Ok((rows.len() == 2 && rows.iter().all(|row| row.get::<_, i64>(2) >= 2)).then_some(()))
+        },
+    )
+    .await?;
+    let compressed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM timescaledb_information.chunks \
+             WHERE hypertable_schema = $1 AND is_compressed",
+            &[&schema],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        compressed >= 20,
+        "chunks past compress-after compressed: {compressed}"
+    );
+    let past_retention: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM measurements WHERE time < now() - interval '31 days'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        past_retention == 0,
+        "chunks past retention dropped: {past_retention} rows left"
+    );
+
+    // Writes into a compressed chunk: a new row is stored, a duplicate absorbed.
+    let into_compressed = "INSERT INTO measurements (sensor, metric, time, value) \
+         VALUES ($1, 'pm10', date_trunc('hour', now()) - interval '10 days' + interval '30 minutes', 1) \
+         ON CONFLICT DO NOTHING";
+    let first = writer.execute(into_compressed, &[&"late-sensor"]).await?;
+    let again = writer.execute(into_compressed, &[&"late-sensor"]).await?;
+    // A duplicate of a row that sits compressed (the reader finds one; the writer cannot
+    // read) is absorbed like any other.
+    let compressed_row: std::time::SystemTime = reader
+        .query_one(
+            "SELECT time FROM measurements WHERE sensor = 'sensor-0' \
+             AND time < now() - interval '9 days' ORDER BY time DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    let duplicate = writer
+        .execute(
+            "INSERT INTO measurements (sensor, metric, time, value) \
+             VALUES ('sensor-0', 'pm10', $1, 0) ON CONFLICT DO NOTHING",
+            &[&compressed_row],
+        )
+        .await?;
+    ensure!(duplicate == 0, "a duplicate of a compressed row was stored");
+    ensure!(
+        (first, again) == (1, 0),
+        "into a compressed chunk: {first}, then {again}"
+    );
+
+    // Usage counts the compressed chunks and the insert counter sees the rows.
+    let usage = wait::until("rows counted in usage", READY_TIMEOUT, || {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants(&client).get(&name).await?;
+            Ok(tenant
+                .status
+                .and_then(|status| status.usage)
+                .and_then(|usage| usage.database_bytes)
+                .filter(|bytes| *bytes > 0))
+        }
+    })
+    .await?;
+    let size: i64 = admin
+        .query_one(
+            "SELECT hypertable_size($1::text::regclass)",
+            &[&format!("{schema}.measurements")],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        usage > 0 && size > 0,
+        "usage {usage}, hypertable size {size}"
+    );
+    delete_and_wait(&client, &name).await
+}
+
+/// Rows anywhere in the database that mention `needle` (in any column, as text), by
+/// table: every table of every schema, TimescaleDB's own and the system catalogs
+/// included — but for other tenants' schemas and the data chunks in TimescaleDB's
+/// internal schema (other tenants' data; the tenant's own chunks are checked by oid).
+async fn mentions(admin: &tokio_postgres::Client, needle: &str) -> Result<Vec<String>> {
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 't\\_%' \
+               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
+               AND NOT (n.nspname = '_timescaledb_internal' \
+                        AND c.relname ~ '^(_hyper_|compress_hyper_|_compressed_hypertable_)')",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut found = Vec::new();
+    for table in tables {
+        let count: i64 = match admin
+            .query_one(
+                &format!("SELECT count(*) FROM {table} AS t WHERE strpos(t::text, $1) > 0"),
+                &[&needle],
+            )
+            .await
+        {
+            Ok(row) => row.get(0),
+            // A few catalogs have no text form for some column types; they are covered
+            // by the explicit checks below.
+            Err(error) if error.code() == Some(&SqlState::UNDEFINED_FUNCTION) => continue,
+            Err(error) => return Err(error).with_context(|| format!("reading {table}")),
+        };
+        if count > 0 {
+            found.push(format!("{table}: {count} rows"));
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::test]
+async fn delete_leaves_nothing_of_the_tenant_anywhere_in_the_database() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-delete");
+    let _operator = operator(&shard, &[])?;
+    let name = unique_name("ts-delete");
+    let schema = schema_of(&name);
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["deletionPolicy"] = json!("Delete");
+    tenant["spec"]["database"] = json!({ "compressAfterDays": 2 });
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let writer = login(&client, &name, "db-writer").await?;
+    write_history(&writer, 20).await?;
+    drop(writer);
+    let admin = superuser().await?;
+    // Compressed by its own job (started now), not by hand: the job may be running anyway.
+    let compression = job(&jobs(&admin, &schema).await?, "policy_compression")?;
+    admin
+        .execute(
+            "SELECT alter_job($1, next_start => now())",
+            &[&compression.0],
+        )
+        .await?;
+    let admin_ref = &admin;
+    let schema_ref = &schema;
+    wait::until(
+        "the compression job to compress chunks",
+        Duration::from_secs(90),
+        || async move {
+            let compressed: i64 = admin_ref
+                .query_one(
+                    "SELECT count(*) FROM timescaledb_information.chunks \
+                 WHERE hypertable_schema = $1 AND is_compressed",
+                    &[schema_ref],
+                )
+                .await?
+                .get(0);
+            Ok((compressed >= 10).then_some(()))
+        },
+    )
+    .await?;
+    // Everything TimescaleDB keeps of the tenant, by id: hypertables (with the compressed
+    // one), chunks, jobs; and the roles by oid.
+    let hypertables: Vec<i32> = admin
+        .query(
+            "SELECT id FROM _timescaledb_catalog.hypertable WHERE schema_name = $1 \
+             UNION SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable \
+             WHERE schema_name = $1 AND compressed_hypertable_id IS NOT NULL",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    ensure!(
+        hypertables.len() == 2,
+        "hypertable and compressed one: {hypertables:?}"
+    );
+    let chunks: Vec<u32> = admin
+        .query(
+            "SELECT format('%I.%I', schema_name, table_name)::regclass::oid FROM _timescaledb_catalog.chunk \
+             WHERE hypertable_id = ANY($1)",
+            &[&hypertables],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    ensure!(
+        chunks.len() > 20,
+        "chunks, compressed ones included: {}",
+        chunks.len()
+    );
+    let job_ids: Vec<i32> = jobs(&admin, &schema)
+        .await?
+        .iter()
+        .map(|job| job.0)
+        .collect();
+    let roles: Vec<u32> = admin
+        .query(
+            "SELECT oid FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("{schema}\\_%")],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    ensure!(roles.len() == 3, "{roles:?}");
+
+    tenants(&client)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": { "smartregion.toscana.it/confirm-delete": name } } })),
+        )
+        .await?;
+    delete_and_wait(&client, &name).await?;
+
+    let left_relations: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE oid = ANY($1)",
+            &[&chunks],
+        )
+        .await?
+        .get(0);
+    ensure!(left_relations == 0, "{left_relations} chunk tables left");
+    for (what, query) in [
+        (
+            "hypertables",
+            "SELECT count(*) FROM _timescaledb_catalog.hypertable WHERE id = ANY($1)",
+        ),
+        (
+            "chunks",
+            "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE hypertable_id = ANY($1)",
+        ),
+        (
+            "dimensions",
+            "SELECT count(*) FROM _timescaledb_catalog.dimension WHERE hypertable_id = ANY($1)",
+        ),
+    ] {
+        let left: i64 = admin.query_one(query, &[&hypertables]).await?.get(0);
+        ensure!(left == 0, "{left} {what} left");
+    }
+    for (what, query) in [
+        (
+            "jobs",
+            "SELECT count(*) FROM _timescaledb_config.bgw_job WHERE id = ANY($1)",
+        ),
+        (
+            "job stats",
+            "SELECT count(*) FROM _timescaledb_internal.bgw_job_stat WHERE job_id = ANY($1)",
+        ),
+        (
+            "job history",
+            "SELECT count(*) FROM _timescaledb_internal.bgw_job_stat_history WHERE job_id = ANY($1)",
+        ),
+    ] {
+        let left: i64 = admin.query_one(query, &[&job_ids]).await?.get(0);
+        ensure!(left == 0, "{left} {what} left");
+    }
+    for (what, query) in [
+        (
+            "owned objects",
+            "SELECT count(*) FROM pg_shdepend WHERE refobjid = ANY($1)",
+        ),
+        (
+            "memberships",
+            "SELECT count(*) FROM pg_auth_members WHERE roleid = ANY($1) OR member = ANY($1)",
+        ),
+        (
+            "role settings",
+            "SELECT count(*) FROM pg_db_role_setting WHERE setrole = ANY($1)",
+        ),
+        (
+            "default privileges",
+            "SELECT count(*) FROM pg_default_acl WHERE defaclrole = ANY($1)",
+        ),
+    ] {
+        let left: i64 = admin.query_one(query, &[&roles]).await?.get(0);
+        ensure!(left == 0, "{left} {what} of the tenant's roles left");
+    }
+    let anywhere = mentions(&admin, &schema).await?;
+    ensure!(
+        anywhere.is_empty(),
+        "the tenant's name is still in {anywhere:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn partitioned_tenants_stay_partitioned_when_timescaledb_appears() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-appears");
+    // Before TimescaleDB: an operator that gives partitions (as one on a database
+    // without the extension does).
+    let before = operator(
+        &shard,
+        &["--database-storage=partitions", "--requeue-seconds=2"],
+    )?;
+    let name = unique_name("ts-appears");
+    let schema = schema_of(&name);
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["database"] = json!({ "retentionDays": 365 });
+    apply_tenant(&client, &tenant).await?;
+    ensure!(storage_of(&wait_ready(&client, &name).await?) == Some(Storage::Partitions));
+    drop(before);
+
+    // TimescaleDB is there now: the default operator keeps the tenant's partitions,
+    // maintains them, re-provisions them (a rotation) and gives new tenants hypertables.
+    let _after = operator(&shard, &["--requeue-seconds=2"])?;
+    let newcomer = unique_name("ts-new");
+    apply_tenant(&client, &example("prato", &newcomer, &shard)?).await?;
+    ensure!(storage_of(&wait_ready(&client, &newcomer).await?) == Some(Storage::Hypertable));
+    let admin = superuser().await?;
+    // An old partition, as the earlier operator (acting as the owner) made it.
+    let old = "measurements_p2026010100_2026010200";
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL ROLE \"{schema}_owner\"; \
+             CREATE TABLE \"{schema}\".{old} PARTITION OF \"{schema}\".measurements \
+             FOR VALUES FROM ('2026-01-01T00:00:00Z') TO ('2026-01-02T00:00:00Z'); COMMIT"
+        ))
+        .await?;
+    tenant["spec"]["database"] = json!({ "retentionDays": 7 });
+    tenant["metadata"]["annotations"] =
+        json!({ "smartregion.toscana.it/rotate-credentials": "after-timescaledb" });
+    apply_tenant(&client, &tenant).await?;
+    let admin_ref = &admin;
+    let schema_ref = &schema;
+    wait::until(
+        "the old partition dropped by the new operator",
+        READY_TIMEOUT,
+        || async move {
+            let left: Option<String> = admin_ref
+                .query_one(
+                    "SELECT to_regclass($1)::text",
+                    &[&format!("\"{schema_ref}\".{old}")],
+                )
+                .await?
+                .get(0);
+            Ok(left.is_none().then_some(()))
+        },
+    )
+    .await?;
+    let rotated = wait::until("the rotation", READY_TIMEOUT, || {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants(&client).get(&name).await?;
+            let rotated = condition(&tenant, "DatabaseReady").is_some_and(|c| c.status == "True")
+                && is_ready(&tenant);
+            Ok(rotated.then_some(tenant))
+        }
+    })
+    .await?;
+    ensure!(
+        storage_of(&rotated) == Some(Storage::Partitions),
+        "{:?}",
+        storage_of(&rotated)
+    );
+    let kind: String = admin
+        .query_one(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = 'measurements'",
+            &[&schema],
+        )
+        .await?
+        .get(0);
+    ensure!(kind == "p", "still partitioned: relkind {kind}");
+    delete_all_and_wait(&client, &[name, newcomer]).await
+}
+
+/// Waits until tenant `name`'s DatabaseReady is False with `reason`.
+async fn database_not_ready(
+    client: &Client,
+    name: &str,
+    reason: &str,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    wait::until(
+        &format!("{name} to report {reason}"),
+        READY_TIMEOUT,
+        || async move {
+            let tenant = tenants(client).get(name).await?;
+            Ok(condition(&tenant, "DatabaseReady")
+                .filter(|c| c.status == "False" && c.reason == reason)
+                .cloned())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn while_timescaledb_is_not_loaded_tenants_wait_with_a_reason_and_the_rules_hold()
+-> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-gone");
+    // A server of the test's own, so restarting it without TimescaleDB disturbs nobody.
+    let mut server = PostgresServer::start_new(shared(), "ts-gone-postgres").await?;
+    let url = format!("--database-url={}", server.operator_url());
+    let _operator = Operator::start(shared(), &shard, &[url.as_str(), "--requeue-seconds=2"])?;
+    let (hyper, later) = (unique_name("ts-hyper"), unique_name("ts-later"));
+    let mut hyper_tenant = example("prato", &hyper, &shard)?;
+    apply_tenant(&client, &hyper_tenant).await?;
+    ensure!(storage_of(&wait_ready(&client, &hyper).await?) == Some(Storage::Hypertable));
+    let writer_uri = {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{hyper}"));
+        let uri = secrets
+            .get("db-writer")
+            .await?
+            .data
+            .and_then(|d| d.get("uri").cloned());
+        String::from_utf8(uri.context("no uri")?.0)?
+            .replace("sslmode=verify-full", "sslmode=disable")
+    };
+
+    // The server comes back without preloading TimescaleDB; the extension is still in the
+    // database, so PostgreSQL refuses DDL there.
+    server.stop()?;
+    server.restart_as(Engine::Plain).await?;
+    let waiting = database_not_ready(&client, &hyper, "StorageUnavailable").await?;
+    ensure!(
+        waiting.message.contains("shared_preload_libraries"),
+        "the condition says what to do: {}",
+        waiting.message
+    );
+    ensure!(
+        storage_of(&tenants(&client).get(&hyper).await?) == Some(Storage::Hypertable),
+        "never switched to another storage"
+    );
+    // A tenant created now waits too: nothing can be provisioned without DDL.
+    apply_tenant(&client, &example("prato", &later, &shard)?).await?;
+    database_not_ready(&client, &later, "StorageUnavailable").await?;
+    // Suspension holds without DDL: the writer loses its login.
+    hyper_tenant["spec"]["suspended"] = json!(true);
+    apply_tenant(&client, &hyper_tenant).await?;
+    let uri = writer_uri.clone();
+    wait::until("the suspended writer to be refused", READY_TIMEOUT, || {
+        let uri = uri.clone();
+        async move { Ok(connect(&uri).await.is_err().then_some(())) }
+    })
+    .await?;
+
+    // TimescaleDB preloaded again: both carry on, the new one with a hypertable; the
+    // suspended one may log in again but not insert.
+    server.stop()?;
+    server.restart_as(Engine::TimescaleDb).await?;
+    ensure!(storage_of(&wait_ready(&client, &later).await?) == Some(Storage::Hypertable));
+    wait_phase(&client, &hyper, smartregion_operator::crd::Phase::Suspended).await?;
+    let hyper_ref = &hyper;
+    let client_ref = &client;
+    wait::until(
+        "the hypertable tenant's database step to succeed",
+        READY_TIMEOUT,
+        || async move {
+            let tenant = tenants(client_ref).get(hyper_ref).await?;
+            Ok(condition(&tenant, "DatabaseReady")
+                .is_some_and(|c| c.status == "True")
+                .then_some(()))
+        },
+    )
+    .await?;
+    let uri = writer_uri.clone();
+    let writer = wait::until("the writer's login back", READY_TIMEOUT, || {
+        let uri = uri.clone();
+        async move { Ok(connect(&uri).await.ok()) }
+    })
+    .await?;
+    match writer
+        .execute(
+            "INSERT INTO measurements (sensor, metric, time, value) VALUES ('s', 'm', now(), 1)",
+            &[],
+        )
+        .await
+    {
+        Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+        other => bail!("a suspended writer inserting: {other:?}"),
+    }
+    delete_all_and_wait(&client, &[hyper, later]).await
+}
+
+#[tokio::test]
+async fn a_tenant_sees_other_tenants_names_and_job_settings_never_their_data() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-sees");
+    let _operator = operator(&shard, &[])?;
+    let (own, other) = (unique_name("ts-own"), unique_name("ts-other"));
+    apply_tenant(&client, &example("prato", &own, &shard)?).await?;
+    apply_tenant(&client, &example("firenze", &other, &shard)?).await?;
+    wait_ready(&client, &own).await?;
+    wait_ready(&client, &other).await?;
+    let other_writer = login(&client, &other, "db-writer").await?;
+    write_history(&other_writer, 3).await?;
+    let reader = login(&client, &own, "db-reader").await?;
+    let other_schema = schema_of(&other);
+
+    // What docs/database.md says a login can see of another tenant: the names of its
+    // hypertable and chunks, and its jobs' settings (as in PostgreSQL's own catalogs,
+    // every login sees every schema's and table's name).
+    let visible: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_schema = $1",
+            &[&other_schema],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        visible == 1,
+        "as documented, the other hypertable's name is visible"
+    );
+    let jobs_seen: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_schema = $1",
+            &[&other_schema],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        jobs_seen == 2,
+        "as documented, the other tenant's jobs are visible"
+    );
+    // Never data: not through the hypertable, not through a chunk, not through sizes.
+    let chunk: String = reader
+        .query_one(
+            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks \
+             WHERE hypertable_schema = $1 LIMIT 1",
+            &[&other_schema],
+        )
+        .await?
+        .get(0);
+    for (what, query) in [
+        (
+            "the hypertable",
+            format!("SELECT * FROM \"{other_schema}\".measurements"),
+        ),
+        ("a chunk", format!("SELECT * FROM {chunk}")),
+    ] {
+        match reader.query(&query, &[]).await {
+            Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+            other => bail!("reading another tenant's {what}: {other:?}"),
+        }
+    }
+    // TimescaleDB's functions work unqualified for the tenant's own data.
+    reader
+        .query(
+            "SELECT time_bucket('1 hour', time), first(value, time), last(value, time) \
+             FROM measurements GROUP BY 1",
+            &[],
+        )
+        .await
+        .context("time_bucket, first and last unqualified")?;
+    delete_all_and_wait(&client, &[own, other]).await
+}
+
+/// The SQL of docs/database.md's migration from partitions to a hypertable, for `schema`
+/// (the docs write it for t_prato).
+fn documented_migration(schema: &str) -> Result<String> {
+    let docs =
+        std::fs::read_to_string(smartregion_e2e::paths::workspace_root().join("docs/database.md"))?;
+    let (_, after) = docs
+        .split_once("<!-- migration: partitions to hypertable")
+        .context("docs/database.md has no migration block")?;
+    let (_, block) = after.split_once("```sql\n").context("no sql block")?;
+    let (sql, _) = block.split_once("```").context("unterminated sql block")?;
+    Ok(sql.replace("t_prato", schema))
+}
+
+#[tokio::test]
+async fn a_partitioned_tenant_migrates_to_a_hypertable_as_documented() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-migrate");
+    let before = operator(&shard, &["--database-storage=partitions"])?;
+    let name = unique_name("ts-migrate");
+    let schema = schema_of(&name);
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    ensure!(storage_of(&wait_ready(&client, &name).await?) == Some(Storage::Partitions));
+    let writer = login(&client, &name, "db-writer").await?;
+    let written = write_history(&writer, 5).await?;
+    drop(before);
+
+    superuser()
+        .await?
+        .batch_execute(&documented_migration(&schema)?)
+        .await
+        .context("the migration in docs/database.md")?;
+    let _after = operator(&shard, &["--requeue-seconds=2"])?;
+    let migrated = wait::until("the tenant to report its hypertable", READY_TIMEOUT, || {
+        let client = client.clone();
+        let name = name.clone();
+        async move {
+            let tenant = tenants(&client).get(&name).await?;
+            Ok(
+                (is_ready(&tenant) && storage_of(&tenant) == Some(Storage::Hypertable))
+                    .then_some(tenant),
+            )
+        }
+    })
+    .await?;
+    ensure!(storage_of(&migrated) == Some(Storage::Hypertable));
+    let admin = superuser().await?;
+    let jobs = jobs(&admin, &schema).await?;
+    ensure!(
+        jobs.len() == 2 && jobs.iter().all(|job| job.2 == format!("{schema}_owner")),
+        "{jobs:?}"
+    );
+    let reader = login(&client, &name, "db-reader").await?;
+    let rows: i64 = reader
+        .query_one("SELECT count(*) FROM measurements", &[])
+        .await?
+        .get(0);
+    ensure!(
+        rows == written as i64,
+        "{rows} rows after the migration, {written} before"
+    );
+    let writer = login(&client, &name, "db-writer").await?;
+    ensure!(
+        writer
+            .execute(
+                "INSERT INTO measurements (sensor, metric, time, value) VALUES ('new', 'pm10', now(), 1)",
+                &[],
+            )
+            .await?
+            == 1,
+        "the writer writes into the hypertable"
+    );
+    delete_and_wait(&client, &name).await
+}
