@@ -954,3 +954,27 @@ async fn a_partitioned_tenant_migrates_to_a_hypertable_as_documented() -> Result
     );
     delete_and_wait(&client, &name).await
 }
+
+#[tokio::test]
+async fn tenants_created_together_on_a_fresh_database_all_get_hypertables() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-fresh");
+    // A fresh server that preloads TimescaleDB but whose database lacks the extension:
+    // the operator creates it while several tenants arrive at once.
+    let server = PostgresServer::start_new(shared(), "ts-fresh-postgres").await?;
+    let url = format!("--database-url={}", server.operator_url());
+    let _operator = Operator::start(shared(), &shard, &[url.as_str()])?;
+    let names: Vec<String> = (0..4).map(|_| unique_name("ts-fresh")).collect();
+    for name in &names {
+        apply_tenant(&client, &example("prato", name, &shard)?).await?;
+    }
+    for name in &names {
+        let tenant = wait_ready(&client, name).await?;
+        ensure!(
+            storage_of(&tenant) == Some(Storage::Hypertable),
+            "{name} got {:?} while the extension was being created",
+            storage_of(&tenant)
+        );
+    }
+    delete_all_and_wait(&client, &names).await
+}

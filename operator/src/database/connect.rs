@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 pub use smartregion_ingest::postgres::SslMode;
+use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use super::storage::StorageMode;
@@ -94,9 +95,12 @@ pub struct Database {
     /// Where tenants' clients connect; written into their Secrets.
     pub endpoint: Endpoint,
     pub storage: StorageMode,
-    /// `CREATE EXTENSION` is tried once per process: a refusal is logged once, not at
-    /// every reconcile.
-    tried_extension: AtomicBool,
+    /// `CREATE EXTENSION` is tried once per process, and reconciles that arrive meanwhile
+    /// wait for that one try (or each would give its tenant partitions while the first
+    /// creates the extension); a refusal is logged once, not at every reconcile.
+    extension_attempt: OnceCell<()>,
+    /// "Installed on the server but not preloaded" is said once.
+    told_not_preloaded: AtomicBool,
     warned_not_loaded: AtomicBool,
 }
 
@@ -164,7 +168,8 @@ impl Database {
             pool,
             endpoint,
             storage: settings.storage,
-            tried_extension: AtomicBool::new(false),
+            extension_attempt: OnceCell::new(),
+            told_not_preloaded: AtomicBool::new(false),
             warned_not_loaded: AtomicBool::new(false),
         })
     }
@@ -204,7 +209,7 @@ impl Database {
             return Ok(Extension::Absent);
         }
         if !found.preloaded {
-            if !self.tried_extension.swap(true, Ordering::Relaxed) {
+            if !self.told_not_preloaded.swap(true, Ordering::Relaxed) {
                 info!(
                     "TimescaleDB is installed on the server but not preloaded \
                      (shared_preload_libraries); new tenants get native partitions"
@@ -212,29 +217,26 @@ impl Database {
             }
             return Ok(Extension::Absent);
         }
-        if self.tried_extension.swap(true, Ordering::Relaxed) {
-            return Ok(Extension::Absent);
-        }
-        let created = client
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        self.extension_attempt
+            .get_or_init(|| async {
+                match client
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                    .await
+                {
+                    Ok(()) => info!("the timescaledb extension is in the database"),
+                    Err(error) => warn!(
+                        cause = %super::describe(&error),
+                        "TimescaleDB is preloaded but its extension could not be created in \
+                         the database; new tenants get native partitions until it exists"
+                    ),
+                }
+            })
             .await;
-        // Another operator (or a DBA) may have created it at the same moment.
-        let found = inspect_extension(client).await?;
-        match (found.installed, created) {
-            (Some(installed), _) => {
-                info!(version = %installed.version, "the timescaledb extension is in the database");
-                Ok(Extension::Loaded(installed))
-            }
-            (None, Err(error)) => {
-                warn!(
-                    cause = %super::describe(&error),
-                    "TimescaleDB is preloaded but its extension could not be created in the \
-                     database; new tenants get native partitions until it exists"
-                );
-                Ok(Extension::Absent)
-            }
-            (None, Ok(())) => Ok(Extension::Absent),
-        }
+        // Created now, by another operator or a DBA meanwhile, or not at all.
+        Ok(match inspect_extension(client).await?.installed {
+            Some(installed) => Extension::Loaded(installed),
+            None => Extension::Absent,
+        })
     }
 }
 
