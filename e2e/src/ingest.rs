@@ -76,7 +76,7 @@ impl Ingest {
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
-                smartregion_ingest::config::ENV_LISTEN,
+                smartregion_contract::env::LISTEN,
                 format!("127.0.0.1:{port}"),
             )
             .env("RUST_LOG", "info")

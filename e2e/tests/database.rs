@@ -9,6 +9,7 @@ use smartregion_operator::database::provision::{Desired, Passwords, ensure_schem
 use smartregion_operator::database::sql::RoleLimits;
 use smartregion_operator::database::storage::{Layout, Table};
 use smartregion_operator::database::timescale::HypertableSettings;
+use smartregion_operator::tenant::TenantName;
 use tokio_postgres::{Client, NoTls};
 
 fn desired() -> Desired {
@@ -53,7 +54,7 @@ struct Tenant {
 }
 
 async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
-    let db = TenantDb::for_tenant(&unique_name(prefix))?;
+    let db = TenantDb::for_tenant(&TenantName::parse(&unique_name(prefix))?);
     let (writer_password, reader_password) = (new_password(), new_password());
     let passwords = Passwords {
         writer: &writer_password,

@@ -33,7 +33,7 @@ async fn start_ingest(cluster: &Cluster, client: &kube::Client, tenant: &Value) 
     let env = deployment_env(client, &format!("srt-{name}")).await?;
     let key = env
         .iter()
-        .find(|(k, _)| k == smartregion_ingest::config::ENV_API_KEYS)
+        .find(|(k, _)| k == smartregion_contract::env::API_KEYS)
         .map(|(_, v)| v.lines().next().unwrap_or_default().to_string())
         .context("the Deployment passes the API keys")?;
     let mut ingest = Ingest::start(cluster, env)?;

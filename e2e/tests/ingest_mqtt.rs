@@ -62,7 +62,7 @@ async fn mqtt_messages_are_committed_before_they_are_acknowledged() -> Result<()
     let env = deployment_env(&client, &format!("srt-{name}")).await?;
     ensure!(
         env.iter()
-            .any(|(k, v)| k == smartregion_ingest::config::ENV_MQTT_URL && *v == broker.url()),
+            .any(|(k, v)| k == smartregion_contract::env::MQTT_URL && *v == broker.url()),
         "the Deployment passes the broker: {:?}",
         env.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );

@@ -22,6 +22,7 @@ use smartregion_operator::database::provision::{self, Desired, Passwords};
 use smartregion_operator::database::sql::RoleLimits;
 use smartregion_operator::database::storage::{self, StorageMode};
 use smartregion_operator::database::timescale::{Change, HypertableSettings};
+use smartregion_operator::tenant::TenantName;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -254,7 +255,7 @@ fn expect_denied<T: std::fmt::Debug>(
 #[tokio::test]
 async fn provisioning_gives_the_owner_jobs_it_can_run_and_settings_reach_them() -> Result<()> {
     let (_server, mut client) = start().await?;
-    let db = TenantDb::for_tenant(&unique_name("prato"))?;
+    let db = TenantDb::for_tenant(&TenantName::parse(&unique_name("prato"))?);
 
     let (first, changes) = provision(&mut client, &db, &settings(), false).await?;
     ensure!(first.changed && first.passwords_set, "{first:?}");
@@ -384,8 +385,8 @@ async fn provisioning_gives_the_owner_jobs_it_can_run_and_settings_reach_them() 
 async fn writers_readers_and_compressed_chunks_behave_as_on_any_table() -> Result<()> {
     let (_server, mut client) = start().await?;
     let (own, other) = (
-        TenantDb::for_tenant(&unique_name("pisa"))?,
-        TenantDb::for_tenant(&unique_name("siena"))?,
+        TenantDb::for_tenant(&TenantName::parse(&unique_name("pisa"))?),
+        TenantDb::for_tenant(&TenantName::parse(&unique_name("siena"))?),
     );
     provision(&mut client, &own, &settings(), false).await?;
     provision(&mut client, &other, &settings(), false).await?;
@@ -579,7 +580,7 @@ async fn catalog_rows_as_superuser(client: &Client) -> Result<BTreeSet<String>> 
 #[tokio::test]
 async fn retain_pauses_adoption_resumes_and_delete_leaves_the_database_as_it_was() -> Result<()> {
     let (_server, mut client) = start().await?;
-    let db = TenantDb::for_tenant(&unique_name("grosseto"))?;
+    let db = TenantDb::for_tenant(&TenantName::parse(&unique_name("grosseto"))?);
     let before = catalog_rows(&client).await?;
 
     provision(&mut client, &db, &settings(), false).await?;

@@ -1,6 +1,6 @@
 //! Command line and environment of `smartregion-ingest`. The operator's Deployment sets
-//! the environment; the variable names here are the contract between the two, so the
-//! operator uses these constants rather than repeating the strings.
+//! the environment; the variable names come from `smartregion_contract::env`, which the
+//! operator uses too.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -8,29 +8,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::http::Format;
-use crate::postgres::SslMode;
-
-pub const ENV_TENANT: &str = "SMARTREGION_TENANT";
-pub const ENV_SCHEMA: &str = "SMARTREGION_SCHEMA";
-pub const ENV_LISTEN: &str = "SMARTREGION_INGEST_LISTEN";
-pub const ENV_API_KEYS: &str = "SMARTREGION_INGEST_API_KEYS";
-pub const ENV_RATE: &str = "SMARTREGION_INGEST_RATE";
-pub const ENV_FORMATS: &str = "SMARTREGION_INGEST_FORMATS";
-pub const ENV_MQTT_URL: &str = "SMARTREGION_INGEST_MQTT_URL";
-pub const ENV_MQTT_TOPICS: &str = "SMARTREGION_INGEST_MQTT_TOPICS";
-pub const ENV_MQTT_USERNAME: &str = "SMARTREGION_INGEST_MQTT_USERNAME";
-pub const ENV_MQTT_PASSWORD: &str = "SMARTREGION_INGEST_MQTT_PASSWORD";
-/// libpq's own names, so the `db-writer` Secret's keys map one to one.
-pub const ENV_PGHOST: &str = "PGHOST";
-pub const ENV_PGPORT: &str = "PGPORT";
-pub const ENV_PGDATABASE: &str = "PGDATABASE";
-pub const ENV_PGUSER: &str = "PGUSER";
-pub const ENV_PGPASSWORD: &str = "PGPASSWORD";
-pub const ENV_PGSSLMODE: &str = "PGSSLMODE";
-pub const ENV_PGSSLROOTCERT: &str = "PGSSLROOTCERT";
-/// Port the service listens on by default.
-pub const PORT: u16 = 8080;
+use smartregion_contract::env;
+use smartregion_contract::format::IngestFormat;
+use smartregion_contract::logging::LogFormat;
+use smartregion_contract::postgres::SslMode;
 
 /// Per-tenant ingest service of the Smart Region Toscana platform: sensor data in over
 /// HTTP, committed to the tenant's PostgreSQL schema before it is acknowledged.
@@ -38,23 +19,23 @@ pub const PORT: u16 = 8080;
 #[command(name = "smartregion-ingest", version, about, long_about = None)]
 pub struct Cli {
     /// The tenant this service belongs to (a `Fiware-Service` header must name it).
-    #[arg(long, env = ENV_TENANT)]
+    #[arg(long, env = env::TENANT)]
     pub tenant: String,
 
     /// The tenant's schema; `t_<tenant>` (with `-` as `_`) when unset.
-    #[arg(long, env = ENV_SCHEMA)]
+    #[arg(long, env = env::SCHEMA)]
     pub schema: Option<String>,
 
     /// Address to serve HTTP on.
-    #[arg(long, env = ENV_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
+    #[arg(long, env = env::LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], env::INGEST_PORT)))]
     pub listen: SocketAddr,
 
     /// API keys, separated by newlines, commas or spaces (the `ingest-keys` Secret).
-    #[arg(long, env = ENV_API_KEYS, hide_env_values = true)]
+    #[arg(long, env = env::API_KEYS, hide_env_values = true)]
     pub api_keys: String,
 
     /// Rows per second accepted before answering 429.
-    #[arg(long, env = ENV_RATE, default_value = "500")]
+    #[arg(long, env = env::RATE, default_value = "500")]
     pub rate: NonZeroU32,
 
     /// Rows accepted at once above the sustained rate; 2 seconds' worth when unset.
@@ -62,29 +43,29 @@ pub struct Cli {
     pub burst: Option<NonZeroU32>,
 
     /// Payload formats accepted (comma-separated); all when unset.
-    #[arg(long, env = ENV_FORMATS, value_delimiter = ',', value_enum)]
-    pub formats: Vec<Format>,
+    #[arg(long, env = env::FORMATS, value_delimiter = ',', value_enum)]
+    pub formats: Vec<IngestFormat>,
 
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "SMARTREGION_INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// Database host (the `db-writer` Secret's `host`).
-    #[arg(long, env = ENV_PGHOST)]
+    #[arg(long, env = env::PGHOST)]
     pub database_host: String,
-    #[arg(long, env = ENV_PGPORT, default_value_t = 5432)]
+    #[arg(long, env = env::PGPORT, default_value_t = 5432)]
     pub database_port: u16,
-    #[arg(long, env = ENV_PGDATABASE)]
+    #[arg(long, env = env::PGDATABASE)]
     pub database_name: String,
-    #[arg(long, env = ENV_PGUSER)]
+    #[arg(long, env = env::PGUSER)]
     pub database_user: String,
-    #[arg(long, env = ENV_PGPASSWORD, hide_env_values = true)]
+    #[arg(long, env = env::PGPASSWORD, hide_env_values = true)]
     pub database_password: String,
     /// `disable`, `require` or `verify-full`.
-    #[arg(long, env = ENV_PGSSLMODE, value_enum, default_value_t = SslMode::Disable)]
+    #[arg(long, env = env::PGSSLMODE, value_enum, default_value_t = SslMode::Disable)]
     pub database_sslmode: SslMode,
     /// CA bundle (PEM) for `verify-full`.
-    #[arg(long, env = ENV_PGSSLROOTCERT)]
+    #[arg(long, env = env::PGSSLROOTCERT)]
     pub database_ca_file: Option<PathBuf>,
 
     /// Database connections that commit in parallel.
@@ -101,14 +82,14 @@ pub struct Cli {
     pub queue_rows: usize,
 
     /// MQTT broker to subscribe to as well, e.g. `mqtts://broker.example.it:8883`.
-    #[arg(long, env = ENV_MQTT_URL)]
+    #[arg(long, env = env::MQTT_URL)]
     pub mqtt_url: Option<String>,
     /// Topic filters (comma-separated), e.g. `prato/sensors/#`.
-    #[arg(long, env = ENV_MQTT_TOPICS, value_delimiter = ',')]
+    #[arg(long, env = env::MQTT_TOPICS, value_delimiter = ',')]
     pub mqtt_topics: Vec<String>,
-    #[arg(long, env = ENV_MQTT_USERNAME)]
+    #[arg(long, env = env::MQTT_USERNAME)]
     pub mqtt_username: Option<String>,
-    #[arg(long, env = ENV_MQTT_PASSWORD, hide_env_values = true)]
+    #[arg(long, env = env::MQTT_PASSWORD, hide_env_values = true)]
     pub mqtt_password: Option<String>,
     /// MQTT client id; it must stay the same across restarts of one pod (the broker keeps
     /// unacknowledged messages in its session). `smartregion-ingest-<tenant>-<HOSTNAME>`
@@ -117,36 +98,11 @@ pub struct Cli {
     pub mqtt_client_id: Option<String>,
 
     /// Log format: json in clusters, text for people.
-    #[arg(long, env = "SMARTREGION_LOG_FORMAT", default_value = "json")]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// `t_<tenant>` with `-` as `_`, the operator's convention; `None` for a name that is not
-/// a tenant name.
-pub fn schema_for(tenant: &str) -> Option<String> {
-    let valid = tenant.len() <= 40
-        && tenant.starts_with(|c: char| c.is_ascii_lowercase())
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    valid.then(|| format!("t_{}", tenant.replace('-', "_")))
-}
-
-/// A schema name this service will use: lower-case letters, digits and `_`.
-pub fn is_schema_name(schema: &str) -> bool {
-    !schema.is_empty()
-        && schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
+pub use smartregion_contract::tenant::{is_schema_name, schema_for};
 
 #[cfg(test)]
 mod tests {
@@ -156,17 +112,6 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn the_schema_follows_the_operator_convention() {
-        assert_eq!(
-            schema_for("unione-mugello").as_deref(),
-            Some("t_unione_mugello")
-        );
-        assert_eq!(schema_for("Prato"), None);
-        assert!(is_schema_name("t_select"));
-        assert!(!is_schema_name("t-select") && !is_schema_name("T") && !is_schema_name(""));
     }
 
     #[test]
@@ -182,9 +127,6 @@ mod tests {
             "--formats=Measurements,NgsiV2,SenML",
         ])
         .unwrap();
-        assert_eq!(
-            cli.formats,
-            [Format::Measurements, Format::NgsiV2, Format::SenML]
-        );
+        assert_eq!(cli.formats, IngestFormat::ALL);
     }
 }

@@ -25,30 +25,12 @@ use crate::metrics::Metrics;
 use crate::parse::{self, BodyError, Ignored, Parsed, Rejected};
 use crate::rate::RateQuota;
 use crate::writer::{WriteError, Writer};
-
-/// The payload formats, as the operator's `spec.ingest.formats` names them.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[value(rename_all = "verbatim")]
-pub enum Format {
-    Measurements,
-    NgsiV2,
-    SenML,
-}
-
-impl Format {
-    fn endpoint(self) -> &'static str {
-        match self {
-            Format::Measurements => "/v1/measurements",
-            Format::NgsiV2 => "/v2/notify",
-            Format::SenML => "/v1/senml",
-        }
-    }
-}
+pub use smartregion_contract::format::IngestFormat;
 
 pub struct App {
     pub tenant: String,
     pub keys: ApiKeys,
-    pub formats: Vec<Format>,
+    pub formats: Vec<IngestFormat>,
     pub rate: Arc<RateQuota>,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
@@ -59,16 +41,16 @@ pub fn router(app: Arc<App>) -> Router {
     let max_body_bytes = app.max_body_bytes;
     Router::new()
         .route(
-            Format::Measurements.endpoint(),
-            post(|state, headers, body| write(state, headers, body, Format::Measurements)),
+            IngestFormat::Measurements.endpoint(),
+            post(|state, headers, body| write(state, headers, body, IngestFormat::Measurements)),
         )
         .route(
-            Format::NgsiV2.endpoint(),
-            post(|state, headers, body| write(state, headers, body, Format::NgsiV2)),
+            IngestFormat::NgsiV2.endpoint(),
+            post(|state, headers, body| write(state, headers, body, IngestFormat::NgsiV2)),
         )
         .route(
-            Format::SenML.endpoint(),
-            post(|state, headers, body| write(state, headers, body, Format::SenML)),
+            IngestFormat::SenML.endpoint(),
+            post(|state, headers, body| write(state, headers, body, IngestFormat::SenML)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -95,7 +77,7 @@ async fn write(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    format: Format,
+    format: IngestFormat,
 ) -> Response {
     let received = Timestamp::now();
     let response = handle(&app, &headers, body, format, received).await;
@@ -108,7 +90,7 @@ async fn handle(
     app: &App,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    format: Format,
+    format: IngestFormat,
     received: Timestamp,
 ) -> Response {
     let key = headers
@@ -155,9 +137,9 @@ async fn handle(
         Err(rejection) => return problem(rejection.status(), rejection.body_text()),
     };
     let parsed = match format {
-        Format::Measurements => parse::parse_measurements(&body, received),
-        Format::NgsiV2 => parse::parse_ngsi_notification(&body, received).map(|n| n.parsed),
-        Format::SenML => parse::parse_senml(&body, received),
+        IngestFormat::Measurements => parse::parse_measurements(&body, received),
+        IngestFormat::NgsiV2 => parse::parse_ngsi_notification(&body, received).map(|n| n.parsed),
+        IngestFormat::SenML => parse::parse_senml(&body, received),
     };
     let Parsed {
         rows,

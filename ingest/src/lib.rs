@@ -15,7 +15,6 @@ pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod parse;
-pub mod postgres;
 pub mod rate;
 pub mod writer;
 
@@ -24,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use smartregion_contract::env;
+use smartregion_contract::format::IngestFormat;
 use tracing::info;
 
 /// Runs the service until SIGTERM or Ctrl-C; requests in flight finish first.
@@ -47,8 +48,11 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
         .application_name("smartregion-ingest")
         .connect_timeout(Duration::from_secs(5))
         .keepalives_idle(Duration::from_secs(30));
-    let tls = postgres::connector(cli.database_sslmode, cli.database_ca_file.as_deref())
-        .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
+    let tls = smartregion_contract::postgres::connector(
+        cli.database_sslmode,
+        cli.database_ca_file.as_deref(),
+    )
+    .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
     if tls.is_some() {
         database.ssl_mode(tokio_postgres::config::SslMode::Require);
     }
@@ -72,24 +76,16 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
             .unwrap_or(NonZeroU32::MAX)
     });
     let formats = if cli.formats.is_empty() {
-        vec![
-            http::Format::Measurements,
-            http::Format::NgsiV2,
-            http::Format::SenML,
-        ]
+        IngestFormat::ALL.to_vec()
     } else {
         cli.formats.clone()
     };
     let rate = Arc::new(rate::RateQuota::new(cli.rate, burst));
     if let Some(url) = &cli.mqtt_url {
         // Checked now, so a bad setting stops the pod with a clear message.
-        mqtt::parse_url(url)?;
+        smartregion_contract::mqtt::parse_url(url)?;
         if cli.mqtt_topics.is_empty() {
-            bail!(
-                "{} is set but {} is empty",
-                config::ENV_MQTT_URL,
-                config::ENV_MQTT_TOPICS
-            );
+            bail!("{} is set but {} is empty", env::MQTT_URL, env::MQTT_TOPICS);
         }
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let settings = mqtt::Settings {

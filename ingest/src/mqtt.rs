@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use smartregion_contract::mqtt::{BadUrl, Broker, parse_url};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -24,8 +25,8 @@ use crate::writer::{WriteError, Writer};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("MQTT URL {0:?} must look like mqtt://host[:port] or mqtts://host[:port]")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] BadUrl),
     #[error("no MQTT topic to subscribe to")]
     NoTopics,
 }
@@ -41,27 +42,6 @@ pub struct Settings {
     pub client_id: String,
 }
 
-/// `(tls, host, port)` of an `mqtt://` or `mqtts://` URL.
-pub fn parse_url(url: &str) -> Result<(bool, String, u16), Error> {
-    let bad = || Error::Url(url.to_string());
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(bad());
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().map_err(|_| bad())?),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() || host.contains(['/', '@', ' ']) {
-        return Err(bad());
-    }
-    Ok((tls, host.to_string(), port))
-}
-
 /// Connects and keeps consuming until the process ends; reconnects after failures.
 pub async fn run(
     settings: Settings,
@@ -72,7 +52,7 @@ pub async fn run(
     if settings.topics.is_empty() {
         return Err(Error::NoTopics);
     }
-    let (tls, host, port) = parse_url(&settings.url)?;
+    let Broker { tls, host, port } = parse_url(&settings.url)?;
     let mut options = MqttOptions::new(&settings.client_id, host, port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -209,21 +189,6 @@ pub fn parse_payload(payload: &[u8], received: Timestamp) -> Result<Parsed, pars
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_give_scheme_host_and_default_ports() {
-        assert_eq!(
-            parse_url("mqtt://broker.example.it"),
-            Ok((false, "broker.example.it".into(), 1883))
-        );
-        assert_eq!(
-            parse_url("mqtts://broker.example.it:8884/"),
-            Ok((true, "broker.example.it".into(), 8884))
-        );
-        for bad in ["http://x", "mqtt://", "mqtt://a:b", "mqtt://user@host"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn payloads_are_recognised_by_shape() {

@@ -4,12 +4,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_INGEST_IMAGE, ImagePullPolicy};
 use crate::crd::{EntityType, Tier};
 use crate::database::connect::SslMode;
 use crate::database::storage::StorageMode;
+pub use smartregion_contract::logging::LogFormat;
 
 /// Kubernetes operator for Smart Region Toscana tenants.
 #[derive(Parser, Debug)]
@@ -210,7 +211,7 @@ pub struct RunArgs {
 
     /// Port the tenants' ingest pods listen on (their NetworkPolicy opens it; their
     /// Service always answers on 8080).
-    #[arg(long, env = "SMARTREGION_INGEST_PORT", default_value_t = smartregion_ingest::config::PORT)]
+    #[arg(long, env = "SMARTREGION_INGEST_PORT", default_value_t = smartregion_contract::env::INGEST_PORT)]
     pub ingest_port: u16,
 
     /// Image of the tenants' ingest pods; by default the ingest release that matches this
@@ -223,14 +224,8 @@ pub struct RunArgs {
     pub ingest_image_pull_policy: ImagePullPolicy,
 
     /// Log format: json in clusters, text for people.
-    #[arg(long, env = "SMARTREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env = smartregion_contract::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{MAX_NAME_LEN, Tier};
+use crate::crd::Tier;
+use smartregion_contract::tenant::MAX_NAME_LEN;
 
 /// Longest namespace prefix: a prefix plus the longest tenant name must stay a
 /// 63-character DNS label.
@@ -41,10 +42,11 @@ pub enum Error {
     Tier { tier: &'static str, problem: String },
 }
 
-/// Limits and settings one tier gives a tenant; `spec.quotas` overrides single values.
+/// Limits and settings one tier gives a tenant (a preset of the tiers file), and the
+/// limits in force for a tenant: its tier's preset with `spec.quotas` on top.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TierPreset {
+pub struct Limits {
     /// ResourceQuota `requests.cpu` and `limits.cpu` of the namespace.
     pub cpu: String,
     /// ResourceQuota `requests.memory` and `limits.memory` of the namespace.
@@ -71,17 +73,31 @@ pub struct TierPreset {
     pub container_memory: String,
 }
 
+/// Where tenants' clients connect to the shared database (from `--database-url` and
+/// `--database-public-host`), as their Secrets say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub sslmode: String,
+    /// PEM bundle of the CAs that sign the server's certificate (from
+    /// `--database-ca-file`), written into the Secrets as `ca.crt` so that clients, and
+    /// the ingest pods, can use `sslmode=verify-full`.
+    pub ca_bundle: Option<String>,
+}
+
 /// The presets of the three tiers.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tiers {
-    pub small: TierPreset,
-    pub medium: TierPreset,
-    pub large: TierPreset,
+    pub small: Limits,
+    pub medium: Limits,
+    pub large: Limits,
 }
 
 impl Tiers {
-    pub fn preset(&self, tier: Tier) -> &TierPreset {
+    pub fn preset(&self, tier: Tier) -> &Limits {
         match tier {
             Tier::Small => &self.small,
             Tier::Medium => &self.medium,
@@ -148,7 +164,7 @@ impl Default for Tiers {
     /// Built-in presets, used when no tiers file is configured.
     fn default() -> Self {
         let preset =
-            |cpu: &str, memory: &str, pods, storage: &str, db: &str, rate, replicas| TierPreset {
+            |cpu: &str, memory: &str, pods, storage: &str, db: &str, rate, replicas| Limits {
                 cpu: cpu.into(),
                 memory: memory.into(),
                 pods,
@@ -223,7 +239,7 @@ impl Default for Config {
             tiers: Tiers::default(),
             database_address: None,
             database_port: 5432,
-            ingest_port: smartregion_ingest::config::PORT,
+            ingest_port: smartregion_contract::env::INGEST_PORT,
             ingest_image: DEFAULT_INGEST_IMAGE.into(),
             ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
             namespace_labels: BTreeMap::new(),

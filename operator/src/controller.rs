@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use bytes::Bytes;
 use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
@@ -29,7 +29,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::{Config, Tiers};
@@ -262,42 +262,112 @@ async fn serve(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(
-                |State((metrics, _)): State<(Arc<Metrics>, Arc<AtomicBool>)>| async move {
-                    (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                },
-            ),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(
-                |State((_, ready)): State<(Arc<Metrics>, Arc<AtomicBool>)>| async move {
-                    if ready.load(Ordering::Relaxed) {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                    }
-                },
-            ),
-        )
-        .with_state((metrics, ready));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("failed to listen on {address} for /metrics and health"))?;
     info!(%address, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            error!(%error, "the metrics and health server stopped");
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, usually: give the others a moment.
+                    warn!(%error, "the metrics and health server failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (metrics, ready) = (metrics.clone(), ready.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let response = respond(&request, &metrics, ready.load(Ordering::Relaxed));
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                if let Err(error) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(%error, "a metrics or health connection ended with an error");
+                }
+            });
         }
     }))
+}
+
+/// The answer of the metrics and health server to `request` (pure).
+fn respond<B>(request: &Request<B>, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok".into()),
+        (&Method::GET, "/readyz") if ready => (StatusCode::OK, "text/plain", "ok".into()),
+        (&Method::GET, "/readyz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting".into(),
+        ),
+        (_, "/metrics" | "/healthz" | "/readyz") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only".into(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /metrics, /healthz, /readyz".into(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn the_server_answers_metrics_health_and_readiness() {
+        let metrics = Metrics::default();
+        let response = respond(&get("/metrics"), &metrics, false);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        assert_eq!(
+            respond(&get("/healthz"), &metrics, false).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&get("/readyz"), &metrics, false).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            respond(&get("/readyz"), &metrics, true).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&get("/other"), &metrics, true).status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/metrics").body(()).unwrap();
+        assert_eq!(
+            respond(&post, &metrics, true).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }

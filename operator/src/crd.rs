@@ -28,7 +28,7 @@ pub const CONFIRM_DELETE_ANNOTATION: &str = "smartregion.toscana.it/confirm-dele
 pub const ROTATE_CREDENTIALS_ANNOTATION: &str = "smartregion.toscana.it/rotate-credentials";
 /// Longest tenant name: leaves room for prefixes and role suffixes within
 /// PostgreSQL's 63-byte identifiers and Kubernetes' 63-character labels.
-pub const MAX_NAME_LEN: usize = 40;
+pub use smartregion_contract::tenant::MAX_NAME_LEN;
 
 // Limits of the schema below, named so that `onboard` checks the same values the API
 // server does instead of a copy of them.
@@ -287,16 +287,7 @@ fn default_true() -> bool {
     true
 }
 
-/// A payload format the ingest service accepts.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IngestFormat {
-    /// `POST /v1/measurements`: a JSON batch of sensor, metric, time, value.
-    Measurements,
-    /// `POST /v2/notify`: NGSI-v2 notifications as FIWARE Orion sends them.
-    NgsiV2,
-    /// `POST /v1/senml`: RFC 8428 SenML JSON packs.
-    SenML,
-}
+pub use smartregion_contract::format::IngestFormat;
 
 /// An MQTT broker the ingest service subscribes to (QoS 1, acknowledged after commit).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

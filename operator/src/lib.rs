@@ -1,10 +1,11 @@
 //! smartregion-operator: turns a `SmartRegionTenant` into everything a Tuscan public body
 //! (ente) needs on the Smart Region platform, keeps it that way, and removes it safely.
 //!
-//! Layout: [`crd`] holds the API types and constants; [`cli`] the command line;
-//! [`controller`] wires the watches, leader election and HTTP server around the
-//! [`reconcile`] pipeline, whose pure builders live in [`resources`]; [`onboard`] writes
-//! tenant manifests for people and GitOps repositories.
+//! Layout: [`crd`] holds the API types and constants; [`tenant`] the validated model of a
+//! tenant that every step reads; [`cli`] the command line; [`controller`] wires the
+//! watches, leader election and HTTP server around the [`reconcile`] pipeline, whose pure
+//! builders live in [`resources`] and whose database code lives in [`database`];
+//! [`onboard`] writes tenant manifests for people and GitOps repositories.
 
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod onboard;
 pub mod quantity;
 pub mod reconcile;
 pub mod resources;
+pub mod tenant;
 #[cfg(test)]
 mod test_support;
 

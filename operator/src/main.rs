@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use smartregion_operator::cli::{Cli, Command, LogFormat};
+use smartregion_operator::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            init_tracing(args.log_format);
+            smartregion_contract::logging::init(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -39,15 +39,5 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
     }
 }

@@ -87,3 +87,7 @@ impl TenantBuilder {
 pub fn quantity(text: &str) -> Option<Quantity> {
     Some(Quantity(text.into()))
 }
+
+/// The pipeline's validation, for the builders' tests (the builders themselves never
+/// call it).
+pub use crate::reconcile::validate::validate;

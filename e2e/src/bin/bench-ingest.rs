@@ -18,6 +18,7 @@ use smartregion_operator::database::names::TenantDb;
 use smartregion_operator::database::provision::{self, Desired, Passwords};
 use smartregion_operator::database::sql::RoleLimits;
 use smartregion_operator::database::timescale::HypertableSettings;
+use smartregion_operator::tenant::TenantName;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -162,7 +163,7 @@ async fn main() -> Result<()> {
 async fn run(cluster: &Cluster) -> Result<()> {
     let postgres = PostgresServer::start_new(cluster, "bench-postgres").await?;
     let url = postgres.url();
-    let db = TenantDb::for_tenant(TENANT)?;
+    let db = TenantDb::for_tenant(&TenantName::parse(TENANT)?);
     let password = smartregion_operator::database::new_password();
     let mut admin = connect(&url).await?;
     provision::ensure_schema_exists(

@@ -22,6 +22,7 @@ use smartregion_operator::config::Config;
 use smartregion_operator::crd::SmartRegionTenant;
 use smartregion_operator::reconcile::{build, validate};
 use smartregion_operator::resources::ingest;
+use smartregion_operator::tenant::TenantName;
 
 const TENANTS: usize = 200;
 const CONCURRENCY: usize = 8;
@@ -183,7 +184,7 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
         object.metadata.uid = Some(format!("00000000-0000-0000-0000-{index:012}"));
         let validated = validate::validate(&object, &config)?;
         work.push((
-            TenantDb::for_tenant(&name)?,
+            TenantDb::for_tenant(&TenantName::parse(&name)?),
             smartregion_operator::reconcile::database::desired(
                 &validated,
                 smartregion_operator::database::storage::Layout::Partitions,

@@ -12,10 +12,10 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
+use smartregion_contract::env::{API_KEYS as ENV_API_KEYS, PGSSLROOTCERT as ENV_PGSSLROOTCERT};
+use smartregion_contract::postgres::{SslMode, connector};
 use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
 use smartregion_e2e::{Cluster, wait};
-use smartregion_ingest::config::{ENV_API_KEYS, ENV_PGSSLROOTCERT};
-use smartregion_ingest::postgres::{SslMode, connector};
 
 #[derive(Parser)]
 #[command(name = "demo-ingest")]

@@ -11,13 +11,13 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-pub use smartregion_ingest::postgres::SslMode;
+pub use smartregion_contract::postgres::SslMode;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use super::storage::StorageMode;
 
-use crate::resources::secrets::Endpoint;
+use crate::config::DatabaseEndpoint;
 
 /// Longest wait for a TCP connection and the PostgreSQL handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("the database URL needs a TCP host name or address; or set --database-public-host")]
     NoTcpHost,
     #[error("failed to set up TLS to the database (--database-sslmode, --database-ca-file)")]
-    Tls(#[from] smartregion_ingest::postgres::Error),
+    Tls(#[from] smartregion_contract::postgres::Error),
     #[error("failed to read the CA bundle {path} (--database-ca-file)")]
     ReadCa {
         path: String,
@@ -93,7 +93,7 @@ pub struct TimescaleDb {
 pub struct Database {
     pub pool: Pool,
     /// Where tenants' clients connect; written into their Secrets.
-    pub endpoint: Endpoint,
+    pub endpoint: DatabaseEndpoint,
     pub storage: StorageMode,
     /// `CREATE EXTENSION` is tried once per process, and reconciles that arrive meanwhile
     /// wait for that one try (or each would give its tenant partitions while the first
@@ -112,7 +112,7 @@ impl Database {
             (None, Some(tokio_postgres::config::Host::Tcp(host))) => host.clone(),
             _ => return Err(Error::NoTcpHost),
         };
-        let endpoint = Endpoint {
+        let endpoint = DatabaseEndpoint {
             host,
             port: config.get_ports().first().copied().unwrap_or(5432),
             dbname: config
@@ -143,7 +143,7 @@ impl Database {
             // before use costs a round trip and spares a failed reconcile.
             recycling_method: RecyclingMethod::Verified,
         };
-        let manager = match smartregion_ingest::postgres::connector(
+        let manager = match smartregion_contract::postgres::connector(
             settings.sslmode,
             settings.ca_file.as_deref(),
         )? {
@@ -312,7 +312,7 @@ mod tests {
         let missing = Database::new(&settings(url, SslMode::VerifyFull));
         assert!(matches!(
             missing.err().unwrap(),
-            Error::Tls(smartregion_ingest::postgres::Error::NoCaFile)
+            Error::Tls(smartregion_contract::postgres::Error::NoCaFile)
         ));
 
         let empty = tempfile::NamedTempFile::new().unwrap();
@@ -320,7 +320,7 @@ mod tests {
         with_empty.ca_file = Some(empty.path().into());
         assert!(matches!(
             Database::new(&with_empty).err().unwrap(),
-            Error::Tls(smartregion_ingest::postgres::Error::EmptyCa(_))
+            Error::Tls(smartregion_contract::postgres::Error::EmptyCa(_))
         ));
     }
 

@@ -1,11 +1,9 @@
 //! Database identifiers of a tenant: schema `t_<n>`, roles `t_<n>_owner|writer|reader`,
 //! with `-` in the tenant name turned into `_` (injective: names never contain `_`).
 
-use crate::reconcile::validate::is_tenant_name;
+use smartregion_contract::tenant::schema_of_checked;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not a tenant name; database identifiers cannot be derived from it")]
-pub struct NotATenantName(pub String);
+use crate::tenant::TenantName;
 
 /// The database identifiers of one tenant, all valid unquoted and at most 63 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,17 +15,20 @@ pub struct TenantDb {
 }
 
 impl TenantDb {
-    pub fn for_tenant(tenant: &str) -> Result<TenantDb, NotATenantName> {
-        if !is_tenant_name(tenant) {
-            return Err(NotATenantName(tenant.to_string()));
-        }
-        let base = format!("t_{}", tenant.replace('-', "_"));
-        Ok(TenantDb {
+    pub fn for_tenant(tenant: &TenantName) -> TenantDb {
+        let base = schema_of_checked(tenant.as_str());
+        TenantDb {
             owner: format!("{base}_owner"),
             writer: format!("{base}_writer"),
             reader: format!("{base}_reader"),
             schema: base,
-        })
+        }
+    }
+
+    /// For unit tests: the identifiers of a name that must be valid.
+    #[cfg(test)]
+    pub fn test(name: &str) -> TenantDb {
+        TenantDb::for_tenant(&TenantName::parse(name).expect("a valid tenant name in a test"))
     }
 
     /// The three roles, owner first.
@@ -51,9 +52,13 @@ pub fn quote(identifier: &str) -> String {
 mod tests {
     use super::*;
 
+    fn db(name: &str) -> TenantDb {
+        TenantDb::for_tenant(&TenantName::parse(name).unwrap())
+    }
+
     #[test]
     fn identifiers_follow_the_convention() {
-        let db = TenantDb::for_tenant("unione-mugello").unwrap();
+        let db = db("unione-mugello");
         assert_eq!(db.schema, "t_unione_mugello");
         assert_eq!(db.owner, "t_unione_mugello_owner");
         assert_eq!(db.writer, "t_unione_mugello_writer");
@@ -63,18 +68,15 @@ mod tests {
     #[test]
     fn the_longest_name_fits_postgres_identifiers() {
         let name = format!("a{}", "b-9".repeat(13));
-        let db = TenantDb::for_tenant(&name).unwrap();
+        let db = db(&name);
         for identifier in [&db.schema, &db.owner, &db.writer, &db.reader] {
             assert!(identifier.len() <= 63, "{identifier}");
         }
     }
 
     #[test]
-    fn anything_else_is_refused_and_keywords_are_quoted() {
-        for bad in ["", "Prato", "a;drop", "a\"b", "a_b", "1a"] {
-            assert!(TenantDb::for_tenant(bad).is_err(), "{bad:?}");
-        }
-        let db = TenantDb::for_tenant("select").unwrap();
+    fn keywords_are_quoted() {
+        let db = db("select");
         assert_eq!(quote(&db.schema), "\"t_select\"");
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
     }

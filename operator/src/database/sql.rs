@@ -237,7 +237,7 @@ mod tests {
     use super::*;
 
     fn statements(storage: Storage) -> Vec<String> {
-        let db = TenantDb::for_tenant("select").unwrap();
+        let db = TenantDb::test("select");
         let limits = RoleLimits {
             connection_limit: 10,
             statement_timeout_ms: 30_000,
@@ -290,7 +290,7 @@ mod tests {
     fn writers_never_get_insert_by_default_privileges() {
         let all = statements(Storage::Partitions).join(";\n");
         assert!(!all.contains("GRANT INSERT"), "{all}");
-        let db = TenantDb::for_tenant("prato").unwrap();
+        let db = TenantDb::test("prato");
         assert_eq!(
             writes_statement(&db, false),
             "REVOKE INSERT ON \"t_prato\".measurements, \"t_prato\".sensors FROM \"t_prato_writer\""
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_partition_takes_its_rows_from_the_default_partition() {
-        let db = TenantDb::for_tenant("prato").unwrap();
+        let db = TenantDb::test("prato");
         let partition = Partition {
             start: "2026-11-23T00:00:00Z".parse().unwrap(),
             end: "2026-11-24T00:00:00Z".parse().unwrap(),

@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn statements_bind_their_values_and_quote_the_relation() {
-        let db = TenantDb::for_tenant("select").unwrap();
+        let db = TenantDb::test("select");
         assert_eq!(relation(&db), "\"t_select\".measurements");
         assert!(
             enable_compression_statement(&db)

@@ -24,7 +24,7 @@ use crate::crd::{
     IPA_CODE_PATTERN, ISTAT_CODE_PATTERN, MAX_ADMINS, MAX_NAME_LEN, SmartRegionTenant,
     SmartRegionTenantSpec, Tier,
 };
-use crate::reconcile::validate::is_tenant_name;
+use smartregion_contract::tenant::is_tenant_name;
 
 /// One ente as a person typed it, on the command line or in a CSV row. Nothing is checked
 /// yet; [`tenant`] does that.

@@ -12,7 +12,6 @@ use kube::{Client, ResourceExt};
 use tracing::info;
 
 use super::status::{Observed, WITHIN_QUOTA};
-use super::validate::Validated;
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
 use crate::database::connect::{Database, Extension};
 use crate::database::names::TenantDb;
@@ -25,6 +24,7 @@ use crate::database::timescale::HypertableSettings;
 use crate::resources::secrets::{
     READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
 };
+use crate::tenant::{TenantName, Validated};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,8 +36,6 @@ pub enum Error {
     Inspect(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Storage(#[from] storage::Error),
-    #[error(transparent)]
-    Names(#[from] crate::database::names::NotATenantName),
     #[error("failed to read Secret {0}")]
     ReadSecret(String, #[source] kube::Error),
     #[error(transparent)]
@@ -53,7 +51,6 @@ impl Error {
             Error::Inspect(error) if error.code().is_none() => "database_unreachable",
             Error::Inspect(_) => "database_provision",
             Error::Storage(_) => "database_storage",
-            Error::Names(_) => "database_names",
             Error::ReadSecret(..) => "read_secret",
             Error::Apply(error) => error.metric_label(),
         }
@@ -112,7 +109,7 @@ pub async fn ensure_database(
     tenant: &SmartRegionTenant,
     validated: &Validated,
 ) -> Result<Outcome, Error> {
-    let db = TenantDb::for_tenant(&validated.name)?;
+    let db = TenantDb::for_tenant(&validated.name);
     let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
     let extension = database
         .timescaledb(&connection)
@@ -411,10 +408,10 @@ fn within_quota(bytes: i64, quota_bytes: i128, quota: &str, within: bool) -> Obs
 /// The data side of deleting a tenant: Retain disables the logins, Delete drops it all.
 pub async fn ensure_database_released(
     database: &Database,
-    tenant: &str,
+    tenant: &TenantName,
     drop_data: bool,
 ) -> Result<(), Error> {
-    let db = TenantDb::for_tenant(tenant)?;
+    let db = TenantDb::for_tenant(tenant);
     let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
     let extension = database
         .timescaledb(&connection)

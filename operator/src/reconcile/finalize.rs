@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::Context;
 use super::status::{self, Observation, Observed, READY};
 use crate::crd::{CONFIRM_DELETE_ANNOTATION, DeletionPolicy, FINALIZER, Phase, SmartRegionTenant};
+use crate::tenant::TenantName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,9 +99,10 @@ pub async fn cleanup(
         return Ok(Action::await_change());
     }
 
-    if let Some(database) = &context.database {
+    // A name the CRD would refuse never got database objects.
+    if let (Some(database), Ok(tenant_name)) = (&context.database, TenantName::parse(&name)) {
         let drop_data = tenant.spec.deletion_policy == DeletionPolicy::Delete;
-        super::database::ensure_database_released(database, &name, drop_data).await?;
+        super::database::ensure_database_released(database, &tenant_name, drop_data).await?;
     }
 
     let namespace = context.config.namespace_for(&name);

@@ -1,25 +1,24 @@
-//! Step 1 (pure): from the tenant as stored to a [`Validated`] tenant with its tier and
-//! overrides resolved, or an error the user can fix.
+//! Validate (pure): from the tenant as stored to a [`Validated`] tenant with its tier and
+//! overrides resolved, or an error the user can fix. The model itself is
+//! [`crate::tenant`].
 //!
 //! The CRD schema refuses most bad input at admission; this step checks what depends on
 //! the operator's configuration, and what an object written before a schema change
 //! could still hold.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::config::Config;
-use crate::crd::{IngestFormat, MAX_NAME_LEN, SmartRegionTenant, Tier};
+use crate::crd::SmartRegionTenant;
+use crate::tenant::NotATenantName;
+pub use crate::tenant::{Admins, Ingest, Limits, Mqtt, TenantName, Validated};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the tenant has no uid yet")]
     NotPersisted,
-    #[error(
-        "tenant name {0:?} is not usable: it must be a DNS label of at most {MAX_NAME_LEN} \
-         characters that starts with a letter"
-    )]
-    Name(String),
+    #[error(transparent)]
+    Name(#[from] NotATenantName),
     #[error("quotas.{field} {value:?} is not a positive quantity")]
     Quantity { field: &'static str, value: String },
     #[error(
@@ -29,70 +28,8 @@ pub enum Error {
     MqttUrl(String),
 }
 
-/// The limits in force for a tenant: its tier's preset with `spec.quotas` on top.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Limits {
-    pub cpu: String,
-    pub memory: String,
-    pub pods: i32,
-    pub storage: String,
-    pub database_storage: String,
-    pub ingest_rate: i32,
-    pub ingest_replicas: i32,
-    pub retention_days: i32,
-    pub compress_after_days: i32,
-    pub chunk_interval_hours: i32,
-    pub container_cpu: String,
-    pub container_memory: String,
-}
-
-/// Admin groups and users, sorted and without duplicates.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Admins {
-    pub groups: Vec<String>,
-    pub users: Vec<String>,
-}
-
-/// A tenant that passed validation: everything the builders need, nothing optional.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Validated {
-    pub name: String,
-    pub namespace: String,
-    pub tier: Tier,
-    pub limits: Limits,
-    pub admins: Admins,
-    pub ingest: Ingest,
-    pub suspended: bool,
-    pub owner_reference: OwnerReference,
-}
-
-/// The ingest service as the spec asks for it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Ingest {
-    /// `spec.ingest.enabled`, true when unset.
-    pub enabled: bool,
-    /// Accepted payload formats, sorted and without duplicates; empty accepts all.
-    pub formats: Vec<IngestFormat>,
-    /// The MQTT broker to subscribe to, if any.
-    pub mqtt: Option<Mqtt>,
-}
-
-/// `spec.ingest.mqtt` with its address parsed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Mqtt {
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-    pub topics: Vec<String>,
-    /// Secret in the tenant namespace with `username` and `password`.
-    pub credentials_secret: Option<String>,
-}
-
 pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated, Error> {
-    let name = tenant.name_any();
-    if !is_tenant_name(&name) {
-        return Err(Error::Name(name));
-    }
+    let name = TenantName::parse(&tenant.name_any())?;
     let owner_reference = tenant
         .controller_owner_ref(&())
         .filter(|reference| !reference.uid.is_empty())
@@ -154,12 +91,12 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         mqtt: match spec.ingest.as_ref().and_then(|ingest| ingest.mqtt.as_ref()) {
             None => None,
             Some(mqtt) => {
-                let (_, host, port) = smartregion_ingest::mqtt::parse_url(&mqtt.url)
+                let broker = smartregion_contract::mqtt::parse_url(&mqtt.url)
                     .map_err(|_| Error::MqttUrl(mqtt.url.clone()))?;
                 Some(Mqtt {
                     url: mqtt.url.clone(),
-                    host,
-                    port,
+                    host: broker.host,
+                    port: broker.port,
                     topics: mqtt.topics.clone(),
                     credentials_secret: mqtt.credentials_secret.clone(),
                 })
@@ -173,7 +110,7 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         items
     };
     Ok(Validated {
-        namespace: config.namespace_for(&name),
+        namespace: config.namespace_for(name.as_str()),
         name,
         tier: spec.tier,
         limits,
@@ -185,14 +122,4 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         suspended: spec.suspended,
         owner_reference,
     })
-}
-
-/// The same rule as the CRD's CEL rule on `metadata.name`.
-pub fn is_tenant_name(name: &str) -> bool {
-    name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }

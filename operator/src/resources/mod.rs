@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{MANAGED_BY, TENANT_LABEL};
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 /// Label selector that finds every child of every tenant.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=smartregion-operator";
@@ -29,7 +29,7 @@ pub fn labels(tenant: &Validated) -> BTreeMap<String, String> {
             "app.kubernetes.io/managed-by".to_string(),
             MANAGED_BY.to_string(),
         ),
-        (TENANT_LABEL.to_string(), tenant.name.clone()),
+        (TENANT_LABEL.to_string(), tenant.name.to_string()),
     ])
 }
 

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use super::object_meta;
 use crate::config::Config;
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 pub fn namespace(tenant: &Validated, config: &Config) -> Namespace {
     let mut meta = object_meta(tenant, &tenant.namespace, false);

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::object_meta;
 use crate::config::Config;
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 pub const DENY_FROM_OTHER_NAMESPACES: &str = "deny-from-other-namespaces";
 pub const ALLOW_INGEST: &str = "allow-ingest";
@@ -179,8 +179,8 @@ fn restrict_egress(tenant: &Validated, config: &Config) -> NetworkPolicy {
 mod tests {
     use super::*;
     use crate::crd::MqttSource;
-    use crate::reconcile::validate::validate;
     use crate::test_support::tenant;
+    use crate::test_support::validate;
 
     fn with_broker(url: &str) -> Validated {
         let tenant = tenant("prato").ingest(|ingest| {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::object_meta;
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 pub const RESOURCE_QUOTA: &str = "tenant-quota";
 pub const LIMIT_RANGE: &str = "tenant-limits";

@@ -8,7 +8,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use sha2::{Digest, Sha256};
 
 use super::object_meta;
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 pub const ADMIN_ROLE: &str = "tenant-admin";
 /// Annotation on a binding with the group or user it binds, as written in the spec

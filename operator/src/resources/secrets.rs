@@ -8,7 +8,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::object_meta;
-use crate::reconcile::validate::Validated;
+use crate::config::DatabaseEndpoint;
+use crate::tenant::Validated;
 
 pub const WRITER_SECRET: &str = "db-writer";
 pub const READER_SECRET: &str = "db-reader";
@@ -16,26 +17,13 @@ pub const READER_SECRET: &str = "db-reader";
 /// they were issued for, so a new value is noticed without any other state.
 pub const ROTATION_ANNOTATION: &str = "smartregion.toscana.it/issued-for-rotation";
 
-/// Where tenants' clients connect.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub sslmode: String,
-    /// PEM bundle of the CAs that sign the server's certificate (from
-    /// `--database-ca-file`), written into the Secrets as `ca.crt` so that clients, and
-    /// the ingest pods, can use `sslmode=verify-full`.
-    pub ca_bundle: Option<String>,
-}
-
 /// Key of the CA bundle in the Secrets, when the operator was given one.
 pub const CA_KEY: &str = "ca.crt";
 
 pub fn database_secret(
     tenant: &Validated,
     name: &str,
-    endpoint: &Endpoint,
+    endpoint: &DatabaseEndpoint,
     user: &str,
     password: &str,
     rotation: &str,
@@ -79,12 +67,12 @@ pub fn password_of(secret: &Secret) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::reconcile::validate::validate;
     use crate::test_support::tenant;
+    use crate::test_support::validate;
 
     fn secret(ca_bundle: Option<&str>) -> Secret {
         let tenant = validate(&tenant("prato").build(), &Config::default()).unwrap();
-        let endpoint = Endpoint {
+        let endpoint = DatabaseEndpoint {
             host: "db.example.it".into(),
             port: 5432,
             dbname: "smartregion".into(),

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::ServiceAccount;
 
 use super::object_meta;
-use crate::reconcile::validate::Validated;
+use crate::tenant::Validated;
 
 pub const INGEST_SERVICE_ACCOUNT: &str = "ingest";
 

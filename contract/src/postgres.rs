@@ -1,6 +1,5 @@
 //! How smartregion connects to PostgreSQL: `sslmode` with libpq's meanings, TLS with
-//! rustls. Shared by the ingest service and the operator (which depends on this crate
-//! for that and for the ingest service's configuration contract).
+//! rustls. The operator's admin pool and ingest's writer connections use the same.
 //!
 //! Pure configuration: builds connectors, opens no connection.
 

@@ -1,0 +1,26 @@
+//! The ingest service's environment: set by the operator's Deployment, read by ingest's
+//! command line (`smartregion_ingest::config::Cli`). Both use these names.
+
+pub const TENANT: &str = "SMARTREGION_TENANT";
+pub const SCHEMA: &str = "SMARTREGION_SCHEMA";
+pub const LISTEN: &str = "SMARTREGION_INGEST_LISTEN";
+pub const API_KEYS: &str = "SMARTREGION_INGEST_API_KEYS";
+pub const RATE: &str = "SMARTREGION_INGEST_RATE";
+pub const FORMATS: &str = "SMARTREGION_INGEST_FORMATS";
+pub const MQTT_URL: &str = "SMARTREGION_INGEST_MQTT_URL";
+pub const MQTT_TOPICS: &str = "SMARTREGION_INGEST_MQTT_TOPICS";
+pub const MQTT_USERNAME: &str = "SMARTREGION_INGEST_MQTT_USERNAME";
+pub const MQTT_PASSWORD: &str = "SMARTREGION_INGEST_MQTT_PASSWORD";
+/// Both binaries: `json` or `text` ([`crate::logging::LogFormat`]).
+pub const LOG_FORMAT: &str = "SMARTREGION_LOG_FORMAT";
+/// libpq's own names, so the `db-writer` Secret's keys map one to one.
+pub const PGHOST: &str = "PGHOST";
+pub const PGPORT: &str = "PGPORT";
+pub const PGDATABASE: &str = "PGDATABASE";
+pub const PGUSER: &str = "PGUSER";
+pub const PGPASSWORD: &str = "PGPASSWORD";
+pub const PGSSLMODE: &str = "PGSSLMODE";
+pub const PGSSLROOTCERT: &str = "PGSSLROOTCERT";
+
+/// Port the ingest service listens on by default.
+pub const INGEST_PORT: u16 = 8080;

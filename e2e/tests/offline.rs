@@ -1,0 +1,76 @@
+//! Checks that need no cluster but both binaries' crates: what the operator writes for
+//! the ingest service is what the ingest service reads.
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::CommandFactory;
+use clap::Parser;
+use smartregion_e2e::paths::workspace_root;
+use smartregion_ingest::config::Cli as IngestCli;
+use smartregion_operator::config::Config;
+use smartregion_operator::crd::{IngestFormat, IngestSpec, MqttSource, SmartRegionTenant};
+use smartregion_operator::reconcile::validate::validate;
+use smartregion_operator::resources::ingest::ingest_deployment;
+
+/// `examples/prato.yaml` as the API server would hold it (with a uid).
+fn prato() -> Result<SmartRegionTenant> {
+    let text = std::fs::read_to_string(workspace_root().join("examples/prato.yaml"))?;
+    let mut tenant: SmartRegionTenant = serde_yaml::from_str(&text)?;
+    tenant.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
+    Ok(tenant)
+}
+
+#[test]
+fn the_ingest_deployments_environment_is_what_the_ingest_binary_reads() -> Result<()> {
+    let mut tenant = prato()?;
+    tenant.spec.ingest = Some(IngestSpec {
+        enabled: true,
+        replicas: None,
+        formats: vec![IngestFormat::SenML, IngestFormat::Measurements],
+        mqtt: Some(MqttSource {
+            url: "mqtts://broker.example.it".into(),
+            topics: vec!["prato/+/air".into(), "prato/traffic/#".into()],
+            credentials_secret: Some("mqtt-login".into()),
+        }),
+    });
+    let config = Config::default();
+    let deployment = ingest_deployment(&validate(&tenant, &config)?, &config, "c");
+    let container = deployment
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .context("no pod spec")?
+        .containers
+        .remove(0);
+    let command = IngestCli::command();
+    let mut args = vec!["smartregion-ingest".to_string()];
+    for var in container.env.unwrap_or_default() {
+        let Some(argument) = command.get_arguments().find(|argument| {
+            argument
+                .get_env()
+                .is_some_and(|env| env.to_str() == Some(&var.name))
+        }) else {
+            bail!("the ingest binary does not read {}", var.name);
+        };
+        let value = match (var.value, var.value_from) {
+            (Some(value), None) => value,
+            // What the Secrets hold, as the database step writes them.
+            (None, Some(_)) => match var.name.as_str() {
+                "PGPORT" => "5432".into(),
+                "PGSSLMODE" => "require".into(),
+                _ => "from-a-secret".into(),
+            },
+            other => bail!("{}: {other:?}", var.name),
+        };
+        args.push(format!(
+            "--{}={value}",
+            argument.get_long().context("no long flag")?
+        ));
+    }
+    let cli = IngestCli::try_parse_from(&args)?;
+    ensure!(cli.tenant == "prato");
+    ensure!(cli.listen.port() == smartregion_contract::env::INGEST_PORT);
+    ensure!(cli.formats == [IngestFormat::Measurements, IngestFormat::SenML]);
+    ensure!(cli.mqtt_url.as_deref() == Some("mqtts://broker.example.it"));
+    ensure!(cli.mqtt_topics == ["prato/+/air", "prato/traffic/#"]);
+    ensure!(cli.mqtt_username.is_some() && cli.mqtt_password.is_some());
+    Ok(())
+}
