@@ -88,6 +88,35 @@ fn the_check_runs_without_the_string_library() -> Result<()> {
     Ok(())
 }
 
+/// The reasons the check treats as "on its way" are exactly the operator's pending ones.
+#[test]
+fn the_checks_waiting_reasons_are_the_operators_pending_reasons() -> Result<()> {
+    use smartregion_operator::reconcile::conditions::Reason;
+    use strum::IntoEnumIterator;
+    let script = argocd::script()?;
+    let (_, table) = script
+        .split_once("local waiting = {")
+        .context("health.lua has no `local waiting = {` table")?;
+    let (table, _) = table
+        .split_once('}')
+        .context("unterminated waiting table")?;
+    let listed: BTreeSet<String> = table
+        .lines()
+        .filter_map(|line| line.trim().strip_suffix("= true,"))
+        .map(|name| name.trim().to_string())
+        .collect();
+    let pending: BTreeSet<String> = Reason::iter()
+        .filter(|reason| reason.pending())
+        .map(|reason| reason.as_str().to_string())
+        .collect();
+    ensure!(
+        listed == pending,
+        "health.lua waits on {listed:?}, the operator's pending reasons are {pending:?} \
+         (reconcile::conditions::Reason::pending)"
+    );
+    Ok(())
+}
+
 /// Tenants as the API server returns them, unparsed, as Argo CD's controller sees them.
 fn raw_tenants(client: &Client) -> Api<DynamicObject> {
     Api::all_with(

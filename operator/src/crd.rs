@@ -412,7 +412,9 @@ pub struct SmartRegionTenantStatus {
 }
 
 /// One-word summary of a tenant's state.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
+)]
 pub enum Phase {
     /// Seen, nothing created yet.
     Pending,

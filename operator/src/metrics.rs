@@ -12,6 +12,32 @@ use prometheus_client::registry::Registry;
 
 use crate::crd::Phase;
 
+/// The `reason` of `smartregion_reconcile_errors_total`: one per kind of failure, named
+/// after its variant in snake_case (docs/troubleshooting.md lists them all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorLabel {
+    Read,
+    Apply,
+    Prune,
+    NamespaceTerminating,
+    Status,
+    AddFinalizer,
+    RemoveFinalizer,
+    DeleteNamespace,
+    DatabaseUnreachable,
+    DatabaseProvision,
+    DatabaseStorage,
+    ReadSecret,
+    CreateIngestKeys,
+}
+
+impl ErrorLabel {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub reason: String,

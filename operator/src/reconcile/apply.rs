@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::build::Children;
 use super::validate::Validated;
 use crate::crd::{FIELD_MANAGER, TENANT_LABEL};
+use crate::metrics::ErrorLabel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,12 +51,12 @@ pub enum Error {
 
 impl Error {
     /// Short, stable label for metrics.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorLabel {
         match self {
-            Error::Read { .. } => "read",
-            Error::Apply { .. } => "apply",
-            Error::Prune { .. } => "prune",
-            Error::NamespaceTerminating(_) => "namespace_terminating",
+            Error::Read { .. } => ErrorLabel::Read,
+            Error::Apply { .. } => ErrorLabel::Apply,
+            Error::Prune { .. } => ErrorLabel::Prune,
+            Error::NamespaceTerminating(_) => ErrorLabel::NamespaceTerminating,
         }
     }
 }

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tracing::info;
 
-use super::status::{Observed, WITHIN_QUOTA};
+use super::status::{Observed, Reason, WITHIN_QUOTA};
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
 use crate::database::connect::{Database, Extension};
 use crate::database::names::TenantDb;
@@ -21,6 +21,7 @@ use crate::database::quota::{self, RESUME_PERCENT, human_bytes};
 use crate::database::sql::RoleLimits;
 use crate::database::storage::{self, Layout};
 use crate::database::timescale::HypertableSettings;
+use crate::metrics::ErrorLabel;
 use crate::resources::secrets::{
     READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
 };
@@ -43,27 +44,27 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorLabel {
         match self {
-            Error::Unreachable(_) => "database_unreachable",
-            Error::Provision(error) if error.is_connection() => "database_unreachable",
-            Error::Provision(_) => "database_provision",
-            Error::Inspect(error) if error.code().is_none() => "database_unreachable",
-            Error::Inspect(_) => "database_provision",
-            Error::Storage(_) => "database_storage",
-            Error::ReadSecret(..) => "read_secret",
+            Error::Unreachable(_) => ErrorLabel::DatabaseUnreachable,
+            Error::Provision(error) if error.is_connection() => ErrorLabel::DatabaseUnreachable,
+            Error::Provision(_) => ErrorLabel::DatabaseProvision,
+            Error::Inspect(error) if error.code().is_none() => ErrorLabel::DatabaseUnreachable,
+            Error::Inspect(_) => ErrorLabel::DatabaseProvision,
+            Error::Storage(_) => ErrorLabel::DatabaseStorage,
+            Error::ReadSecret(..) => ErrorLabel::ReadSecret,
             Error::Apply(error) => error.metric_label(),
         }
     }
 
     /// The condition reason: an outage the operator waits out, or a failure to look at.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Unreachable(_) => "DatabaseUnavailable",
-            Error::Provision(error) if error.is_connection() => "DatabaseUnavailable",
-            Error::Inspect(error) if error.code().is_none() => "DatabaseUnavailable",
-            Error::Storage(_) => "StorageUnavailable",
-            _ => "ProvisioningFailed",
+            Error::Unreachable(_) => Reason::DatabaseUnavailable,
+            Error::Provision(error) if error.is_connection() => Reason::DatabaseUnavailable,
+            Error::Inspect(error) if error.code().is_none() => Reason::DatabaseUnavailable,
+            Error::Storage(_) => Reason::StorageUnavailable,
+            _ => Reason::ProvisioningFailed,
         }
     }
 }
@@ -387,13 +388,13 @@ fn within_quota(bytes: i64, quota_bytes: i128, quota: &str, within: bool) -> Obs
     if within {
         Observed::ok(
             WITHIN_QUOTA,
-            "WithinQuota",
+            Reason::WithinQuota,
             format!("database storage at {percent}% of the {quota} quota"),
         )
     } else {
-        Observed::failed(
+        Observed::not_ok(
             WITHIN_QUOTA,
-            "DatabaseStorageExceeded",
+            Reason::DatabaseStorageExceeded,
             format!(
                 "the schema uses {} ({percent}% of the {quota} databaseStorage quota): inserts \
                  are refused, reads keep working; they resume below {RESUME_PERCENT}% \
@@ -439,7 +440,7 @@ mod tests {
     fn the_quota_condition_says_what_to_do_and_moves_by_whole_percents() {
         let over = within_quota(1_100_000, 1_048_576, "1Mi", false);
         assert!(!over.ok);
-        assert_eq!(over.reason, "DatabaseStorageExceeded");
+        assert_eq!(over.reason, Reason::DatabaseStorageExceeded);
         assert!(
             over.message.contains("raise spec.quotas.databaseStorage"),
             "{}",

@@ -12,8 +12,9 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::Context;
-use super::status::{self, Observation, Observed, READY};
+use super::status::{self, Observation, Observed, READY, Reason};
 use crate::crd::{CONFIRM_DELETE_ANNOTATION, DeletionPolicy, FINALIZER, Phase, SmartRegionTenant};
+use crate::metrics::ErrorLabel;
 use crate::tenant::TenantName;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +30,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorLabel {
         match self {
-            Error::AddFinalizer(..) => "add_finalizer",
-            Error::RemoveFinalizer(..) => "remove_finalizer",
-            Error::DeleteNamespace(..) => "delete_namespace",
-            Error::Status(_) => "status",
+            Error::AddFinalizer(..) => ErrorLabel::AddFinalizer,
+            Error::RemoveFinalizer(..) => ErrorLabel::RemoveFinalizer,
+            Error::DeleteNamespace(..) => ErrorLabel::DeleteNamespace,
+            Error::Status(_) => ErrorLabel::Status,
         }
     }
 }
@@ -93,7 +94,7 @@ pub async fn cleanup(
         terminating(
             context,
             tenant,
-            Observed::failed(READY, "DeletionNotConfirmed", message),
+            Observed::not_ok(READY, Reason::DeletionNotConfirmed, message),
         )
         .await?;
         return Ok(Action::await_change());
@@ -130,7 +131,7 @@ pub async fn cleanup(
             terminating(
                 context,
                 tenant,
-                Observed::failed(READY, "DeletingNamespace", message),
+                Observed::not_ok(READY, Reason::DeletingNamespace, message),
             )
             .await?;
             // The namespace watch wakes us when it is gone; this is the safety net.

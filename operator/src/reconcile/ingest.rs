@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::apply;
-use super::status::{INGEST_READY, Observed};
+use super::status::{INGEST_READY, Observed, Reason};
 use super::validate::Validated;
 use crate::config::Config;
+use crate::metrics::ErrorLabel;
 use crate::resources::ingest::{
     KEYS_SECRET, ingest_deployment, ingest_endpoint, ingest_keys_secret, ingest_replicas,
 };
@@ -40,19 +41,21 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorLabel {
         match self {
-            Error::ReadSecret(..) => "read_secret",
-            Error::CreateKeys(_) | Error::KeysVanished => "create_ingest_keys",
+            Error::ReadSecret(..) => ErrorLabel::ReadSecret,
+            Error::CreateKeys(_) | Error::KeysVanished => ErrorLabel::CreateIngestKeys,
             Error::Apply(error) => error.metric_label(),
         }
     }
 
     /// The `IngestReady` reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::ReadSecret(..) | Error::CreateKeys(_) | Error::KeysVanished => "SecretsFailed",
-            Error::Apply(_) => "ApplyFailed",
+            Error::ReadSecret(..) | Error::CreateKeys(_) | Error::KeysVanished => {
+                Reason::SecretsFailed
+            }
+            Error::Apply(_) => Reason::ApplyFailed,
         }
     }
 }
@@ -84,9 +87,9 @@ pub async fn ensure_ingest(
         // Pods started now would fail on the missing Secret, then roll again once it
         // exists: wait for the database step instead.
         return Ok(Outcome {
-            readiness: Observed::pending(
+            readiness: Observed::not_ok(
                 INGEST_READY,
-                "WaitingForDatabase",
+                Reason::WaitingForDatabase,
                 format!(
                     "the ingest pods wait for the Secret {WRITER_SECRET}, which the database step writes"
                 ),
@@ -106,9 +109,9 @@ pub async fn ensure_ingest(
         // The tenant's admins write this one; pods started without it would not start.
         let Some(credentials) = read_secret(&secrets, name).await? else {
             return Ok(Outcome {
-                readiness: Observed::pending(
+                readiness: Observed::not_ok(
                     INGEST_READY,
-                    "WaitingForMqttCredentials",
+                    Reason::WaitingForMqttCredentials,
                     format!(
                         "create the Secret {name} with keys username and password in namespace {}, \
                          as spec.ingest.mqtt.credentialsSecret names it",
@@ -214,7 +217,7 @@ pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
         };
         return Observed::ok(
             INGEST_READY,
-            "ScaledToZero",
+            Reason::ScaledToZero,
             format!("{why}: no ingest pods run"),
         );
     }
@@ -227,9 +230,9 @@ pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
         (Some(observed), Some(generation)) if observed >= generation
     );
     if !seen {
-        return Observed::pending(
+        return Observed::not_ok(
             INGEST_READY,
-            "Progressing",
+            Reason::Progressing,
             format!("the Deployment controller has not yet picked up the latest change; {counts}"),
         );
     }
@@ -240,9 +243,9 @@ pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
         .find(|condition| condition.type_ == "Progressing")
         .and_then(|condition| condition.reason.as_deref());
     if progress == Some("ProgressDeadlineExceeded") {
-        return Observed::failed(
+        return Observed::not_ok(
             INGEST_READY,
-            "Unavailable",
+            Reason::Unavailable,
             format!(
                 "the rollout of the ingest pods exceeded its progress deadline: {counts}; see \
                  kubectl -n {} describe deployment ingest",
@@ -253,24 +256,24 @@ pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
     if available >= wanted && updated >= wanted {
         return Observed::ok(
             INGEST_READY,
-            "Available",
+            Reason::Available,
             format!("{available} of {wanted} ingest pods available"),
         );
     }
     if progress == Some("NewReplicaSetAvailable") {
         // The rollout had finished: pods were lost since (evicted, crashed, node gone).
-        return Observed::failed(
+        return Observed::not_ok(
             INGEST_READY,
-            "Unavailable",
+            Reason::Unavailable,
             format!(
                 "{counts}; see kubectl -n {} get pods -l app.kubernetes.io/name=ingest",
                 tenant.namespace
             ),
         );
     }
-    Observed::pending(
+    Observed::not_ok(
         INGEST_READY,
-        "Progressing",
+        Reason::Progressing,
         format!("rolling out: {counts}"),
     )
 }
@@ -373,25 +376,25 @@ mod tests {
         .unwrap();
 
         let fresh = readiness(&deployment(1, DeploymentStatus::default()), &small);
-        assert!(!fresh.ok && fresh.pending, "{fresh:?}");
-        assert_eq!(fresh.reason, "Progressing");
+        assert!(!fresh.ok && fresh.pending(), "{fresh:?}");
+        assert_eq!(fresh.reason, Reason::Progressing);
 
         let starting = readiness(&deployment(1, status(1, 0, 1, "ReplicaSetUpdated")), &small);
-        assert_eq!((starting.ok, starting.pending), (false, true));
+        assert_eq!((starting.ok, starting.pending()), (false, true));
 
         let ready = readiness(
             &deployment(1, status(1, 1, 1, "NewReplicaSetAvailable")),
             &small,
         );
         assert!(ready.ok);
-        assert_eq!(ready.reason, "Available");
+        assert_eq!(ready.reason, Reason::Available);
 
         let unseen = readiness(
             &deployment(2, status(1, 1, 1, "NewReplicaSetAvailable")),
             &small,
         );
         assert_eq!(
-            (unseen.ok, unseen.pending),
+            (unseen.ok, unseen.pending()),
             (false, true),
             "a new spec not yet seen"
         );
@@ -400,7 +403,7 @@ mod tests {
             &deployment(2, status(2, 2, 1, "ReplicaSetUpdated")),
             &medium,
         );
-        assert_eq!((rolling.ok, rolling.pending), (false, true));
+        assert_eq!((rolling.ok, rolling.pending()), (false, true));
         assert!(
             rolling
                 .message
@@ -414,8 +417,8 @@ mod tests {
             &medium,
         );
         assert_eq!(
-            (lost.ok, lost.pending, lost.reason),
-            (false, false, "Unavailable")
+            (lost.ok, lost.pending(), lost.reason),
+            (false, false, Reason::Unavailable)
         );
 
         let stuck = readiness(
@@ -423,8 +426,8 @@ mod tests {
             &small,
         );
         assert_eq!(
-            (stuck.ok, stuck.pending, stuck.reason),
-            (false, false, "Unavailable")
+            (stuck.ok, stuck.pending(), stuck.reason),
+            (false, false, Reason::Unavailable)
         );
         assert!(stuck.message.contains("describe deployment ingest"));
     }
@@ -441,7 +444,7 @@ mod tests {
         let stopping = deployment(2, status(2, 1, 0, "NewReplicaSetAvailable"));
         let zero = readiness(&stopping, &suspended);
         assert!(zero.ok);
-        assert_eq!(zero.reason, "ScaledToZero");
+        assert_eq!(zero.reason, Reason::ScaledToZero);
         assert!(zero.message.contains("spec.suspended"));
         assert!(
             readiness(&stopping, &disabled)

@@ -1,15 +1,19 @@
-//! The reconcile pipeline of one tenant: validate → build → apply → database → ingest →
-//! status, and the finalizer path on deletion.
+//! The reconcile pipeline of one tenant, one call per step: validate → namespace (build
+//! and apply) → database → ingest → status; and the finalizer path on deletion.
 //!
-//! `validate` and `build` are pure; `apply`, `ingest`, `status` and `finalize` talk to the
-//! API server, `database` to PostgreSQL as well. Errors a user can fix end up in a condition and an Event, not only in a log.
+//! Pure: `validate`, `build`, `conditions` (reasons, phase and readiness) and `step` (the
+//! shape every step returns). Talk to the API server: `apply`, `ingest`, `status`,
+//! `finalize`; `database` to PostgreSQL as well. Errors a user can fix end up in a
+//! condition and an Event, not only in a log.
 
 pub mod apply;
 pub mod build;
+pub mod conditions;
 pub mod database;
 pub mod finalize;
 pub mod ingest;
 pub mod status;
+pub mod step;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -24,8 +28,12 @@ use tracing::{info, instrument, warn};
 use crate::config::Config;
 use crate::crd::{Phase, SmartRegionTenant};
 use crate::database::connect::Database;
+use crate::metrics::ErrorLabel;
 use crate::metrics::Metrics;
-use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, Observation, Observed, READY};
+use crate::tenant::Validated;
+use conditions::{Observation, Observed, Reason};
+use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, READY};
+use step::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,7 +54,7 @@ impl Error {
     /// retry often enough that tenants recover soon after it does.
     fn longest_backoff(&self) -> Duration {
         match self {
-            Error::Database(error) if error.reason() == "DatabaseUnavailable" => {
+            Error::Database(error) if error.reason() == Reason::DatabaseUnavailable => {
                 Duration::from_secs(15)
             }
             _ => Duration::from_secs(300),
@@ -54,10 +62,10 @@ impl Error {
     }
 
     /// Short, stable label for the errors metric.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::Apply(error) => error.metric_label(),
-            Error::Status(_) => "status",
+            Error::Status(_) => ErrorLabel::Status,
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
             Error::Ingest(error) => error.metric_label(),
@@ -138,211 +146,208 @@ pub async fn reconcile(
 }
 
 async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result<Action, Error> {
-    let name = tenant.name_any();
     finalize::ensure_finalizer(&context.client, tenant).await?;
-
     let validated = match validate::validate(tenant, &context.config) {
         Ok(validated) => validated,
-        Err(error) => {
-            // Nothing to retry: the spec must change first.
-            let message = format!("{error}; fix the spec");
-            warn!(%message, "tenant is invalid");
-            let observation = Observation {
-                phase: Phase::Degraded,
-                namespace: None,
-                database: None,
-                usage: None,
-                ingest_endpoint: None,
-                conditions: vec![Observed::failed(READY, "InvalidSpec", message)],
-            };
-            status::update(&context.client, &context.recorder, tenant, &observation).await?;
-            context.metrics.set_phase(&name, Some(Phase::Degraded));
-            return Ok(Action::await_change());
-        }
+        Err(error) => return report_invalid(tenant, context, error).await,
     };
+    let namespace = namespace_step(context, &validated).await;
+    let database = database_step(context, tenant, &validated, &namespace).await;
+    let ingest = ingest_step(context, &validated, &namespace).await;
 
-    let children = build::children(&validated, &context.config);
-    let applied = apply::apply_children(&context.client, &validated, children).await;
-    let namespace_ready = match &applied {
-        Ok(_) => Observed::ok(
-            NAMESPACE_READY,
-            "Applied",
-            format!(
-                "namespace {} with quota, limits, network policies and admin access is in place",
-                validated.namespace
-            ),
-        ),
-        Err(apply::Error::NamespaceTerminating(namespace)) => Observed::failed(
-            NAMESPACE_READY,
-            "NamespaceTerminating",
-            format!("namespace {namespace} is being deleted; it is created again once it is gone"),
-        ),
-        Err(error) => Observed::failed(NAMESPACE_READY, "ApplyFailed", error_chain(error)),
-    };
-    // The database step needs the namespace (for its Secrets).
-    let database = match (&context.database, &applied) {
-        (None, _) => None,
-        (Some(_), Err(_)) => Some(Err((
-            Observed::failed(
-                DATABASE_READY,
-                "WaitingForNamespace",
-                "the database part waits until the namespace is in place",
-            ),
-            None,
-        ))),
-        (Some(database), Ok(_)) => {
-            match database::ensure_database(&context.client, database, tenant, &validated).await {
-                Ok(outcome) => Some(Ok(outcome)),
-                Err(error) => {
-                    warn!(error = %error_chain(&error), "database step failed");
-                    let observed =
-                        Observed::failed(DATABASE_READY, error.reason(), error_chain(&error));
-                    Some(Err((observed, Some(error))))
-                }
-            }
-        }
-    };
-    let (database_observed, within_quota, outcome, database_error) = match database {
-        None => (None, None, None, None),
-        Some(Err((failed, error))) => (Some(failed), None, None, error),
-        Some(Ok(outcome)) => (
-            Some(Observed::ok(
-                DATABASE_READY,
-                "Provisioned",
-                format!(
-                    "schema {} with its roles, tables and Secrets is in place",
-                    outcome.status.schema
-                ),
-            )),
-            Some(outcome.within_quota.clone()),
-            Some(outcome),
-            None,
-        ),
-    };
-    if let Some(outcome) = &outcome {
+    let observation = observe(tenant, context, &validated, &namespace, &database, &ingest);
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    let name = tenant.name_any();
+    context.metrics.set_phase(&name, Some(observation.phase));
+    if let Some(outcome) = database.done() {
         context
             .metrics
             .set_database_bytes(&name, Some(outcome.bytes));
     }
-    // The Deployment reads the db-writer Secret, so it comes after the database step; it
-    // is tried even when that step failed, so suspension and drift are handled during a
-    // database outage too. Without a database there is nothing for ingest to write to.
-    let ingest = match (&context.database, &applied) {
-        (None, _) => None,
-        (Some(_), Err(_)) => Some(Err((
-            Observed::pending(
-                INGEST_READY,
-                "WaitingForNamespace",
-                "the ingest part waits until the namespace is in place",
+    if let Some(applied) = namespace.done()
+        && applied.writes > 0
+    {
+        info!(writes = applied.writes, "children applied");
+    }
+    // Retried with backoff by error_policy.
+    namespace.into_result()?;
+    database.into_result()?;
+    ingest.into_result()?;
+    Ok(Action::requeue(context.requeue))
+}
+
+/// A spec that can never succeed as written: said in a condition, and nothing to retry
+/// until the spec changes.
+async fn report_invalid(
+    tenant: &SmartRegionTenant,
+    context: &Context,
+    error: validate::Error,
+) -> Result<Action, Error> {
+    let message = format!("{error}; fix the spec");
+    warn!(%message, "tenant is invalid");
+    let observation = Observation {
+        phase: Phase::Degraded,
+        namespace: None,
+        database: None,
+        usage: None,
+        ingest_endpoint: None,
+        conditions: vec![Observed::not_ok(READY, Reason::InvalidSpec, message)],
+    };
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    context
+        .metrics
+        .set_phase(&tenant.name_any(), Some(Phase::Degraded));
+    Ok(Action::await_change())
+}
+
+/// Build and apply: the namespace and every child in it.
+async fn namespace_step(
+    context: &Context,
+    validated: &Validated,
+) -> Step<apply::Outcome, apply::Error> {
+    let children = build::children(validated, &context.config);
+    match apply::apply_children(&context.client, validated, children).await {
+        Ok(outcome) => Step::Done(
+            outcome,
+            vec![Observed::ok(
+                NAMESPACE_READY,
+                Reason::Applied,
+                format!(
+                    "namespace {} with quota, limits, network policies and admin access is in place",
+                    validated.namespace
+                ),
+            )],
+        ),
+        Err(error @ apply::Error::NamespaceTerminating(_)) => Step::Failed(
+            Observed::not_ok(
+                NAMESPACE_READY,
+                Reason::NamespaceTerminating,
+                format!(
+                    "namespace {} is being deleted; it is created again once it is gone",
+                    validated.namespace
+                ),
             ),
-            None,
-        ))),
-        (Some(_), Ok(_)) => {
-            match ingest::ensure_ingest(&context.client, &validated, &context.config).await {
-                Ok(outcome) => Some(Ok(outcome)),
-                Err(error) => {
-                    warn!(error = %error_chain(&error), "ingest step failed");
-                    let observed =
-                        Observed::failed(INGEST_READY, error.reason(), error_chain(&error));
-                    Some(Err((observed, Some(error))))
-                }
-            }
+            error,
+        ),
+        Err(error) => Step::Failed(
+            Observed::not_ok(NAMESPACE_READY, Reason::ApplyFailed, error_chain(&error)),
+            error,
+        ),
+    }
+}
+
+/// The tenant's database part; it needs the namespace (for its Secrets).
+async fn database_step(
+    context: &Context,
+    tenant: &SmartRegionTenant,
+    validated: &Validated,
+    namespace: &Step<apply::Outcome, apply::Error>,
+) -> Step<database::Outcome, database::Error> {
+    let Some(shared) = &context.database else {
+        return Step::Skipped;
+    };
+    if namespace.done().is_none() {
+        return Step::Waiting(Observed::not_ok(
+            DATABASE_READY,
+            Reason::WaitingForNamespace,
+            "the database part waits until the namespace is in place",
+        ));
+    }
+    match database::ensure_database(&context.client, shared, tenant, validated).await {
+        Ok(outcome) => {
+            let provisioned = Observed::ok(
+                DATABASE_READY,
+                Reason::Provisioned,
+                format!(
+                    "schema {} with its roles, tables and Secrets is in place",
+                    outcome.status.schema
+                ),
+            );
+            let within_quota = outcome.within_quota.clone();
+            Step::Done(outcome, vec![provisioned, within_quota])
         }
-    };
-    let (ingest_observed, ingest_endpoint, ingest_error) = match ingest {
-        None => (None, None, None),
-        Some(Ok(outcome)) => (Some(outcome.readiness), Some(outcome.endpoint), None),
-        Some(Err((failed, error))) => (Some(failed), None, error),
-    };
+        Err(error) => {
+            warn!(error = %error_chain(&error), "database step failed");
+            Step::Failed(
+                Observed::not_ok(DATABASE_READY, error.reason(), error_chain(&error)),
+                error,
+            )
+        }
+    }
+}
+
+/// The ingest Deployment. It reads the db-writer Secret, so it comes after the database
+/// step, but is tried even when that failed: suspension and drift are handled during a
+/// database outage too. Without a database there is nothing for ingest to write to.
+async fn ingest_step(
+    context: &Context,
+    validated: &Validated,
+    namespace: &Step<apply::Outcome, apply::Error>,
+) -> Step<ingest::Outcome, ingest::Error> {
+    if context.database.is_none() {
+        return Step::Skipped;
+    }
+    if namespace.done().is_none() {
+        return Step::Waiting(Observed::not_ok(
+            INGEST_READY,
+            Reason::WaitingForNamespace,
+            "the ingest part waits until the namespace is in place",
+        ));
+    }
+    match ingest::ensure_ingest(&context.client, validated, &context.config).await {
+        Ok(outcome) => {
+            let readiness = outcome.readiness.clone();
+            Step::Done(outcome, vec![readiness])
+        }
+        Err(error) => {
+            warn!(error = %error_chain(&error), "ingest step failed");
+            Step::Failed(
+                Observed::not_ok(INGEST_READY, error.reason(), error_chain(&error)),
+                error,
+            )
+        }
+    }
+}
+
+/// The status the steps add up to.
+fn observe(
+    tenant: &SmartRegionTenant,
+    context: &Context,
+    validated: &Validated,
+    namespace: &Step<apply::Outcome, apply::Error>,
+    database: &Step<database::Outcome, database::Error>,
+    ingest: &Step<ingest::Outcome, ingest::Error>,
+) -> Observation {
     let was_ready = tenant
         .status
         .as_ref()
         .and_then(|status| status.phase)
         .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
     let parts: Vec<&Observed> = [
-        Some(&namespace_ready),
-        database_observed.as_ref(),
-        within_quota.as_ref(),
-        ingest_observed.as_ref(),
+        namespace.conditions(),
+        database.conditions(),
+        ingest.conditions(),
     ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let (phase, ready) = phase_and_ready(validated.suspended, was_ready, &parts);
-    let mut conditions = vec![ready, namespace_ready];
-    conditions.extend(database_observed.clone());
-    conditions.extend(within_quota);
-    conditions.extend(ingest_observed);
-    let observation = Observation {
+    .concat();
+    let (phase, ready) = conditions::phase_and_ready(validated.suspended, was_ready, &parts);
+    let outcome = database.done();
+    Observation {
         phase,
         namespace: Some(validated.namespace.clone()),
-        database: outcome.as_ref().map(|outcome| outcome.status.clone()),
-        usage: outcome.as_ref().map(|outcome| crate::crd::Usage {
+        database: outcome.map(|outcome| outcome.status.clone()),
+        usage: outcome.map(|outcome| crate::crd::Usage {
             database_bytes: Some(outcome.bytes),
             // Without a new rate, what status said stays (`status::desired_status`).
             rows_per_second: outcome.inserted.and_then(|inserted| {
                 context
                     .rates
-                    .observe(&name, inserted, std::time::Instant::now())
+                    .observe(validated.name.as_str(), inserted, std::time::Instant::now())
             }),
         }),
-        ingest_endpoint,
-        conditions,
-    };
-    status::update(&context.client, &context.recorder, tenant, &observation).await?;
-    context.metrics.set_phase(&name, Some(phase));
-
-    let applied = applied?;
-    if applied.writes > 0 {
-        info!(writes = applied.writes, "children applied");
-    }
-    if let Some(error) = database_error {
-        // Retried with backoff by error_policy.
-        return Err(Error::Database(error));
-    }
-    if let Some(error) = ingest_error {
-        return Err(Error::Ingest(error));
-    }
-    Ok(Action::requeue(context.requeue))
-}
-
-/// The tenant's phase and `Ready` condition from its parts' conditions.
-///
-/// A failed part makes a tenant that was Ready Degraded (Provisioning before it ever was).
-/// A part on its way by itself (an ingest rollout) makes it Provisioning, whatever it was:
-/// not Ready, since the change is not complete, and not Degraded, since nothing failed.
-fn phase_and_ready(suspended: bool, was_ready: bool, parts: &[&Observed]) -> (Phase, Observed) {
-    let failing = parts.iter().find(|part| !part.ok && !part.pending);
-    let pending = parts.iter().find(|part| !part.ok && part.pending);
-    if suspended {
-        (
-            Phase::Suspended,
-            Observed::failed(
-                READY,
-                "Suspended",
-                "spec.suspended is true: ingest and writes are stopped, everything is kept",
-            ),
-        )
-    } else if let Some(failing) = failing {
-        let phase = if was_ready {
-            Phase::Degraded
-        } else {
-            Phase::Provisioning
-        };
-        (
-            phase,
-            Observed::failed(READY, failing.reason, failing.message.clone()),
-        )
-    } else if let Some(pending) = pending {
-        (
-            Phase::Provisioning,
-            Observed::pending(READY, pending.reason, pending.message.clone()),
-        )
-    } else {
-        (
-            Phase::Ready,
-            Observed::ok(READY, "Ready", "every part of the tenant is ready"),
-        )
+        ingest_endpoint: ingest.done().map(|outcome| outcome.endpoint.clone()),
+        conditions: std::iter::once(ready)
+            .chain(parts.into_iter().cloned())
+            .collect(),
     }
 }
 
@@ -390,7 +395,7 @@ pub fn error_policy(
         .metrics
         .errors
         .get_or_create(&crate::metrics::ErrorLabels {
-            reason: error.metric_label().to_string(),
+            reason: error.metric_label().as_str().to_string(),
         })
         .inc();
     let delay = context.backoff(&name).min(error.longest_backoff());
@@ -429,46 +434,5 @@ mod tests {
             error_chain(&Outer::Database(Driver(io))),
             "the database is unreachable: error connecting to server: Connection refused"
         );
-    }
-
-    fn namespace() -> Observed {
-        Observed::ok(NAMESPACE_READY, "Applied", "in place")
-    }
-
-    #[test]
-    fn a_rollout_keeps_a_tenant_provisioning_and_never_degrades_it() {
-        let rolling = Observed::pending(INGEST_READY, "Progressing", "rolling out: 1 of 2");
-        for was_ready in [false, true] {
-            let (phase, ready) = phase_and_ready(false, was_ready, &[&namespace(), &rolling]);
-            assert_eq!(phase, Phase::Provisioning, "was ready: {was_ready}");
-            assert!(!ready.ok && ready.pending);
-            assert_eq!(ready.reason, "Progressing");
-        }
-    }
-
-    #[test]
-    fn a_failure_degrades_a_ready_tenant_and_wins_over_a_rollout() {
-        let rolling = Observed::pending(INGEST_READY, "Progressing", "rolling out");
-        let down = Observed::failed(DATABASE_READY, "DatabaseUnavailable", "unreachable");
-        let (phase, ready) = phase_and_ready(false, true, &[&namespace(), &rolling, &down]);
-        assert_eq!(phase, Phase::Degraded);
-        assert_eq!(
-            (ready.reason, ready.pending),
-            ("DatabaseUnavailable", false)
-        );
-        let (phase, _) = phase_and_ready(false, false, &[&down]);
-        assert_eq!(phase, Phase::Provisioning, "never ready, so not degraded");
-        let lost = Observed::failed(INGEST_READY, "Unavailable", "0 of 1 available");
-        assert_eq!(phase_and_ready(false, true, &[&lost]).0, Phase::Degraded);
-    }
-
-    #[test]
-    fn every_part_ready_is_ready_and_suspension_wins() {
-        let available = Observed::ok(INGEST_READY, "Available", "1 of 1");
-        let (phase, ready) = phase_and_ready(false, false, &[&namespace(), &available]);
-        assert_eq!(phase, Phase::Ready);
-        assert!(ready.ok);
-        let zero = Observed::ok(INGEST_READY, "ScaledToZero", "suspended");
-        assert_eq!(phase_and_ready(true, true, &[&zero]).0, Phase::Suspended);
     }
 }

@@ -1,4 +1,4 @@
-//! Step 5: the tenant's status and Events.
+//! Status (client): the tenant's status and Events.
 //!
 //! [`desired_status`] is pure; [`update`] writes the status only when it differs from the
 //! stored one (an idle reconcile makes no write), and publishes an Event for each phase
@@ -10,13 +10,15 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{Phase, SmartRegionTenant, SmartRegionTenantStatus};
+use crate::crd::{SmartRegionTenant, SmartRegionTenantStatus};
 
-pub const READY: &str = "Ready";
-pub const NAMESPACE_READY: &str = "NamespaceReady";
-pub const DATABASE_READY: &str = "DatabaseReady";
-pub const INGEST_READY: &str = "IngestReady";
-pub const WITHIN_QUOTA: &str = "WithinQuota";
+pub use super::conditions::{ConditionType, Observation, Observed, Reason};
+
+pub const READY: ConditionType = ConditionType::Ready;
+pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
+pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
+pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
+pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -24,66 +26,6 @@ pub struct Error {
     name: String,
     #[source]
     source: kube::Error,
-}
-
-/// A condition as the reconcile observed it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
-    pub type_: &'static str,
-    pub ok: bool,
-    /// Not ok yet, but on its way without anyone acting (a rollout in progress): keeps a
-    /// tenant Provisioning rather than Degraded, and its Events are Normal, not Warning.
-    pub pending: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Observed {
-    pub fn ok(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Observed {
-            type_,
-            ok: true,
-            pending: false,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    pub fn failed(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Observed {
-            type_,
-            ok: false,
-            pending: false,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    pub fn pending(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Observed {
-            pending: true,
-            ..Observed::failed(type_, reason, message)
-        }
-    }
-
-    /// False and worth a Warning.
-    fn warning(&self) -> bool {
-        !self.ok && !self.pending
-    }
-}
-
-/// What one reconcile found: the phase and the conditions, `Ready` first.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub phase: Phase,
-    pub namespace: Option<String>,
-    /// Where the tenant's data is, once the database step succeeded.
-    pub database: Option<crate::crd::DatabaseStatus>,
-    /// Measured usage, when the database step measured it.
-    pub usage: Option<crate::crd::Usage>,
-    /// The ingest Service's address, once the ingest step ran.
-    pub ingest_endpoint: Option<String>,
-    pub conditions: Vec<Observed>,
 }
 
 /// The status to store: `observation` on top of `previous`, keeping each condition's
@@ -103,13 +45,13 @@ pub fn desired_status(
             let state = if observed.ok { "True" } else { "False" };
             let since = previous_conditions
                 .iter()
-                .find(|c| c.type_ == observed.type_ && c.status == state)
+                .find(|c| c.type_ == observed.type_.as_str() && c.status == state)
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or_else(|| now.clone());
             Condition {
-                type_: observed.type_.to_string(),
+                type_: observed.type_.as_str().to_string(),
                 status: state.to_string(),
-                reason: observed.reason.to_string(),
+                reason: observed.reason.as_str().to_string(),
                 message: observed.message.clone(),
                 last_transition_time: since,
                 observed_generation: generation,
@@ -196,28 +138,19 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
         } else {
             EventType::Normal
         },
-        reason: observed.reason.to_string(),
+        reason: observed.reason.as_str().to_string(),
         note: Some(truncate(&observed.message, 1000)),
         action: "Reconcile".into(),
         secondary: None,
     };
     let mut events = Vec::new();
     if previous.and_then(|s| s.phase) != Some(observation.phase) {
-        let ready = &observation.conditions[0];
-        // Suspension is what the user asked for, not a problem.
-        let suspended = Observed {
-            pending: true,
-            ..ready.clone()
-        };
-        events.push(event(if observation.phase == Phase::Suspended {
-            &suspended
-        } else {
-            ready
-        }));
+        // Suspension is what the user asked for, not a problem: its reason warns not.
+        events.push(event(&observation.conditions[0]));
     }
-    let before = |type_: &str| {
+    let before = |type_: ConditionType| {
         previous
-            .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_))
+            .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_.as_str()))
             .map(|condition| condition.status == "True")
     };
     for observed in observation.conditions.iter().skip(1) {
@@ -241,6 +174,7 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Phase;
 
     fn time(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
@@ -248,9 +182,9 @@ mod tests {
 
     fn observation(ok: bool) -> Observation {
         let observed = if ok {
-            Observed::ok(READY, "Ready", "all parts are ready")
+            Observed::ok(READY, Reason::Ready, "all parts are ready")
         } else {
-            Observed::failed(READY, "ApplyFailed", "failed to apply ResourceQuota")
+            Observed::not_ok(READY, Reason::ApplyFailed, "failed to apply ResourceQuota")
         };
         Observation {
             phase: if ok { Phase::Ready } else { Phase::Degraded },
@@ -314,12 +248,12 @@ mod tests {
         let mut ready = observation(true);
         ready
             .conditions
-            .push(Observed::ok(INGEST_READY, "Available", "1 of 1"));
+            .push(Observed::ok(INGEST_READY, Reason::Available, "1 of 1"));
         let stored = desired_status(None, Some(1), &ready, &time(100));
         let mut rolling = ready.clone();
         rolling.phase = Phase::Provisioning;
-        rolling.conditions[0] = Observed::pending(READY, "Progressing", "rolling out");
-        rolling.conditions[1] = Observed::pending(INGEST_READY, "Progressing", "rolling out");
+        rolling.conditions[0] = Observed::not_ok(READY, Reason::Progressing, "rolling out");
+        rolling.conditions[1] = Observed::not_ok(INGEST_READY, Reason::Progressing, "rolling out");
         let announced: Vec<(String, String)> = events(Some(&stored), &rolling)
             .into_iter()
             .map(|e| (format!("{:?}", e.type_), e.reason))
@@ -340,14 +274,15 @@ mod tests {
         let mut ready = observation(true);
         ready
             .conditions
-            .push(Observed::ok(WITHIN_QUOTA, "WithinQuota", "at 3%"));
+            .push(Observed::ok(WITHIN_QUOTA, Reason::WithinQuota, "at 3%"));
         let stored = desired_status(None, Some(1), &ready, &time(100));
         assert!(events(Some(&stored), &ready).is_empty(), "nothing changed");
 
         let mut over = ready.clone();
         over.phase = Phase::Degraded;
-        over.conditions[0] = Observed::failed(READY, "DatabaseStorageExceeded", "over");
-        over.conditions[1] = Observed::failed(WITHIN_QUOTA, "DatabaseStorageExceeded", "over");
+        over.conditions[0] = Observed::not_ok(READY, Reason::DatabaseStorageExceeded, "over");
+        over.conditions[1] =
+            Observed::not_ok(WITHIN_QUOTA, Reason::DatabaseStorageExceeded, "over");
         let reasons: Vec<(String, String)> = events(Some(&stored), &over)
             .into_iter()
             .map(|e| (format!("{:?}", e.type_), e.reason))
