@@ -51,6 +51,12 @@ impl Cluster {
         control_plane::client(&self.kubeconfig).await
     }
 
+    /// A client acting as `user` in `groups` (impersonation by the admin), to do what a
+    /// tenant admin may do and nothing more.
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Result<Client> {
+        control_plane::client_as(&self.kubeconfig, user, groups).await
+    }
+
     /// Shell lines that point kubectl and psql at this cluster (`DATABASE_URL` is the
     /// superuser; `OPERATOR_DATABASE_URL` the operator's least-privileged login).
     pub fn exports(&self) -> String {

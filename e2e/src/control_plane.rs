@@ -225,6 +225,16 @@ pub async fn client(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+pub async fn client_as(kubeconfig: &Path, user: &str, groups: &[&str]) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("failed to read {}", kubeconfig.display()))?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Ok(Client::try_from(config)?)
+}
+
 /// Waits until `check` answers `Some` while `started` keeps running; fails at once, with
 /// the component's log tail, if it exits, and after [`START_TIMEOUT`] otherwise.
 pub async fn ready<T, F, Fut>(

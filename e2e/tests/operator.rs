@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use smartregion_e2e::operator::Operator;
@@ -232,6 +232,63 @@ async fn hand_edits_and_deletions_of_children_are_undone_within_10_seconds() -> 
     )
     .await?;
 
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_labelled_service_a_tenant_admin_makes_survives_reconciles() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("admin-service");
+    let operator = Operator::start(shared(), &shard, &["--requeue-seconds=2"])?;
+    let name = unique_name("admin-service");
+    let mut tenant = example("prato", &name, &shard)?;
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let namespace = format!("srt-{name}");
+
+    // A tenant admin (the example's group) makes a Service of their own, with the labels
+    // the operator's children carry, copied.
+    let admin = shared()
+        .client_as("anna.bianchi@comune.prato.it", &["prato-admins"])
+        .await?;
+    let services: Api<Service> = Api::namespaced(admin, &namespace);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {
+                    "name": "dashboard",
+                    "labels": {
+                        TENANT_LABEL: name,
+                        "app.kubernetes.io/managed-by": "smartregion-operator"
+                    }
+                },
+                "spec": { "ports": [{ "port": 80 }], "selector": { "app": "dashboard" } }
+            }))?,
+        )
+        .await?;
+    // Reconciles, periodic ones and one for a spec change, which prunes what is no
+    // longer desired.
+    tenant["spec"]["tier"] = json!("medium");
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let start = smartregion_e2e::apiserver::reconciles(&operator.metrics().await?);
+    let operator = &operator;
+    wait::until(
+        "three more reconciles",
+        Duration::from_secs(60),
+        || async move {
+            let now = smartregion_e2e::apiserver::reconciles(&operator.metrics().await?);
+            Ok((now >= start + 3.0).then_some(()))
+        },
+    )
+    .await?;
+    let kept = services.get_opt("dashboard").await?;
+    ensure!(
+        kept.is_some(),
+        "the tenant admin's Service was deleted by the operator"
+    );
     delete_and_wait(&client, &name).await?;
     Ok(())
 }

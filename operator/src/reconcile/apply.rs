@@ -1,10 +1,12 @@
-//! Step 3 (client): make the cluster hold exactly the desired children.
+//! Apply (client): make the cluster hold exactly the desired children.
 //!
 //! Server-side apply with one field manager, in a fixed order, and only for children that
-//! differ from what is desired: an idle reconcile reads but never writes. Children with
-//! the tenant label that are no longer desired are deleted. Must not touch the tenant
+//! differ from what is desired: an idle reconcile reads but never writes. What the tenant
+//! owns (by its uid) of the kinds applied here and no longer desired is deleted; objects
+//! that only carry its label are left alone. Must not touch the tenant
 //! object itself (that is `status` and `finalize`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
@@ -93,25 +95,79 @@ pub async fn apply_children(
     }
     outcome.writes += ensure(&namespaces, &namespace).await?;
 
+    let mut kept = Kept::default();
     let ns = tenant.namespace.as_str();
-    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &service_account).await?;
-    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &ingest_service).await?;
+    outcome.writes += kept
+        .ensure(&Api::namespaced(client.clone(), ns), &service_account)
+        .await?;
+    outcome.writes += kept
+        .ensure(&Api::namespaced(client.clone(), ns), &ingest_service)
+        .await?;
     // A budget exists only while several ingest pods run; otherwise the prune removes it.
-    let ingest_pdbs = Vec::from_iter(ingest_pdb);
-    outcome.writes += ensure_set::<PodDisruptionBudget>(client, tenant, &ingest_pdbs).await?;
-    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &resource_quota).await?;
-    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &limit_range).await?;
-    outcome.writes += ensure_set::<NetworkPolicy>(client, tenant, &network_policies).await?;
-    outcome.writes += ensure(&Api::namespaced(client.clone(), ns), &admin_role).await?;
-    outcome.writes += ensure_set::<RoleBinding>(client, tenant, &admin_bindings).await?;
-
-    // Single children are pruned too, so a child a later release renames does not linger.
-    outcome.writes += prune::<ServiceAccount>(client, tenant, &[&service_account]).await?;
-    outcome.writes += prune::<Service>(client, tenant, &[&ingest_service]).await?;
-    outcome.writes += prune::<ResourceQuota>(client, tenant, &[&resource_quota]).await?;
-    outcome.writes += prune::<LimitRange>(client, tenant, &[&limit_range]).await?;
-    outcome.writes += prune::<Role>(client, tenant, &[&admin_role]).await?;
+    if let Some(pdb) = &ingest_pdb {
+        outcome.writes += kept
+            .ensure(&Api::namespaced(client.clone(), ns), pdb)
+            .await?;
+    }
+    outcome.writes += kept
+        .ensure(&Api::namespaced(client.clone(), ns), &resource_quota)
+        .await?;
+    outcome.writes += kept
+        .ensure(&Api::namespaced(client.clone(), ns), &limit_range)
+        .await?;
+    for policy in &network_policies {
+        outcome.writes += kept
+            .ensure(&Api::namespaced(client.clone(), ns), policy)
+            .await?;
+    }
+    outcome.writes += kept
+        .ensure(&Api::namespaced(client.clone(), ns), &admin_role)
+        .await?;
+    for binding in &admin_bindings {
+        outcome.writes += kept
+            .ensure(&Api::namespaced(client.clone(), ns), binding)
+            .await?;
+    }
+    outcome.writes += prune_orphans(client, tenant, &kept).await?;
     Ok(outcome)
+}
+
+/// The children applied in this reconcile, by kind: everything else the tenant owns of
+/// those kinds is an orphan.
+#[derive(Default)]
+struct Kept(BTreeMap<String, BTreeSet<String>>);
+
+impl Kept {
+    async fn ensure<K>(&mut self, api: &Api<K>, desired: &K) -> Result<usize, Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        self.0
+            .entry(kind::<K>())
+            .or_default()
+            .insert(desired.name_any());
+        ensure(api, desired).await
+    }
+
+    fn contains<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
+        self.0
+            .get(&kind::<K>())
+            .is_some_and(|names| names.contains(name))
+    }
+}
+
+/// Deletes what the tenant owns of every kind the operator applies into its namespace
+/// and did not apply now (a child a later release renames, a budget no longer needed).
+/// The kinds are listed once, here.
+async fn prune_orphans(client: &Client, tenant: &Validated, kept: &Kept) -> Result<usize, Error> {
+    Ok(prune::<ServiceAccount>(client, tenant, kept).await?
+        + prune::<Service>(client, tenant, kept).await?
+        + prune::<PodDisruptionBudget>(client, tenant, kept).await?
+        + prune::<ResourceQuota>(client, tenant, kept).await?
+        + prune::<LimitRange>(client, tenant, kept).await?
+        + prune::<NetworkPolicy>(client, tenant, kept).await?
+        + prune::<Role>(client, tenant, kept).await?
+        + prune::<RoleBinding>(client, tenant, kept).await?)
 }
 
 fn kind<K: Resource<DynamicType = ()>>() -> String {
@@ -167,27 +223,10 @@ where
     Ok((1, applied))
 }
 
-/// Applies each of `desired`, then deletes the tenant's other objects of that kind.
-async fn ensure_set<K>(client: &Client, tenant: &Validated, desired: &[K]) -> Result<usize, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
-    let mut writes = 0;
-    for object in desired {
-        writes += ensure(&api, object).await?;
-    }
-    let keep: Vec<&K> = desired.iter().collect();
-    writes += prune(client, tenant, &keep).await?;
-    Ok(writes)
-}
-
-/// Deletes the tenant's objects of kind `K` (found by the tenant label) not in `keep`.
-async fn prune<K>(client: &Client, tenant: &Validated, keep: &[&K]) -> Result<usize, Error>
+/// Deletes the objects of kind `K` in the tenant's namespace that the tenant owns (an
+/// owner reference with its uid) and that were not applied now. The tenant label only
+/// narrows the listing: a tenant admin can copy a label, not the tenant's uid.
+async fn prune<K>(client: &Client, tenant: &Validated, kept: &Kept) -> Result<usize, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -207,9 +246,11 @@ where
     let mut writes = 0;
     for object in existing.items {
         let name = object.name_any();
-        if object.metadata.deletion_timestamp.is_some()
-            || keep.iter().any(|wanted| wanted.name_any() == name)
-        {
+        let owned = object
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == tenant.owner_reference.uid);
+        if !owned || object.metadata.deletion_timestamp.is_some() || kept.contains::<K>(&name) {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {
@@ -228,23 +269,50 @@ where
     Ok(writes)
 }
 
+/// Keys of the maps whose values are Kubernetes quantities, which the API server rewrites
+/// in its canonical form (`1000m` becomes `1`): a ResourceQuota's `hard`, a LimitRange's
+/// `default` and the like, a container's `requests` and `limits`.
+const QUANTITY_MAPS: [&str; 8] = [
+    "hard",
+    "requests",
+    "limits",
+    "default",
+    "defaultRequest",
+    "max",
+    "min",
+    "maxLimitRequestRatio",
+];
+
 /// True when `actual` holds every field of `wanted` with the same value. Lists must match
-/// element by element; quantities compare by value, since the API server rewrites them.
+/// element by element; values of quantity maps ([`QUANTITY_MAPS`]) compare as quantities,
+/// since the API server rewrites them, and every other string as itself.
 pub fn contains(actual: &Value, wanted: &Value) -> bool {
+    holds(actual, wanted, false)
+}
+
+fn holds(actual: &Value, wanted: &Value, quantities: bool) -> bool {
     match (actual, wanted) {
+        // `quantities`: this object is a quantity map, so its string values are quantities.
         (Value::Object(actual), Value::Object(wanted)) => wanted.iter().all(|(key, value)| {
+            let child = if value.is_object() {
+                QUANTITY_MAPS.contains(&key.as_str())
+            } else {
+                quantities
+            };
             actual
                 .get(key)
-                .is_some_and(|present| contains(present, value))
+                .is_some_and(|present| holds(present, value, child))
         }),
         (Value::Array(actual), Value::Array(wanted)) => {
             actual.len() == wanted.len()
                 && actual
                     .iter()
                     .zip(wanted)
-                    .all(|(present, value)| contains(present, value))
+                    .all(|(present, value)| holds(present, value, false))
         }
-        (Value::String(actual), Value::String(wanted)) => crate::quantity::same(actual, wanted),
+        (Value::String(actual), Value::String(wanted)) if quantities => {
+            crate::quantity::same(actual, wanted)
+        }
         (actual, wanted) => actual == wanted,
     }
 }
@@ -278,6 +346,15 @@ mod tests {
             &json!({ "spec": { "hard": { "pods": "2" } } })
         ));
         assert!(!contains(&json!({ "l": [1, 2] }), &json!({ "l": [1] })));
+        // Only quantities compare as quantities: a label "1" is not "1000m".
+        assert!(!contains(
+            &json!({ "metadata": { "labels": { "a": "1" } } }),
+            &json!({ "metadata": { "labels": { "a": "1000m" } } })
+        ));
+        assert!(contains(
+            &json!({ "spec": { "containers": [{ "resources": { "limits": { "memory": "256Mi" } } }] } }),
+            &json!({ "spec": { "containers": [{ "resources": { "limits": { "memory": "268435456" } } }] } })
+        ));
         assert!(contains(
             &json!({ "l": [{ "a": 1, "b": 2 }] }),
             &json!({ "l": [{ "a": 1 }] })

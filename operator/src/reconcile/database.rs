@@ -1,5 +1,6 @@
-//! Step 4 (database + client): the tenant's schema, roles, tables and partitions, its
-//! storage quota, and the Secrets that carry its credentials into the namespace.
+//! Database (database + client): the tenant's schema, roles, tables and partitions or
+//! hypertable, its storage quota, and the Secrets that carry its credentials into the
+//! namespace. [`current_passwords`], [`rotated_at`] and [`within_quota`] are pure.
 //!
 //! The Secrets are the only place the passwords are kept. Missing Secrets, or a new
 //! value of the rotate-credentials annotation, mean new passwords. Nothing here logs,
@@ -99,7 +100,9 @@ pub fn desired(tenant: &Validated, layout: Layout, timescaledb_schema: Option<St
     }
 }
 
-/// Makes the tenant's database objects and Secrets exist and enforces its storage quota.
+/// Makes the tenant's database objects and Secrets exist and enforces its storage quota:
+/// storage and rules first, then credentials, provisioning, storage maintenance,
+/// measurement and the Secrets.
 ///
 /// Suspension and the quota are enforced on an existing schema before anything else,
 /// so a later step that fails (TimescaleDB refusing a statement, say) never leaves a
@@ -112,146 +115,68 @@ pub async fn ensure_database(
 ) -> Result<Outcome, Error> {
     let db = TenantDb::for_tenant(&validated.name);
     let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
-    let extension = database
-        .timescaledb(&connection)
-        .await
-        .map_err(Error::Inspect)?;
     // Validation refused anything that is not a positive quantity.
     let quota_bytes =
         crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
-    if let Extension::NotLoaded { version } = &extension {
-        // No DDL works in the database, GRANT and REVOKE included: the rules hold at the
-        // writer's login instead, which is no DDL.
-        hold_without_ddl(&connection, &db, validated, quota_bytes).await?;
-        return Err(storage::Error::TimescaleDbNotLoaded(version.clone()).into());
-    }
-    let timescaledb_schema = extension.loaded().map(|t| t.schema.clone());
-    let table = provision::inspect_table(&connection, &db, timescaledb_schema.is_some()).await?;
     let recorded = tenant
         .status
         .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .and_then(|d| d.storage);
-    let held = match table {
-        Some(table) => {
-            let layout = storage::decide(
-                Some(table),
-                recorded,
-                timescaledb_schema.as_deref(),
-                database.storage,
-            );
-            match hold_existing(&connection, &db, validated, layout.ok(), quota_bytes).await {
-                Ok(held) => Some(held),
-                Err(error) => {
-                    // The privilege could not be taken away (a hand edit the admin cannot
-                    // undo, say): a tenant that must not write loses its writer's login.
-                    if validated.suspended {
-                        provision::ensure_writer_locked_out(&connection, &db).await?;
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        None => None,
-    };
-    let layout = storage::decide(
-        table,
-        recorded,
-        timescaledb_schema.as_deref(),
-        database.storage,
-    )?;
-    let storage = layout.storage();
+        .and_then(|status| status.database.as_ref());
+    let found = storage_and_rules(
+        &connection,
+        database,
+        &db,
+        validated,
+        recorded.and_then(|d| d.storage),
+        quota_bytes,
+    )
+    .await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
-    let read = |name: &'static str| {
-        let secrets = secrets.clone();
-        async move {
-            secrets
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::ReadSecret(name.to_string(), source))
-        }
-    };
-    let (writer_secret, reader_secret) = (read(WRITER_SECRET).await?, read(READER_SECRET).await?);
     let rotation = tenant
         .annotations()
         .get(ROTATE_CREDENTIALS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    let (writer_password, reader_password, rotate) =
-        match current_passwords(&writer_secret, &reader_secret, &rotation) {
-            Some((writer, reader)) => (writer, reader, false),
-            None => (new_password(), new_password(), true),
-        };
+    let credentials = credentials(&secrets, &rotation).await?;
 
-    let desired = desired(validated, layout.clone(), timescaledb_schema.clone());
+    let desired = desired(
+        validated,
+        found.layout.clone(),
+        found.timescaledb_schema.clone(),
+    );
     let provisioned = provision::ensure_schema_exists(
         &mut connection,
         &db,
         &desired,
-        table,
+        found.table,
         &Passwords {
-            writer: &writer_password,
-            reader: &reader_password,
+            writer: &credentials.writer,
+            reader: &credentials.reader,
         },
-        rotate,
+        credentials.issue,
         !validated.suspended,
     )
     .await?;
     if provisioned.changed {
-        info!(schema = %db.schema, ?storage, passwords_issued = provisioned.passwords_set, "database objects provisioned");
+        info!(schema = %db.schema, storage = ?found.layout.storage(), passwords_issued = provisioned.passwords_set, "database objects provisioned");
     }
-    match &layout {
-        Layout::Partitions => {
-            let changes = provision::ensure_partitions(
-                &mut connection,
-                &db,
-                jiff::Timestamp::now(),
-                validated.limits.chunk_interval_hours,
-                validated.limits.retention_days,
-            )
-            .await?;
-            if changes != provision::PartitionChanges::default() {
-                info!(schema = %db.schema, created = ?changes.created, dropped = ?changes.dropped, expired_rows = changes.expired_rows, "partitions maintained");
-            }
-        }
-        Layout::Hypertable { timescaledb } => {
-            let changes = provision::ensure_hypertable(
-                &mut connection,
-                &db,
-                &desired.hypertable,
-                timescaledb,
-            )
-            .await?;
-            if !changes.is_empty() {
-                let changes: Vec<String> = changes.iter().map(|c| c.describe()).collect();
-                info!(schema = %db.schema, ?changes, "hypertable brought to the tenant's settings");
-            }
-        }
-    }
+    maintain_storage(&mut connection, &db, &found.layout, &desired).await?;
 
-    let (bytes, within) = match held {
-        Some(held) => (held.bytes, held.within),
+    let held = match found.held {
+        Some(held) => held,
         // A schema created now: measured and held to the rules now.
         None => {
-            let bytes = provision::measure_schema_bytes(&connection, &db, &layout).await?;
-            let held =
-                hold_the_rules(&connection, &db, validated, Some(bytes), quota_bytes).await?;
-            (held.bytes, held.within)
+            let bytes = provision::measure_schema_bytes(&connection, &db, &found.layout).await?;
+            hold_the_rules(&connection, &db, validated, Some(bytes), quota_bytes).await?
         }
     };
-    let inserted = provision::rows_inserted(&connection, &db, &layout).await?;
-    let within_quota = within_quota(
-        bytes,
-        quota_bytes,
-        &validated.limits.database_storage,
-        within,
-    );
+    let inserted = provision::rows_inserted(&connection, &db, &found.layout).await?;
 
     let mut writes = 0;
     for (name, user, password) in [
-        (WRITER_SECRET, &db.writer, &writer_password),
-        (READER_SECRET, &db.reader, &reader_password),
+        (WRITER_SECRET, &db.writer, &credentials.writer),
+        (READER_SECRET, &db.reader, &credentials.reader),
     ] {
         let secret = database_secret(
             validated,
@@ -263,29 +188,163 @@ pub async fn ensure_database(
         );
         writes += super::apply::ensure(&secrets, &secret).await?;
     }
-    let previous_rotation = tenant
-        .status
-        .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .and_then(|d| d.credentials_rotated_at.clone());
-    let credentials_rotated_at = if provisioned.passwords_set {
-        Some(Time(jiff::Timestamp::now()))
-    } else {
-        previous_rotation
-    };
     Ok(Outcome {
         status: DatabaseStatus {
             schema: db.schema.clone(),
             writer_secret: WRITER_SECRET.into(),
             reader_secret: READER_SECRET.into(),
-            storage: Some(storage),
-            credentials_rotated_at,
+            storage: Some(found.layout.storage()),
+            credentials_rotated_at: rotated_at(
+                recorded.and_then(|d| d.credentials_rotated_at.clone()),
+                provisioned.passwords_set,
+                Time(jiff::Timestamp::now()),
+            ),
         },
-        bytes,
+        bytes: held.bytes,
         inserted: Some(inserted),
-        within_quota,
+        within_quota: within_quota(
+            held.bytes,
+            quota_bytes,
+            &validated.limits.database_storage,
+            held.within,
+        ),
         writes,
     })
+}
+
+/// The tenant's table and storage as found, with the rules already held on an existing
+/// schema.
+struct Found {
+    table: Option<storage::Table>,
+    layout: Layout,
+    timescaledb_schema: Option<String>,
+    /// `None` for a schema that does not exist yet.
+    held: Option<Held>,
+}
+
+/// Looks at TimescaleDB and the tenant's table, holds suspension and the quota on an
+/// existing schema, and decides the storage (refusing one that cannot be used).
+async fn storage_and_rules(
+    connection: &tokio_postgres::Client,
+    database: &Database,
+    db: &TenantDb,
+    validated: &Validated,
+    recorded: Option<crate::crd::Storage>,
+    quota_bytes: i128,
+) -> Result<Found, Error> {
+    let extension = database
+        .timescaledb(connection)
+        .await
+        .map_err(Error::Inspect)?;
+    if let Extension::NotLoaded { version } = &extension {
+        // No DDL works in the database, GRANT and REVOKE included: the rules hold at the
+        // writer's login instead, which is no DDL.
+        hold_without_ddl(connection, db, validated, quota_bytes).await?;
+        return Err(storage::Error::TimescaleDbNotLoaded(version.clone()).into());
+    }
+    let timescaledb_schema = extension.loaded().map(|t| t.schema.clone());
+    let table = provision::inspect_table(connection, db, timescaledb_schema.is_some()).await?;
+    let decide = || {
+        storage::decide(
+            table,
+            recorded,
+            timescaledb_schema.as_deref(),
+            database.storage,
+        )
+    };
+    let held = match table {
+        None => None,
+        Some(_) => match hold_existing(connection, db, validated, decide().ok(), quota_bytes).await
+        {
+            Ok(held) => Some(held),
+            Err(error) => {
+                // The privilege could not be taken away (a hand edit the admin cannot
+                // undo, say): a tenant that must not write loses its writer's login.
+                if validated.suspended {
+                    provision::ensure_writer_locked_out(connection, db).await?;
+                }
+                return Err(error);
+            }
+        },
+    };
+    Ok(Found {
+        table,
+        layout: decide()?,
+        timescaledb_schema,
+        held,
+    })
+}
+
+/// Partitions ahead of now and none past retention, or the hypertable's settings and
+/// jobs as the tenant's.
+async fn maintain_storage(
+    connection: &mut tokio_postgres::Client,
+    db: &TenantDb,
+    layout: &Layout,
+    desired: &Desired,
+) -> Result<(), Error> {
+    match layout {
+        Layout::Partitions => {
+            let changes = provision::ensure_partitions(
+                connection,
+                db,
+                jiff::Timestamp::now(),
+                desired.hypertable.chunk_interval_hours,
+                desired.hypertable.retention_days,
+            )
+            .await?;
+            if changes != provision::PartitionChanges::default() {
+                info!(schema = %db.schema, created = ?changes.created, dropped = ?changes.dropped, expired_rows = changes.expired_rows, "partitions maintained");
+            }
+        }
+        Layout::Hypertable { timescaledb } => {
+            let changes =
+                provision::ensure_hypertable(connection, db, &desired.hypertable, timescaledb)
+                    .await?;
+            if !changes.is_empty() {
+                let changes: Vec<String> = changes.iter().map(|c| c.describe()).collect();
+                info!(schema = %db.schema, ?changes, "hypertable brought to the tenant's settings");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The passwords to provision with, and whether they are new (to be issued).
+struct Credentials {
+    writer: String,
+    reader: String,
+    issue: bool,
+}
+
+/// The passwords in the tenant's Secrets, or new ones when a Secret is missing or the
+/// rotate-credentials annotation has a value they were not issued for.
+async fn credentials(secrets: &Api<Secret>, rotation: &str) -> Result<Credentials, Error> {
+    let read = |name: &'static str| async move {
+        secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::ReadSecret(name.to_string(), source))
+    };
+    let (writer, reader) = (read(WRITER_SECRET).await?, read(READER_SECRET).await?);
+    Ok(match current_passwords(&writer, &reader, rotation) {
+        Some((writer, reader)) => Credentials {
+            writer,
+            reader,
+            issue: false,
+        },
+        None => Credentials {
+            writer: new_password(),
+            reader: new_password(),
+            issue: true,
+        },
+    })
+}
+
+/// When the credentials were last issued: `now` if they were just now, else what status
+/// said.
+fn rotated_at(previous: Option<Time>, issued_now: bool, now: Time) -> Option<Time> {
+    if issued_now { Some(now) } else { previous }
 }
 
 /// The measurement and verdict [`hold_the_rules`] acted on.
@@ -435,6 +494,67 @@ pub async fn ensure_database_released(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(password: &str, issued_for: &str) -> Option<Secret> {
+        let mut secret = Secret::default();
+        secret.metadata.annotations = Some(
+            [(ROTATION_ANNOTATION.to_string(), issued_for.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        secret.data = Some(
+            [(
+                "password".to_string(),
+                ByteString(password.as_bytes().to_vec()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        Some(secret)
+    }
+
+    #[test]
+    fn passwords_are_kept_until_a_secret_is_missing_or_a_rotation_is_asked_for() {
+        let (writer, reader) = (secret("w", "2026-11"), secret("r", "2026-11"));
+        assert_eq!(
+            current_passwords(&writer, &reader, "2026-11"),
+            Some(("w".into(), "r".into()))
+        );
+        assert_eq!(
+            current_passwords(&writer, &reader, "2026-12"),
+            None,
+            "rotation"
+        );
+        assert_eq!(
+            current_passwords(&None, &reader, "2026-11"),
+            None,
+            "missing"
+        );
+        let half = secret("w", "2026-12");
+        assert_eq!(
+            current_passwords(&half, &reader, "2026-12"),
+            None,
+            "both or neither"
+        );
+    }
+
+    #[test]
+    fn the_rotation_time_moves_only_when_passwords_are_issued() {
+        let (before, now) = (
+            Time(jiff::Timestamp::from_second(1).unwrap()),
+            Time(jiff::Timestamp::from_second(2).unwrap()),
+        );
+        assert_eq!(
+            rotated_at(Some(before.clone()), false, now.clone()),
+            Some(before)
+        );
+        assert_eq!(rotated_at(None, true, now.clone()), Some(now));
+        assert_eq!(
+            rotated_at(None, false, Time(jiff::Timestamp::from_second(3).unwrap())),
+            None
+        );
+    }
 
     #[test]
     fn the_quota_condition_says_what_to_do_and_moves_by_whole_percents() {
