@@ -8,7 +8,6 @@
 //! none could be, 503 when the database is unavailable (nothing was acknowledged).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,19 +38,14 @@ pub struct App {
 
 pub fn router(app: Arc<App>) -> Router {
     let max_body_bytes = app.max_body_bytes;
-    Router::new()
-        .route(
-            IngestFormat::Measurements.endpoint(),
-            post(|state, headers, body| write(state, headers, body, IngestFormat::Measurements)),
-        )
-        .route(
-            IngestFormat::NgsiV2.endpoint(),
-            post(|state, headers, body| write(state, headers, body, IngestFormat::NgsiV2)),
-        )
-        .route(
-            IngestFormat::SenML.endpoint(),
-            post(|state, headers, body| write(state, headers, body, IngestFormat::SenML)),
-        )
+    let mut router = Router::new();
+    for format in IngestFormat::ALL {
+        router = router.route(
+            format.endpoint(),
+            post(move |state, headers, body| write(state, headers, body, format)),
+        );
+    }
+    router
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -69,8 +63,75 @@ struct Report {
     ignored: Vec<Ignored>,
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+/// Why a write stored nothing: each renders its own problem response (status, message
+/// as `{"error": ...}`, and the headers a client needs to act on it).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("a valid API key is needed: Authorization: Bearer <key from the ingest-keys Secret>")]
+    Unauthorized,
+    #[error("Fiware-Service must name this tenant ({0})")]
+    WrongService(String),
+    #[error("this tenant does not accept {0:?} (spec.ingest.formats)")]
+    FormatNotAccepted(IngestFormat),
+    #[error("the body is larger than {0} bytes; send smaller batches")]
+    BodyTooLarge(usize),
+    #[error("{1}")]
+    Body(StatusCode, String),
+    #[error(transparent)]
+    Malformed(#[from] BodyError),
+    #[error("{count} items in one request; at most {max} are accepted at once")]
+    TooManyItems { count: usize, max: usize },
+    #[error("over the rate quota of {rate} rows per second; retry after {seconds} s")]
+    OverRate { rate: u32, seconds: u64 },
+    #[error(
+        "more items in one request than the rate quota allows at once ({0}); send smaller batches"
+    )]
+    OverBurst(u32),
+    #[error("{0}; nothing of this request was stored")]
+    Unavailable(WriteError),
+    #[error(transparent)]
+    Refused(WriteError),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
+            Refusal::WrongService(_) | Refusal::Refused(_) => StatusCode::FORBIDDEN,
+            Refusal::FormatNotAccepted(_) => StatusCode::NOT_FOUND,
+            Refusal::BodyTooLarge(_) | Refusal::TooManyItems { .. } | Refusal::OverBurst(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Refusal::Body(status, _) => *status,
+            Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+            Refusal::OverRate { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            axum::Json(json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match self {
+            Refusal::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Refusal::OverRate { seconds, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            Refusal::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
 }
 
 async fn write(
@@ -80,7 +141,10 @@ async fn write(
     format: IngestFormat,
 ) -> Response {
     let received = Timestamp::now();
-    let response = handle(&app, &headers, body, format, received).await;
+    let response = match handle(&app, &headers, body, format, received).await {
+        Ok(report) => report,
+        Err(refusal) => refusal.into_response(),
+    };
     app.metrics
         .request(format.endpoint(), response.status().as_u16());
     response
@@ -92,100 +156,60 @@ async fn handle(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     format: IngestFormat,
     received: Timestamp,
-) -> Response {
+) -> Result<Response, Refusal> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     if !key.is_some_and(|key| app.keys.accepts(key)) {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "a valid API key is needed: Authorization: Bearer <key from the ingest-keys Secret>",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return Err(Refusal::Unauthorized);
     }
     if let Some(service) = headers.get("fiware-service") {
         // Orion sends the service in lower case; tenant names are lower case anyway.
         let named = service.to_str().map(str::to_ascii_lowercase).ok();
         if named.as_deref() != Some(app.tenant.as_str()) {
-            return problem(
-                StatusCode::FORBIDDEN,
-                format!("Fiware-Service must name this tenant ({})", app.tenant),
-            );
+            return Err(Refusal::WrongService(app.tenant.clone()));
         }
     }
     if !app.formats.contains(&format) {
-        return problem(
-            StatusCode::NOT_FOUND,
-            format!("this tenant does not accept {format:?} (spec.ingest.formats)"),
-        );
+        return Err(Refusal::FormatNotAccepted(format));
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is larger than {} bytes; send smaller batches",
-                    app.max_body_bytes
-                ),
-            );
-        }
-        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
-    };
-    let parsed = match format {
-        IngestFormat::Measurements => parse::parse_measurements(&body, received),
-        IngestFormat::NgsiV2 => parse::parse_ngsi_notification(&body, received).map(|n| n.parsed),
-        IngestFormat::SenML => parse::parse_senml(&body, received),
-    };
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Refusal::BodyTooLarge(app.max_body_bytes),
+        status => Refusal::Body(status, rejection.body_text()),
+    })?;
     let Parsed {
         rows,
         rejected,
         ignored,
-    } = match parsed {
-        Ok(parsed) => parsed,
-        Err(error @ BodyError::Json { .. }) => {
-            return problem(StatusCode::BAD_REQUEST, error.to_string());
-        }
-        Err(error @ BodyError::Shape(_)) => {
-            return problem(StatusCode::BAD_REQUEST, error.to_string());
-        }
-    };
+    } = match format {
+        IngestFormat::Measurements => parse::parse_measurements(&body, received),
+        IngestFormat::NgsiV2 => parse::parse_ngsi_notification(&body, received).map(|n| n.parsed),
+        IngestFormat::SenML => parse::parse_senml(&body, received),
+    }?;
     app.metrics.rows("rejected", rejected.len());
     app.metrics.rows("ignored", ignored.len());
     if rows.len() > app.writer.max_rows() {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} items in one request; at most {} are accepted at once",
-                rows.len(),
-                app.writer.max_rows()
-            ),
-        );
+        return Err(Refusal::TooManyItems {
+            count: rows.len(),
+            max: app.writer.max_rows(),
+        });
     }
-    if let Err(wait) = app.rate.check(rows.len()) {
-        return too_many(wait, &app.rate);
-    }
+    app.rate.check(rows.len()).map_err(|wait| match wait {
+        Some(wait) => Refusal::OverRate {
+            rate: app.rate.rows_per_second(),
+            seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        None => Refusal::OverBurst(app.rate.burst()),
+    })?;
     let committed = rows.len();
-    match app.writer.submit(rows, received).await {
-        Ok(()) => {}
-        Err(error @ (WriteError::Unavailable(_) | WriteError::Busy)) => {
-            let mut response = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{error}; nothing of this request was stored"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        Err(error @ WriteError::Refused) => {
-            return problem(StatusCode::FORBIDDEN, error.to_string());
-        }
-    }
+    app.writer
+        .submit(rows, received)
+        .await
+        .map_err(|error| match error {
+            WriteError::Refused => Refusal::Refused(error),
+            WriteError::Unavailable(_) | WriteError::Busy => Refusal::Unavailable(error),
+        })?;
     app.metrics.rows("committed", committed);
     let status = if rejected.is_empty() {
         StatusCode::OK
@@ -199,33 +223,7 @@ async fn handle(
         rejected,
         ignored,
     };
-    (status, axum::Json(report)).into_response()
-}
-
-fn too_many(wait: Option<Duration>, rate: &RateQuota) -> Response {
-    match wait {
-        Some(wait) => {
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut response = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "over the rate quota of {} rows per second; retry after {seconds} s",
-                    rate.rows_per_second()
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
-        None => problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "more items in one request than the rate quota allows at once ({}); send smaller batches",
-                rate.burst()
-            ),
-        ),
-    }
+    Ok((status, axum::Json(report)).into_response())
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
