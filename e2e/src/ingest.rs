@@ -9,11 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::Cluster;
 pub use crate::control_plane::free_port;
@@ -37,19 +32,7 @@ pub struct Ingest {
 
 /// The `smartregion-ingest` binary of the same build as the running executable.
 pub fn binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("unexpected executable location")?;
-    for candidate in [Some(dir), dir.parent()].into_iter().flatten() {
-        let binary = candidate.join("smartregion-ingest");
-        if binary.is_file() {
-            return Ok(binary);
-        }
-    }
-    bail!(
-        "smartregion-ingest not found next to {}; build it first with \
-         `cargo build -p smartregion-ingest` (e2e/test does)",
-        exe.display()
-    )
+    crate::paths::workspace_binary("smartregion-ingest")
 }
 
 impl Ingest {
@@ -150,64 +133,4 @@ impl Drop for Ingest {
     }
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body)
-            .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// A plain HTTP/1.1 client (connections are reused, as a sensor gateway would).
-#[derive(Clone)]
-pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
-
-impl Default for HttpClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl HttpClient {
-    pub fn new() -> HttpClient {
-        HttpClient(Client::builder(TokioExecutor::new()).build_http())
-    }
-
-    pub async fn get(&self, url: &str) -> Result<Answer> {
-        let request = http::Request::get(url).body(Full::new(Bytes::new()))?;
-        self.send(request).await
-    }
-
-    /// POSTs `body` with the given headers (`Authorization`, `Fiware-Service`, ...).
-    pub async fn post(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Result<Answer> {
-        let mut request = http::Request::post(url).header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request.body(Full::new(body.into()))?).await
-    }
-
-    async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<Answer> {
-        let response = self.0.request(request).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
-    }
-}
+pub use crate::http::{Answer, HttpClient};

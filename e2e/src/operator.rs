@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::Cluster;
 use crate::control_plane::free_port;
@@ -24,23 +24,9 @@ pub struct Operator {
     killed: bool,
 }
 
-/// The `smartregion-operator` binary of the same build as the running executable (tests
-/// live in `<target>/<profile>/deps/`, binaries in `<target>/<profile>/`).
+/// The `smartregion-operator` binary of the same build as the running executable.
 pub fn binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("unexpected executable location")?;
-    let candidates = [Some(dir), dir.parent()];
-    for candidate in candidates.into_iter().flatten() {
-        let binary = candidate.join("smartregion-operator");
-        if binary.is_file() {
-            return Ok(binary);
-        }
-    }
-    bail!(
-        "smartregion-operator not found next to {}; build it first with \
-         `cargo build -p smartregion-operator` (with --release for benchmarks); e2e/test does",
-        exe.display()
-    )
+    crate::paths::workspace_binary("smartregion-operator")
 }
 
 impl Operator {
@@ -148,20 +134,4 @@ impl Drop for Operator {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback.
-pub async fn http_get(port: u16, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_string())
-}
+pub use crate::http::http_get;

@@ -72,3 +72,21 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join(program).is_file()))
 }
+
+/// A binary of this workspace from the same build as the running executable (tests live
+/// in `<target>/<profile>/deps/`, binaries in `<target>/<profile>/`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("unexpected executable location")?;
+    for candidate in [Some(dir), dir.parent()].into_iter().flatten() {
+        let binary = candidate.join(name);
+        if binary.is_file() {
+            return Ok(binary);
+        }
+    }
+    bail!(
+        "{name} not found next to {}; build the workspace first with `cargo build \
+         --workspace` (with --release for benchmarks); e2e/test does",
+        exe.display()
+    )
+}

@@ -23,6 +23,26 @@ pub fn spawn_detached(
     log: &Path,
     user: Option<(u32, u32)>,
 ) -> Result<u32> {
+    spawn(program, args, &[], log, user)
+}
+
+/// [`spawn_detached`] with `env` on top of this process's environment.
+pub fn spawn_detached_with_env(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<u32> {
+    spawn(program, args, env, log, None)
+}
+
+fn spawn(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+    user: Option<(u32, u32)>,
+) -> Result<u32> {
     let out = File::create(log).with_context(|| format!("failed to create {}", log.display()))?;
     let mut command = Command::new(program);
     if let Some((uid, gid)) = user {
@@ -30,6 +50,7 @@ pub fn spawn_detached(
     }
     let child = command
         .args(args)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -3,6 +3,7 @@
 //!
 //! Its own test binary, so no other test writes to the cluster during the window.
 
+#[path = "cluster/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

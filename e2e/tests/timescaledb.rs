@@ -8,6 +8,7 @@
 //! cluster whose PostgreSQL preloads TimescaleDB (TimescaleDB is in no registry these
 //! machines reach, so CI runs `timescaledb_sql.rs` on PGlite instead).
 
+#[path = "cluster/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -33,6 +33,17 @@ enum Command {
     Down,
     /// Say whether the cluster is running and healthy; print its environment if so.
     Status,
+    /// Run the operator of the Helm release as one of its pods would (its Deployment's
+    /// environment, its ServiceAccount's token, its tier presets), as a host process
+    /// that `down` stops too; a previous one started this way is stopped first.
+    StartChartOperator {
+        /// Namespace of the release.
+        #[arg(long, default_value = "smartregion-system")]
+        namespace: String,
+        /// Name of the release.
+        #[arg(long, default_value = "smartregion-operator")]
+        release: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +79,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!(
                 "cluster: stopped {stopped} processes; removed {}",
                 cli.state_dir.display()
+            );
+        }
+        Command::StartChartOperator { namespace, release } => {
+            let cluster = runtime.block_on(Cluster::running(&cli.state_dir))?;
+            let (pid, log) = runtime.block_on(smartregion_e2e::chart_operator::start_detached(
+                &cluster, &namespace, &release,
+            ))?;
+            eprintln!(
+                "operator started (pid {pid}) as system:serviceaccount:{namespace}:{release}; \
+                 its log: {}",
+                log.display()
             );
         }
         Command::Status => match runtime.block_on(Cluster::running(&cli.state_dir)) {

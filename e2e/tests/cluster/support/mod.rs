@@ -139,3 +139,51 @@ pub async fn delete_all_and_wait(client: &Client, names: &[String]) -> Result<()
     }
     Ok(())
 }
+
+/// Deletes the child `name` of kind `K` and waits up to `deadline` for the operator to
+/// create it again (a new uid).
+pub async fn delete_and_wait_replaced<K>(api: &Api<K>, name: &str, deadline: Duration) -> Result<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let before = api.get(name).await?.uid();
+    api.delete(name, &DeleteParams::default()).await?;
+    wait::until(
+        &format!("{} {name} to be created again", K::kind(&())),
+        deadline,
+        || {
+            let (api, before) = (api.clone(), before.clone());
+            async move { Ok(api.get_opt(name).await?.filter(|object| object.uid() != before)) }
+        },
+    )
+    .await
+}
+
+/// Fails unless `meta` (of a `kind`) carries the tenant's labels and is controlled by
+/// the tenant with `uid`.
+pub fn ensure_labelled_and_owned(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    tenant: &str,
+    uid: &str,
+) -> Result<()> {
+    let labels = meta.labels.clone().unwrap_or_default();
+    anyhow::ensure!(
+        labels.get(smartregion_operator::crd::TENANT_LABEL).map(String::as_str) == Some(tenant),
+        "{kind} {:?} lacks the tenant label",
+        meta.name
+    );
+    anyhow::ensure!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str)
+            == Some("smartregion-operator"),
+        "{kind} {:?} lacks the managed-by label",
+        meta.name
+    );
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid && owner.controller == Some(true));
+    anyhow::ensure!(owned, "{kind} {:?} is not owned by tenant {tenant}", meta.name);
+    Ok(())
+}

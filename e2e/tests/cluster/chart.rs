@@ -4,22 +4,20 @@
 //! chart's RBAC is enough. Also: no wildcards in its RBAC, its CRD and tier presets are
 //! the ones the operator has.
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use smartregion_e2e::operator::{Operator, SHARD_LABEL};
-use smartregion_e2e::{Cluster, apply, helm, paths, shared, unique_name, wait, workload};
-use support::{apply_tenant, client, condition, delete_and_wait, example, wait_ready};
+use smartregion_e2e::{apply, helm, paths, shared, unique_name, wait};
+use crate::support::{apply_tenant, client, condition, delete_and_wait, example, wait_ready};
 
 fn kinds(objects: &[DynamicObject]) -> BTreeSet<String> {
     objects
@@ -224,40 +222,6 @@ fn the_chart_carries_the_operators_crd_and_tier_presets() -> Result<()> {
     Ok(())
 }
 
-/// A kubeconfig for the API server of `cluster` that authenticates with `token`.
-fn token_kubeconfig(cluster: &Cluster, name: &str, token: &str) -> Result<std::path::PathBuf> {
-    let path = cluster.state_dir.join(format!("{name}.kubeconfig"));
-    let text = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: https://127.0.0.1:{port}
-    certificate-authority: {ca}
-users:
-- name: {name}
-  user:
-    token: {token}
-contexts:
-- name: {name}
-  context:
-    cluster: local
-    user: {name}
-current-context: {name}
-",
-        port = cluster.apiserver_port,
-        ca = cluster.ca_cert.display(),
-    );
-    std::fs::write(&path, text)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(path)
-}
-
 /// Removes the release's cluster-scoped objects and its namespace.
 async fn uninstall(client: &kube::Client, release: &str, namespace: &str) {
     let name = format!("{release}-smartregion-operator");
@@ -315,38 +279,11 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
         // Exactly what a pod of the chart's Deployment would get: its env, its
         // ServiceAccount's token, the tier presets from its ConfigMap.
         let fullname = format!("{release}-smartregion-operator");
-        let mut env = workload::container_env(&admin, &namespace, &fullname, "operator").await?;
-        let tiers = cluster.state_dir.join(format!("{release}-tiers.yaml"));
-        let configmap =
-            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &namespace)
-                .get(&format!("{fullname}-tiers"))
-                .await?;
-        let data = configmap.data.unwrap_or_default();
-        std::fs::write(&tiers, data.get("tiers.yaml").context("tiers.yaml")?)?;
-        for (name, value) in env.iter_mut() {
-            if name == "SMARTREGION_TIERS_FILE" {
-                *value = tiers.display().to_string();
-            }
-        }
-        let token = Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
-            .create_token_request(
-                &fullname,
-                &PostParams::default(),
-                &TokenRequest {
-                    spec: TokenRequestSpec {
-                        audiences: Vec::new(),
-                        expiration_seconds: Some(3600),
-                        ..TokenRequestSpec::default()
-                    },
-                    ..TokenRequest::default()
-                },
-            )
-            .await?
-            .status
-            .context("no token issued")?
-            .token;
+        let chart = smartregion_e2e::chart_operator::as_chart(cluster, &admin, &namespace, &release)
+            .await?;
         let mut as_chart = cluster.clone();
-        as_chart.kubeconfig = token_kubeconfig(cluster, &release, &token)?;
+        as_chart.kubeconfig = chart.kubeconfig;
+        let env = chart.env;
         let operator = Operator::start_with_env(&as_chart, &shard, env, &[])?;
 
         let name = unique_name("chart-prato");

@@ -2,7 +2,6 @@
 //! as a tenant's client uses them: isolation, idempotent inserts, TLS, partitions and
 //! retention, rotation, Retain and Delete, and names at the edges.
 
-mod support;
 
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{Phase, Storage};
-use support::*;
+use crate::support::*;
 use tokio_postgres::error::SqlState;
 
 /// The operator as these tests run it: TLS to PostgreSQL with the server's certificate

@@ -4,7 +4,6 @@
 //!
 //! Its own test binary and its own PostgreSQL, which it stops.
 
-mod support;
 
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use smartregion_e2e::ingest::{Ingest, deployment_env};
 use smartregion_e2e::mosquitto::Mosquitto;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{PostgresServer, shared, unique_name, wait};
-use support::*;
+use crate::support::*;
 
 /// Publishes `payload` with QoS 1 and returns once the broker acknowledged it.
 async fn publish(port: u16, topic: &str, payload: serde_json::Value) -> Result<()> {

@@ -1,7 +1,6 @@
 //! The operator against the real control plane: examples become Ready with every child,
 //! drift is undone, spec changes reach the children, deletion is safe.
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{SmartRegionTenant, TENANT_LABEL};
-use support::*;
+use crate::support::*;
 
 /// Drift must be undone this fast (the bound).
 const DRIFT_DEADLINE: Duration = Duration::from_secs(10);
@@ -26,35 +25,8 @@ async fn assert_children(client: &Client, tenant: &SmartRegionTenant) -> Result<
     let name = tenant.name_any();
     let namespace = format!("srt-{name}");
     let uid = tenant.uid().unwrap();
-    let check = |kind: &str,
-                 meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta|
-     -> Result<()> {
-        let labels = meta.labels.clone().unwrap_or_default();
-        ensure!(
-            labels.get(TENANT_LABEL) == Some(&name),
-            "{kind} {:?} lacks the tenant label",
-            meta.name
-        );
-        ensure!(
-            labels
-                .get("app.kubernetes.io/managed-by")
-                .map(String::as_str)
-                == Some("smartregion-operator"),
-            "{kind} {:?} lacks the managed-by label",
-            meta.name
-        );
-        let owned = meta
-            .owner_references
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .any(|o| o.uid == uid && o.controller == Some(true));
-        ensure!(
-            owned,
-            "{kind} {:?} is not owned by tenant {name}",
-            meta.name
-        );
-        Ok(())
+    let check = |kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        ensure_labelled_and_owned(kind, meta, &name, &uid)
     };
     let ns = Api::<Namespace>::all(client.clone())
         .get(&namespace)
@@ -192,45 +164,12 @@ async fn hand_edits_and_deletions_of_children_are_undone_within_10_seconds() -> 
     })
     .await?;
 
-    // Deleting the LimitRange.
+    // Deleting the LimitRange, and the admin RoleBinding.
     let limits: Api<LimitRange> = Api::namespaced(client.clone(), &namespace);
-    let before = limits.get("tenant-limits").await?.uid();
-    limits.delete("tenant-limits", &Default::default()).await?;
-    wait::until("the LimitRange to be re-created", DRIFT_DEADLINE, || {
-        let limits = limits.clone();
-        let before = before.clone();
-        async move {
-            Ok(limits
-                .get_opt("tenant-limits")
-                .await?
-                .filter(|l| l.uid() != before)
-                .map(|_| ()))
-        }
-    })
-    .await?;
-
-    // Deleting the admin RoleBinding.
+    delete_and_wait_replaced(&limits, "tenant-limits", DRIFT_DEADLINE).await?;
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
     let binding = bindings.list(&ListParams::default()).await?.items.remove(0);
-    let binding_name = binding.name_any();
-    bindings.delete(&binding_name, &Default::default()).await?;
-    wait::until(
-        "the admin RoleBinding to be re-created",
-        DRIFT_DEADLINE,
-        || {
-            let bindings = bindings.clone();
-            let binding_name = binding_name.clone();
-            let before = binding.uid();
-            async move {
-                Ok(bindings
-                    .get_opt(&binding_name)
-                    .await?
-                    .filter(|b| b.uid() != before)
-                    .map(|_| ()))
-            }
-        },
-    )
-    .await?;
+    delete_and_wait_replaced(&bindings, &binding.name_any(), DRIFT_DEADLINE).await?;
 
     delete_and_wait(&client, &name).await?;
     Ok(())

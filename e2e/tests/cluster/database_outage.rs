@@ -4,17 +4,15 @@
 //!
 //! The test stops a PostgreSQL of its own, so the other tests' database never goes away.
 
-mod support;
 
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::LimitRange;
-use kube::ResourceExt;
 use kube::api::Api;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{PostgresServer, shared, unique_name, wait};
-use support::*;
+use crate::support::*;
 
 const TENANTS: usize = 10;
 /// The outage.
@@ -70,24 +68,7 @@ async fn tenants_report_a_database_outage_and_recover_without_a_restart() -> Res
     // The Kubernetes side is still reconciled: a deleted child comes back meanwhile.
     let namespace = format!("srt-{}", names[0]);
     let limits: Api<LimitRange> = Api::namespaced(client.clone(), &namespace);
-    let before = limits.get("tenant-limits").await?.uid();
-    limits.delete("tenant-limits", &Default::default()).await?;
-    wait::until(
-        "the LimitRange to come back during the outage",
-        READY_TIMEOUT,
-        || {
-            let limits = limits.clone();
-            let before = before.clone();
-            async move {
-                Ok(limits
-                    .get_opt("tenant-limits")
-                    .await?
-                    .filter(|l| l.uid() != before)
-                    .map(|_| ()))
-            }
-        },
-    )
-    .await?;
+    delete_and_wait_replaced(&limits, "tenant-limits", READY_TIMEOUT).await?;
     ensure!(
         outage_started.elapsed() < OUTAGE,
         "the checks above took longer than the outage itself"

@@ -7,7 +7,6 @@
 //! them, and looks at every object in its namespace — whoever created it — and at the
 //! namespace itself.
 
-mod support;
 
 use std::collections::BTreeSet;
 
@@ -18,7 +17,7 @@ use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name};
-use support::*;
+use crate::support::*;
 
 const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 const TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";

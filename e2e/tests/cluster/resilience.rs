@@ -1,7 +1,6 @@
 //! The operator survives being killed mid-onboarding, and with two replicas only the
 //! leader reconciles until it dies and the standby takes over.
 
-mod support;
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use smartregion_e2e::apiserver::reconciles;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{FINALIZER, TENANT_LABEL};
-use support::*;
+use crate::support::*;
 
 /// How many of the tenant's children of kind `K` exist (found by the tenant label).
 async fn count<K>(client: &Client, namespace: &str, tenant: &str) -> Result<usize>

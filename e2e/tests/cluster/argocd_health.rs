@@ -15,8 +15,6 @@
 //! the health its committed case expects, so the testdata cannot drift from what the
 //! operator writes.
 
-mod argocd;
-mod support;
 
 use std::collections::BTreeSet;
 
@@ -31,8 +29,8 @@ use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{CONFIRM_DELETE_ANNOTATION, SmartRegionTenant};
 
-use argocd::{Health, Libraries};
-use support::*;
+use crate::argocd::{Health, Libraries};
+use crate::support::*;
 
 const RECORD_ENV: &str = "SMARTREGION_RECORD_ARGOCD";
 /// Every timestamp in a recorded object.
@@ -40,13 +38,13 @@ const RECORDED_TIME: &str = "2026-01-01T00:00:00Z";
 
 #[test]
 fn every_case_of_health_test_yaml_gets_its_expected_health() -> Result<()> {
-    let script = argocd::script()?;
-    let cases = argocd::cases()?;
+    let script = crate::argocd::script()?;
+    let cases = crate::argocd::cases()?;
     let mut failures = Vec::new();
     for case in &cases {
-        let object = argocd::load_input(&case.input_path)?;
+        let object = crate::argocd::load_input(&case.input_path)?;
         for libraries in [Libraries::Open, Libraries::Controller] {
-            let got = argocd::health(&script, &object, libraries)
+            let got = crate::argocd::health(&script, &object, libraries)
                 .with_context(|| format!("{} ({libraries:?})", case.input_path))?;
             if got != case.health_status {
                 failures.push(format!(
@@ -67,7 +65,7 @@ fn every_case_of_health_test_yaml_gets_its_expected_health() -> Result<()> {
         ensure!(statuses.contains(status), "no case expects {status}");
     }
     let checked: BTreeSet<String> = cases.iter().map(|c| c.input_path.clone()).collect();
-    for entry in std::fs::read_dir(argocd::check_dir().join("testdata"))? {
+    for entry in std::fs::read_dir(crate::argocd::check_dir().join("testdata"))? {
         let file = format!("testdata/{}", entry?.file_name().to_string_lossy());
         ensure!(
             checked.contains(&file),
@@ -83,8 +81,8 @@ fn the_check_runs_without_the_string_library() -> Result<()> {
     // the Controller runs above would prove nothing.
     let failing = "return { status = string.lower(\"HEALTHY\"), message = \"\" }";
     let object = json!({ "metadata": { "name": "prato" } });
-    ensure!(argocd::health(failing, &object, Libraries::Controller).is_err());
-    ensure!(argocd::health(failing, &object, Libraries::Open)?.status == "Unknown");
+    ensure!(crate::argocd::health(failing, &object, Libraries::Controller).is_err());
+    ensure!(crate::argocd::health(failing, &object, Libraries::Open)?.status == "Unknown");
     Ok(())
 }
 
@@ -93,7 +91,7 @@ fn the_check_runs_without_the_string_library() -> Result<()> {
 fn the_checks_waiting_reasons_are_the_operators_pending_reasons() -> Result<()> {
     use smartregion_operator::reconcile::conditions::Reason;
     use strum::IntoEnumIterator;
-    let script = argocd::script()?;
+    let script = crate::argocd::script()?;
     let (_, table) = script
         .split_once("local waiting = {")
         .context("health.lua has no `local waiting = {` table")?;
@@ -130,7 +128,7 @@ async fn live(client: &Client, name: &str) -> Result<Value> {
 }
 
 fn verdict(object: &Value) -> Result<Health> {
-    argocd::health(&argocd::script()?, object, Libraries::Controller)
+    crate::argocd::health(&crate::argocd::script()?, object, Libraries::Controller)
 }
 
 /// A live tenant in one state, and the stable name it gets in testdata.
@@ -200,13 +198,13 @@ impl Subject<'_> {
                 self.stable
             );
             let text = header + &serde_yaml::to_string(&self.recorded(live)?)?;
-            std::fs::write(argocd::check_dir().join(&input_path), text)?;
+            std::fs::write(crate::argocd::check_dir().join(&input_path), text)?;
         }
         let stable = Health {
             status: health.status.clone(),
             message: self.stabilise(&health.message),
         };
-        let expected = argocd::cases()?
+        let expected = crate::argocd::cases()?
             .into_iter()
             .find(|case| case.input_path == input_path)
             .map(|case| case.health_status);

@@ -2,7 +2,6 @@
 //! the environment and Secret values of the tenant's `ingest` Deployment, then used as
 //! sensors and FIWARE Orion use it.
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{Cluster, PostgresServer, shared, unique_name, wait};
-use support::*;
+use crate::support::*;
 
 /// A Ready tenant's ingest, running with its Deployment's environment.
 struct Running {

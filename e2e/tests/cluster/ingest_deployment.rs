@@ -6,14 +6,10 @@
 //! with exactly the environment the Deployment gives its container (Secret references
 //! resolved from the Secrets) and sends it data: the Deployment is runnable as written.
 
-mod support;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -22,10 +18,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use smartregion_e2e::operator::{Operator, http_get};
+use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{Phase, SmartRegionTenant};
-use support::*;
+use crate::support::*;
 
 /// A deleted child must be back this fast (the drift bound of the operator tests).
 const DRIFT_DEADLINE: Duration = Duration::from_secs(10);
@@ -244,14 +240,24 @@ async fn an_example_tenant_gets_ready_ingest_pods_a_service_and_its_keys() -> Re
     );
 
     // The container as specified runs and stores data.
-    let ingest = HostIngest::start(&client, &name, &deployment).await?;
+    let ingest = start_as_deployed(&client, &name, &deployment).await?;
+    let http = smartregion_e2e::http::HttpClient::new();
+    let post = |key: String, body: &'static str| {
+        let (http, url) = (http.clone(), ingest.url("/v1/measurements"));
+        async move {
+            let answer = http
+                .post(&url, &[("authorization", &format!("Bearer {key}"))], body)
+                .await?;
+            anyhow::Ok((answer.status, String::from_utf8_lossy(&answer.body).to_string()))
+        }
+    };
     let body = r#"[{"sensor":"prato-aq-001","metric":"no2","time":"2026-11-23T11:00:00+01:00","value":41.5}]"#;
-    let (code, answer) = ingest.post("/v1/measurements", &keys, body).await?;
+    let (code, answer) = post(keys.clone(), body).await?;
     ensure!(
         code == 200,
         "POST with the key from ingest-keys: {code} {answer}"
     );
-    let (code, _) = ingest.post("/v1/measurements", "not-a-key", body).await?;
+    let (code, _) = post("not-a-key".into(), body).await?;
     assert_eq!(code, 401, "a wrong key is refused");
     let admin = admin().await?;
     let stored: i64 = admin
@@ -439,24 +445,7 @@ async fn deleted_ingest_children_and_secrets_come_back() -> Result<()> {
     let namespace = namespace_of(&name);
 
     let deployment_api = deployments(&client, &name);
-    let before = deployment_api.get("ingest").await?.uid();
-    deployment_api.delete("ingest", &Default::default()).await?;
-    wait::until(
-        "the ingest Deployment to be re-created",
-        DRIFT_DEADLINE,
-        || {
-            let api = deployment_api.clone();
-            let before = before.clone();
-            async move {
-                Ok(api
-                    .get_opt("ingest")
-                    .await?
-                    .filter(|d| d.uid() != before)
-                    .map(|_| ()))
-            }
-        },
-    )
-    .await?;
+    delete_and_wait_replaced(&deployment_api, "ingest", DRIFT_DEADLINE).await?;
     wait::until("a ready ingest pod again", READY_TIMEOUT, || {
         let client = client.clone();
         let name = name.clone();
@@ -465,24 +454,7 @@ async fn deleted_ingest_children_and_secrets_come_back() -> Result<()> {
     .await?;
 
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let before = services.get("ingest").await?.uid();
-    services.delete("ingest", &Default::default()).await?;
-    wait::until(
-        "the ingest Service to be re-created",
-        DRIFT_DEADLINE,
-        || {
-            let services = services.clone();
-            let before = before.clone();
-            async move {
-                Ok(services
-                    .get_opt("ingest")
-                    .await?
-                    .filter(|s| s.uid() != before)
-                    .map(|_| ()))
-            }
-        },
-    )
-    .await?;
+    delete_and_wait_replaced(&services, "ingest", DRIFT_DEADLINE).await?;
 
     // A deleted Secret is issued again, with new values, and the pods roll onto it.
     for (secret, key) in [("ingest-keys", "keys"), ("db-writer", "password")] {
@@ -532,120 +504,39 @@ async fn admin() -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// The ingest binary as a host process, run with the container's environment.
-struct HostIngest {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl HostIngest {
-    /// Starts `smartregion-ingest` with the Deployment's container env, Secret references
-    /// resolved as the kubelet would; only the listen address is moved to a free loopback
-    /// port. Waits until /readyz answers 200 (the database is reachable).
-    async fn start(client: &Client, tenant: &str, deployment: &Deployment) -> Result<HostIngest> {
-        let container = deployment
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.template.spec.as_ref())
-            .map(|pod| pod.containers[0].clone())
-            .context("no container")?;
-        let secrets = secrets(client, tenant);
-        let mut env = BTreeMap::new();
-        for var in container.env.unwrap_or_default() {
-            let value = match (var.value, var.value_from) {
-                (Some(value), _) => value,
-                (None, Some(source)) => {
-                    let selector = source.secret_key_ref.context("only Secret references")?;
-                    secret_text(&secrets.get(&selector.name).await?, &selector.key)?
-                }
-                (None, None) => String::new(),
-            };
-            env.insert(var.name, value);
-        }
-        ensure!(
-            env.contains_key("SMARTREGION_INGEST_LISTEN"),
-            "the Deployment sets the listen address"
-        );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            listener.local_addr()?.port()
-        };
-        env.insert(
-            "SMARTREGION_INGEST_LISTEN".into(),
-            format!("127.0.0.1:{port}"),
-        );
-        let log = shared()
-            .state_dir
-            .join(format!("ingest-{tenant}-{port}.log"));
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(ingest_binary()?)
-            .env_clear()
-            .envs(&env)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("failed to start smartregion-ingest")?;
-        let mut ingest = HostIngest { child, port, log };
-        let ready = wait::until("the ingest process to be ready", READY_TIMEOUT, || {
-            let exited = ingest.child.try_wait();
-            async move {
-                if let Ok(Some(status)) = exited {
-                    bail!("smartregion-ingest exited with {status}");
-                }
-                Ok(http_get(port, "/readyz").await.ok().map(|_| ()))
+/// Starts `smartregion-ingest` as a host process with the Deployment's container env,
+/// Secret references resolved as the kubelet would; the harness moves only the listen
+/// address to a free loopback port. Waits until /readyz answers 200 (the database is
+/// reachable).
+async fn start_as_deployed(
+    client: &Client,
+    tenant: &str,
+    deployment: &Deployment,
+) -> Result<smartregion_e2e::ingest::Ingest> {
+    let container = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .map(|pod| pod.containers[0].clone())
+        .context("no container")?;
+    let secrets = secrets(client, tenant);
+    let mut env = Vec::new();
+    for var in container.env.unwrap_or_default() {
+        let value = match (var.value, var.value_from) {
+            (Some(value), _) => value,
+            (None, Some(source)) => {
+                let selector = source.secret_key_ref.context("only Secret references")?;
+                secret_text(&secrets.get(&selector.name).await?, &selector.key)?
             }
-        })
-        .await;
-        if let Err(error) = ready {
-            let log = std::fs::read_to_string(&ingest.log).unwrap_or_default();
-            let _ = ingest.child.kill();
-            bail!("{error:#}\nits log:\n{log}");
-        }
-        Ok(ingest)
+            (None, None) => String::new(),
+        };
+        env.push((var.name, value));
     }
-
-    /// POSTs `body` with an API key; the status code and the body of the answer.
-    async fn post(&self, path: &str, key: &str, body: &str) -> Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let request = format!(
-            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let code = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("malformed response {response:?}"))?;
-        let answer = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default();
-        Ok((code, answer))
-    }
-}
-
-impl Drop for HostIngest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `smartregion-ingest` of the same build as this test (next to the operator binary).
-fn ingest_binary() -> Result<PathBuf> {
-    let operator = smartregion_e2e::operator::binary()?;
-    let binary = operator.with_file_name("smartregion-ingest");
     ensure!(
-        binary.is_file(),
-        "{} not found; build it with `cargo build --workspace`",
-        binary.display()
+        env.iter().any(|(name, _)| name == smartregion_contract::env::LISTEN),
+        "the Deployment sets the listen address"
     );
-    Ok(binary)
+    let mut ingest = smartregion_e2e::ingest::Ingest::start(shared(), env)?;
+    ingest.wait_ready(READY_TIMEOUT).await?;
+    Ok(ingest)
 }

@@ -1,0 +1,6 @@
+//! The end-to-end checks that need no cluster, in one test binary: the documents against
+//! the code, the contract between the two binaries, and the TimescaleDB SQL on PGlite.
+
+mod contract;
+mod docs;
+mod timescaledb_sql;
