@@ -1,9 +1,9 @@
 //! The contract between smartregion's two binaries, `smartregion-operator` and
 //! `smartregion-ingest`: what one writes and the other reads, kept in one place.
 //!
-//! - [`env`]: the environment the operator's ingest Deployment sets and ingest reads.
+//! - [`env`](mod@env): the environment the operator's ingest Deployment sets and ingest reads.
 //! - [`tenant`]: the tenant-name rule and the schema a name maps to.
-//! - [`format`]: the payload formats (`spec.ingest.formats` and ingest's endpoints).
+//! - [`format`](mod@format): the payload formats (`spec.ingest.formats` and ingest's endpoints).
 //! - [`mqtt`]: the MQTT broker address syntax.
 //! - [`postgres`]: `sslmode` and TLS to PostgreSQL with rustls.
 //! - [`logging`]: the log formats and their set-up.

@@ -35,21 +35,33 @@ if [[ -z "${SMARTREGION_PG_BIN:-}" ]] && ! command -v initdb >/dev/null 2>&1 \
        "Install them with 'apt-get install postgresql-15' or set SMARTREGION_PG_BIN to their directory." >&2
   missing=1
 fi
-# The MQTT tests run a real broker: Debian's Mosquitto, installed here when possible.
-if ! command -v mosquitto >/dev/null 2>&1 && [[ ! -x /usr/sbin/mosquitto ]]; then
+# Debian packages the scripts need, installed here when possible: Mosquitto (the MQTT
+# tests run a real broker) and shellcheck (e2e/test checks the scripts).
+install_deb() { # command package why
+  if command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; then
+    return 0
+  fi
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing mosquitto (MQTT broker for the ingest tests) with apt-get" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto >/dev/null \
-      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto >/dev/null; } \
-      || { echo "error: failed to install mosquitto; install it with 'apt-get install mosquitto'" >&2; missing=1; }
+    echo "installing $2 ($3) with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" >/dev/null; } \
+      || { echo "error: failed to install $2; install it with 'apt-get install $2'" >&2; missing=1; }
   else
-    echo "error: 'mosquitto' not found (the MQTT broker for the ingest tests). Install it with 'sudo apt-get install mosquitto'." >&2
+    echo "error: '$1' not found ($3). Install it with 'sudo apt-get install $2'." >&2
     missing=1
   fi
-fi
+}
+install_deb shellcheck shellcheck "checks the shell scripts"
+# The MQTT tests run a real broker: Debian's Mosquitto.
+install_deb mosquitto mosquitto "the MQTT broker for the ingest tests"
 # e2e/test-timescaledb only: TimescaleDB for the machine's PostgreSQL.
 if [[ "${SMARTREGION_TIMESCALEDB:-}" == 1 ]]; then
-  pg_bin="${SMARTREGION_PG_BIN:-$(dirname "$(readlink -f "$(command -v postgres 2>/dev/null || ls /usr/lib/postgresql/*/bin/postgres | tail -1)")")}"
+  postgres_binary="$(command -v postgres 2>/dev/null || true)"
+  if [[ -z "$postgres_binary" ]]; then
+    candidates=(/usr/lib/postgresql/*/bin/postgres)
+    postgres_binary="${candidates[-1]}"
+  fi
+  pg_bin="${SMARTREGION_PG_BIN:-$(dirname "$(readlink -f "$postgres_binary")")}"
   if [[ ! -f "$pg_bin/../lib/timescaledb.so" ]]; then
     echo "error: TimescaleDB is not installed for the PostgreSQL in $pg_bin (no ../lib/timescaledb.so)." \
          "Install TimescaleDB 2.28.x for PostgreSQL 15: Timescale's packages, or from source" \

@@ -88,7 +88,7 @@ pub fn render(crd: &CustomResourceDefinition, enums: &EnumDocs) -> String {
         out,
         "<!-- Generated from the CRD types in operator/src/crd.rs; do not edit by hand.\n     \
          Regenerate with: {REGENERATE}\n     \
-         (e2e/tests/docs.rs fails when this file is stale.) -->"
+         (e2e/tests/offline/docs.rs fails when this file is stale.) -->"
     );
     let _ = writeln!(out, "# API reference: {}\n", names.kind);
     let _ = writeln!(

@@ -169,15 +169,14 @@ pub async fn start_detached(
             chart.kubeconfig.display().to_string(),
         )])
         .collect();
-    if let Some((_, tiers)) = env.iter().find(|(name, _)| name == "SMARTREGION_TIERS_FILE") {
+    if let Some((_, tiers)) = env
+        .iter()
+        .find(|(name, _)| name == "SMARTREGION_TIERS_FILE")
+    {
         args.push(format!("--tiers-file={tiers}"));
     }
-    let pid = crate::process::spawn_detached_with_env(
-        &crate::operator::binary()?,
-        &args,
-        &env,
-        &log,
-    )?;
+    let pid =
+        crate::process::spawn_detached_with_env(&crate::operator::binary()?, &args, &env, &log)?;
     std::fs::write(&pid_file, pid.to_string())?;
     Ok((pid, log))
 }

@@ -7,7 +7,10 @@
 //! - [`writer`]: group commit to PostgreSQL. Talks to the database.
 //! - [`http`]: the HTTP API around them.
 //! - [`config`]: flags and the environment the operator's Deployment sets.
-//! - [`postgres`]: `sslmode` and TLS, shared with the operator.
+//! - [`mqtt`]: the optional MQTT subscription.
+//!
+//! What it shares with the operator (environment names, formats, database TLS) is in
+//! `smartregion-contract`.
 
 pub mod auth;
 pub mod config;

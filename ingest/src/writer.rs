@@ -143,7 +143,7 @@ impl Writer {
 }
 
 /// The statements of one tenant, built once. Public so the TimescaleDB checks run
-/// exactly these (`e2e/tests/timescaledb_sql.rs`).
+/// exactly these (`e2e/tests/offline/timescaledb_sql.rs`).
 pub struct Statements {
     /// Run once per session.
     pub staging: String,
@@ -329,16 +329,27 @@ async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_po
     let client = match &settings.tls {
         None => {
             let (client, connection) = settings.database.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            tokio::spawn(drive(connection));
             client
         }
         Some(tls) => {
             let (client, connection) = settings.database.connect(tls.clone()).await?;
-            tokio::spawn(connection);
+            tokio::spawn(drive(connection));
             client
         }
     };
     Ok(client)
+}
+
+/// Runs a connection until it ends, and says why when it ends with an error (the next
+/// statement on its client fails and reconnects; this says what happened to it).
+async fn drive<C>(connection: C)
+where
+    C: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        warn!(error = %error_text(&error), "a database connection ended");
+    }
 }
 
 /// The error with its cause (tokio-postgres puts the server's message in the source).

@@ -117,7 +117,7 @@ pub struct OnboardArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Tenant `n` gets the namespace `<prefix>n`.
-    #[arg(long, env = "SMARTREGION_NAMESPACE_PREFIX", default_value = "srt-")]
+    #[arg(long, env = "SMARTREGION_NAMESPACE_PREFIX", default_value = crate::config::DEFAULT_NAMESPACE_PREFIX)]
     pub namespace_prefix: String,
 
     /// YAML file with the small, medium and large tier presets (e.g. a mounted

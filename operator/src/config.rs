@@ -4,7 +4,6 @@
 //! talks to a cluster. Tier presets are what regional IT tunes (a ConfigMap mounted as
 //! the tiers file), so conventions change without a release.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -12,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::Tier;
 use smartregion_contract::tenant::MAX_NAME_LEN;
+
+/// Tenant `n` gets the namespace `srt-n` unless configured otherwise.
+pub const DEFAULT_NAMESPACE_PREFIX: &str = "srt-";
 
 /// Longest namespace prefix: a prefix plus the longest tenant name must stay a
 /// 63-character DNS label.
@@ -228,21 +230,18 @@ pub struct Config {
     /// Image of the tenants' ingest pods.
     pub ingest_image: String,
     pub ingest_image_pull_policy: ImagePullPolicy,
-    /// Extra labels for the tenant namespaces, e.g. for a monitoring selector.
-    pub namespace_labels: BTreeMap<String, String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            namespace_prefix: "srt-".into(),
+            namespace_prefix: DEFAULT_NAMESPACE_PREFIX.into(),
             tiers: Tiers::default(),
             database_address: None,
             database_port: 5432,
             ingest_port: smartregion_contract::env::INGEST_PORT,
             ingest_image: DEFAULT_INGEST_IMAGE.into(),
             ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
-            namespace_labels: BTreeMap::new(),
         }
     }
 }

@@ -51,7 +51,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ingest_port: args.ingest_port,
         ingest_image: args.ingest_image.clone(),
         ingest_image_pull_policy: args.ingest_image_pull_policy,
-        ..Config::default()
     };
     config.check()?;
     let client = Client::try_default()

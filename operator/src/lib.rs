@@ -60,8 +60,7 @@ mod crd_file {
 
     #[test]
     fn generated_crd_is_cluster_scoped_with_status_and_short_name() {
-        let crd: serde_yaml::Value =
-            serde_yaml::from_str(&super::crd_yaml().unwrap()).unwrap();
+        let crd: serde_yaml::Value = serde_yaml::from_str(&super::crd_yaml().unwrap()).unwrap();
         assert_eq!(crd["spec"]["scope"], "Cluster");
         assert_eq!(crd["spec"]["group"], "smartregion.toscana.it");
         assert_eq!(crd["spec"]["names"]["shortNames"][0], "srt");

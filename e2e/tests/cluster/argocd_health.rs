@@ -15,7 +15,6 @@
 //! the health its committed case expects, so the testdata cannot drift from what the
 //! operator writes.
 
-
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
@@ -192,7 +191,7 @@ impl Subject<'_> {
         let recording = std::env::var_os(RECORD_ENV).is_some();
         if recording {
             let header = format!(
-                "# Recorded from a live tenant by e2e/tests/argocd_health.rs ({RECORD_ENV}=1):\n\
+                "# Recorded from a live tenant by e2e/tests/cluster/argocd_health.rs ({RECORD_ENV}=1):\n\
                  # uid, resourceVersion, managedFields and creationTimestamp removed, times\n\
                  # fixed, the test's name replaced by {:?}.\n",
                 self.stable

@@ -7,9 +7,9 @@
 //! them, and looks at every object in its namespace — whoever created it — and at the
 //! namespace itself.
 
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta};
@@ -17,7 +17,6 @@ use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name};
-use crate::support::*;
 
 const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 const TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";

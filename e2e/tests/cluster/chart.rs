@@ -4,10 +4,10 @@
 //! chart's RBAC is enough. Also: no wildcards in its RBAC, its CRD and tier presets are
 //! the ones the operator has.
 
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::{apply_tenant, client, condition, delete_and_wait, example, wait_ready};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -17,7 +17,6 @@ use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use smartregion_e2e::operator::{Operator, SHARD_LABEL};
 use smartregion_e2e::{apply, helm, paths, shared, unique_name, wait};
-use crate::support::{apply_tenant, client, condition, delete_and_wait, example, wait_ready};
 
 fn kinds(objects: &[DynamicObject]) -> BTreeSet<String> {
     objects
@@ -279,8 +278,9 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
         // Exactly what a pod of the chart's Deployment would get: its env, its
         // ServiceAccount's token, the tier presets from its ConfigMap.
         let fullname = format!("{release}-smartregion-operator");
-        let chart = smartregion_e2e::chart_operator::as_chart(cluster, &admin, &namespace, &release)
-            .await?;
+        let chart =
+            smartregion_e2e::chart_operator::as_chart(cluster, &admin, &namespace, &release)
+                .await?;
         let mut as_chart = cluster.clone();
         as_chart.kubeconfig = chart.kubeconfig;
         let env = chart.env;

@@ -4,15 +4,14 @@
 //!
 //! The test stops a PostgreSQL of its own, so the other tests' database never goes away.
 
-
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::LimitRange;
 use kube::api::Api;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{PostgresServer, shared, unique_name, wait};
-use crate::support::*;
 
 const TENANTS: usize = 10;
 /// The outage.

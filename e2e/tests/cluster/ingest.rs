@@ -2,18 +2,17 @@
 //! the environment and Secret values of the tenant's `ingest` Deployment, then used as
 //! sensors and FIWARE Orion use it.
 
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{Cluster, PostgresServer, shared, unique_name, wait};
-use crate::support::*;
 
 /// A Ready tenant's ingest, running with its Deployment's environment.
 struct Running {

@@ -6,9 +6,9 @@
 //! with exactly the environment the Deployment gives its container (Secret references
 //! resolved from the Secrets) and sends it data: the Deployment is runnable as written.
 
-
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -21,7 +21,6 @@ use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{Phase, SmartRegionTenant};
-use crate::support::*;
 
 /// A deleted child must be back this fast (the drift bound of the operator tests).
 const DRIFT_DEADLINE: Duration = Duration::from_secs(10);
@@ -248,7 +247,10 @@ async fn an_example_tenant_gets_ready_ingest_pods_a_service_and_its_keys() -> Re
             let answer = http
                 .post(&url, &[("authorization", &format!("Bearer {key}"))], body)
                 .await?;
-            anyhow::Ok((answer.status, String::from_utf8_lossy(&answer.body).to_string()))
+            anyhow::Ok((
+                answer.status,
+                String::from_utf8_lossy(&answer.body).to_string(),
+            ))
         }
     };
     let body = r#"[{"sensor":"prato-aq-001","metric":"no2","time":"2026-11-23T11:00:00+01:00","value":41.5}]"#;
@@ -533,7 +535,8 @@ async fn start_as_deployed(
         env.push((var.name, value));
     }
     ensure!(
-        env.iter().any(|(name, _)| name == smartregion_contract::env::LISTEN),
+        env.iter()
+            .any(|(name, _)| name == smartregion_contract::env::LISTEN),
         "the Deployment sets the listen address"
     );
     let mut ingest = smartregion_e2e::ingest::Ingest::start(shared(), env)?;

@@ -4,9 +4,9 @@
 //!
 //! Its own test binary and its own PostgreSQL, which it stops.
 
-
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
@@ -14,7 +14,6 @@ use smartregion_e2e::ingest::{Ingest, deployment_env};
 use smartregion_e2e::mosquitto::Mosquitto;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{PostgresServer, shared, unique_name, wait};
-use crate::support::*;
 
 /// Publishes `payload` with QoS 1 and returns once the broker acknowledged it.
 async fn publish(port: u16, topic: &str, payload: serde_json::Value) -> Result<()> {

@@ -1,10 +1,10 @@
 //! The operator against the real control plane: examples become Ready with every child,
 //! drift is undone, spec changes reach the children, deletion is safe.
 
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -15,7 +15,6 @@ use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{SmartRegionTenant, TENANT_LABEL};
-use crate::support::*;
 
 /// Drift must be undone this fast (the bound).
 const DRIFT_DEADLINE: Duration = Duration::from_secs(10);

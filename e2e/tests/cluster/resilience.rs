@@ -1,9 +1,9 @@
 //! The operator survives being killed mid-onboarding, and with two replicas only the
 //! leader reconciles until it dies and the standby takes over.
 
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use anyhow::{Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
@@ -15,7 +15,6 @@ use smartregion_e2e::apiserver::reconciles;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{FINALIZER, TENANT_LABEL};
-use crate::support::*;
 
 /// How many of the tenant's children of kind `K` exist (found by the tenant label).
 async fn count<K>(client: &Client, namespace: &str, tenant: &str) -> Result<usize>

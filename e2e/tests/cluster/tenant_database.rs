@@ -2,9 +2,9 @@
 //! as a tenant's client uses them: isolation, idempotent inserts, TLS, partitions and
 //! retention, rotation, Retain and Delete, and names at the edges.
 
-
 use std::time::Duration;
 
+use crate::support::*;
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::Client;
@@ -13,7 +13,6 @@ use serde_json::json;
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 use smartregion_operator::crd::{Phase, Storage};
-use crate::support::*;
 use tokio_postgres::error::SqlState;
 
 /// The operator as these tests run it: TLS to PostgreSQL with the server's certificate

@@ -272,3 +272,20 @@ fn first_cells_and_sections_read_the_guide_as_intended() {
     assert!(!a.contains("Four"));
     assert!(has_row(text, "Four") && !has_row(text, "reason"));
 }
+
+/// The minimum Rust the README names is the workspace's `rust-version` (which cargo and
+/// clippy's incompatible_msrv lint enforce).
+#[test]
+fn the_readme_names_the_workspaces_minimum_rust() {
+    let manifest = read("Cargo.toml");
+    let msrv = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("Cargo.toml's [workspace.package] has rust-version");
+    let readme = read("README.md");
+    assert!(
+        readme.contains(&format!("**Rust** {msrv} or newer")),
+        "README.md must name Rust {msrv} (workspace.package.rust-version) as the minimum"
+    );
+}

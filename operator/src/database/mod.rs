@@ -1,5 +1,5 @@
 //! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
-//! tables and credentials (DESIGN.md §4, §6).
+//! tables and credentials (docs/database.md).
 //!
 //! [`names`], [`sql`], [`storage`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
 //! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the

@@ -44,12 +44,12 @@ pub fn owner_login_statement(db: &TenantDb, storage: Storage) -> String {
 
 /// Statements that bring an existing or new tenant schema to the current version.
 /// Idempotent: every statement can run again on a schema that already has it. `$1` and
-/// `$2` of the hypertable statement are bound by the caller ([`timescale::CREATE_HYPERTABLE`]).
+/// `$2` of the hypertable statement are bound by the caller ([`super::timescale::create_hypertable`]).
 ///
 /// The writer's INSERT grant is not among them: it follows the storage quota and
 /// suspension, and [`writes_statement`] alone changes it, so a re-provisioning never
 /// opens a window in which ingest is refused. Nor are the hypertable's compression and
-/// jobs: [`timescale::plan`] changes those only where they differ, so job ids and
+/// jobs: [`super::timescale::plan`] changes those only where they differ, so job ids and
 /// schedules survive every re-provisioning.
 ///
 /// `admin` is the role the statements start as (`current_user`); after the owner's

@@ -3,7 +3,7 @@
 //! jobs to them.
 //!
 //! Verified against TimescaleDB 2.28.3 on PostgreSQL 15 (`e2e/test-timescaledb`) and, in
-//! CI, against TimescaleDB 2.23 on PostgreSQL 17 in PGlite (`e2e/tests/timescaledb_sql.rs`).
+//! CI, against TimescaleDB 2.23 on PostgreSQL 17 in PGlite (`e2e/tests/offline/timescaledb_sql.rs`).
 //!
 //! Facts the design rests on, measured there:
 //! - a policy job is owned by the hypertable's owner, whoever adds it, and TimescaleDB

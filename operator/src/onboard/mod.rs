@@ -8,6 +8,7 @@
 //! patterns are the constants in [`crate::crd`] that the schema is generated from, and
 //! the name rule is the operator's own [`is_tenant_name`].
 
+pub mod ente;
 pub mod out_dir;
 pub mod table;
 
@@ -26,21 +27,7 @@ use crate::crd::{
 };
 use smartregion_contract::tenant::is_tenant_name;
 
-/// One ente as a person typed it, on the command line or in a CSV row. Nothing is checked
-/// yet; [`tenant`] does that.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Ente {
-    pub name: String,
-    pub display_name: String,
-    /// An [`EntityType`] as the API spells it (case is not significant here).
-    pub entity_type: String,
-    pub istat_code: Option<String>,
-    pub ipa_code: Option<String>,
-    /// A [`Tier`] as the API spells it; the API's default (`small`) when unset.
-    pub tier: Option<String>,
-    pub admin_groups: Vec<String>,
-    pub admin_users: Vec<String>,
-}
+pub use ente::Ente;
 
 /// Why an ente cannot become a tenant: one value the API server would refuse, and what
 /// to write instead.
@@ -242,8 +229,11 @@ pub fn tenants_from_csv(input: &[u8]) -> Result<Vec<(u64, SmartRegionTenant)>, C
     for row in table::read(input)? {
         let (line, ente) = match row {
             Ok(row) => (row.line, row.ente),
-            Err(bad) => {
-                bad_rows.push(bad);
+            Err((line, problem)) => {
+                bad_rows.push(BadRow {
+                    line,
+                    problem: problem.into(),
+                });
                 continue;
             }
         };

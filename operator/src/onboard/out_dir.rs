@@ -1,7 +1,7 @@
 //! The directory, usually in a GitOps repository, that receives one manifest per ente
 //! (file I/O, no cluster).
 //!
-//! All or nothing: [`plan`] looks at every file before [`write`] touches any, and `write`
+//! All or nothing: [`plan`] looks at every file before [`write()`] touches any, and `write`
 //! puts each manifest in a temporary file next to its target before renaming them all
 //! into place, so a refusal or a failed write leaves the directory as it was (only a
 //! failed rename, between files of one directory, could leave some manifests new and
@@ -37,7 +37,7 @@ pub enum Error {
     Write(PathBuf, #[source] std::io::Error),
 }
 
-/// What [`write`] does to one file.
+/// What [`write()`] does to one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Create,
@@ -96,7 +96,7 @@ pub fn plan(dir: &Path, manifests: Vec<(String, String)>, force: bool) -> Result
     })
 }
 
-/// What [`write`] did, for the summary on stderr.
+/// What [`write()`] did, for the summary on stderr.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub created: usize,

@@ -4,7 +4,7 @@
 //! Owns the column names and how a cell becomes a field of an [`Ente`]; it checks only
 //! the shape of the file. Whether the values are acceptable is [`super::tenant`]'s job.
 
-use super::{BadRow, Ente};
+use super::ente::Ente;
 
 /// The columns, in the order the documentation and the example use.
 pub const COLUMNS: [&str; 8] = [
@@ -68,7 +68,7 @@ pub struct Row {
 /// Every row of `input`: the ente, or why its row cannot be read. Blank rows and rows of
 /// empty cells are skipped. Fails as a whole only when the file cannot be read or its
 /// header row is wrong.
-pub fn read(input: &[u8]) -> Result<Vec<Result<Row, BadRow>>, Error> {
+pub fn read(input: &[u8]) -> Result<Vec<Result<Row, (u64, RowError)>>, Error> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);
@@ -122,10 +122,7 @@ pub fn read(input: &[u8]) -> Result<Vec<Result<Row, BadRow>>, Error> {
                     // An I/O error: the rest of the file is out of reach.
                     _ => return Err(Error::Read(error)),
                 };
-                rows.push(Err(BadRow {
-                    line,
-                    problem: problem.into(),
-                }));
+                rows.push(Err((line, problem)));
             }
         }
     }

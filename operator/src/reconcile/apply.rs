@@ -284,7 +284,7 @@ const QUANTITY_MAPS: [&str; 8] = [
 ];
 
 /// True when `actual` holds every field of `wanted` with the same value. Lists must match
-/// element by element; values of quantity maps ([`QUANTITY_MAPS`]) compare as quantities,
+/// element by element; values of quantity maps (`QUANTITY_MAPS`) compare as quantities,
 /// since the API server rewrites them, and every other string as itself.
 pub fn contains(actual: &Value, wanted: &Value) -> bool {
     holds(actual, wanted, false)

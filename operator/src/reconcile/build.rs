@@ -32,7 +32,7 @@ pub struct Children {
 
 pub fn children(tenant: &Validated, config: &Config) -> Children {
     Children {
-        namespace: namespace::namespace(tenant, config),
+        namespace: namespace::namespace(tenant),
         service_account: service_account::ingest_service_account(tenant),
         resource_quota: quota::resource_quota(tenant),
         limit_range: quota::limit_range(tenant),

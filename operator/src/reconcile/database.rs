@@ -1,6 +1,6 @@
 //! Database (database + client): the tenant's schema, roles, tables and partitions or
 //! hypertable, its storage quota, and the Secrets that carry its credentials into the
-//! namespace. [`current_passwords`], [`rotated_at`] and [`within_quota`] are pure.
+//! namespace. `current_passwords`, `rotated_at` and `within_quota` are pure.
 //!
 //! The Secrets are the only place the passwords are kept. Missing Secrets, or a new
 //! value of the rotate-credentials annotation, mean new passwords. Nothing here logs,

@@ -11,7 +11,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 
-use super::Context;
+use super::context::Context;
 use super::status::{self, Observation, Observed, READY, Reason};
 use crate::crd::{CONFIRM_DELETE_ANNOTATION, DeletionPolicy, FINALIZER, Phase, SmartRegionTenant};
 use crate::metrics::ErrorLabel;
@@ -27,6 +27,8 @@ pub enum Error {
     DeleteNamespace(String, #[source] kube::Error),
     #[error(transparent)]
     Status(#[from] status::Error),
+    #[error(transparent)]
+    Database(#[from] super::database::Error),
 }
 
 impl Error {
@@ -36,6 +38,7 @@ impl Error {
             Error::RemoveFinalizer(..) => ErrorLabel::RemoveFinalizer,
             Error::DeleteNamespace(..) => ErrorLabel::DeleteNamespace,
             Error::Status(_) => ErrorLabel::Status,
+            Error::Database(error) => error.metric_label(),
         }
     }
 }
@@ -75,10 +78,7 @@ async fn set_finalizers(
     Ok(())
 }
 
-pub async fn cleanup(
-    tenant: &SmartRegionTenant,
-    context: &Context,
-) -> Result<Action, super::Error> {
+pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Action, Error> {
     let name = tenant.name_any();
     if !tenant.finalizers().iter().any(|f| f == FINALIZER) {
         context.metrics.set_phase(&name, None);

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod build;
 pub mod conditions;
+pub mod context;
 pub mod database;
 pub mod finalize;
 pub mod ingest;
@@ -16,24 +17,21 @@ pub mod status;
 pub mod step;
 pub mod validate;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
-use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use crate::config::Config;
 use crate::crd::{Phase, SmartRegionTenant};
-use crate::database::connect::Database;
 use crate::metrics::ErrorLabel;
-use crate::metrics::Metrics;
 use crate::tenant::Validated;
 use conditions::{Observation, Observed, Reason};
 use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, READY};
 use step::Step;
+
+pub use context::Context;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,7 +52,9 @@ impl Error {
     /// retry often enough that tenants recover soon after it does.
     fn longest_backoff(&self) -> Duration {
         match self {
-            Error::Database(error) if error.reason() == Reason::DatabaseUnavailable => {
+            Error::Database(error) | Error::Finalize(finalize::Error::Database(error))
+                if error.reason() == Reason::DatabaseUnavailable =>
+            {
                 Duration::from_secs(15)
             }
             _ => Duration::from_secs(300),
@@ -73,56 +73,6 @@ impl Error {
     }
 }
 
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub config: Config,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// The shared database; `None`: Kubernetes side only.
-    pub database: Option<Database>,
-    /// Periodic re-check of a tenant that is fine (catches what no watch reports).
-    pub requeue: Duration,
-    /// Consecutive failures per tenant, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
-    /// The last insert count seen per tenant, for `status.usage.rowsPerSecond`.
-    pub rates: crate::database::rate::RateSampler,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        config: Config,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        database: Option<Database>,
-        requeue: Duration,
-    ) -> Self {
-        Context {
-            client,
-            config,
-            recorder,
-            metrics,
-            database,
-            requeue,
-            failures: Mutex::default(),
-            rates: Default::default(),
-        }
-    }
-
-    /// 1 s, 2 s, 4 s ... up to 5 minutes after consecutive failures of `tenant`.
-    fn backoff(&self, tenant: &str) -> Duration {
-        let mut failures = self.failures.lock().expect("backoff lock");
-        let count = failures.entry(tenant.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300))
-    }
-
-    fn succeeded(&self, tenant: &str) {
-        self.failures.lock().expect("backoff lock").remove(tenant);
-    }
-}
-
 #[instrument(skip_all, fields(tenant = %tenant.name_any()))]
 pub async fn reconcile(
     tenant: Arc<SmartRegionTenant>,
@@ -131,7 +81,9 @@ pub async fn reconcile(
     let started = Instant::now();
     context.metrics.reconciles.inc();
     let result = if tenant.metadata.deletion_timestamp.is_some() {
-        finalize::cleanup(&tenant, &context).await
+        finalize::cleanup(&tenant, &context)
+            .await
+            .map_err(Error::from)
     } else {
         reconcile_live(&tenant, &context).await
     };

@@ -475,7 +475,7 @@ mod tests {
             ("mqtt-login", "password")
         );
         // That the ingest binary reads exactly this environment is checked where both
-        // binaries' crates are at hand: e2e/tests/offline.rs.
+        // binaries' crates are at hand: e2e/tests/offline/contract.rs.
     }
 
     #[test]

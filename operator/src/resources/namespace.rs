@@ -1,17 +1,13 @@
-//! The tenant's Namespace: Pod Security `restricted`, tenant labels, configured extras.
+//! The tenant's Namespace: Pod Security `restricted` and the tenant labels.
 
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::object_meta;
-use crate::config::Config;
 use crate::tenant::Validated;
 
-pub fn namespace(tenant: &Validated, config: &Config) -> Namespace {
+pub fn namespace(tenant: &Validated) -> Namespace {
     let mut meta = object_meta(tenant, &tenant.namespace, false);
     let labels = meta.labels.get_or_insert_default();
-    for (key, value) in &config.namespace_labels {
-        labels.insert(key.clone(), value.clone());
-    }
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(
             format!("pod-security.kubernetes.io/{mode}"),

@@ -153,7 +153,12 @@ where
         deadline,
         || {
             let (api, before) = (api.clone(), before.clone());
-            async move { Ok(api.get_opt(name).await?.filter(|object| object.uid() != before)) }
+            async move {
+                Ok(api
+                    .get_opt(name)
+                    .await?
+                    .filter(|object| object.uid() != before))
+            }
         },
     )
     .await
@@ -169,12 +174,17 @@ pub fn ensure_labelled_and_owned(
 ) -> Result<()> {
     let labels = meta.labels.clone().unwrap_or_default();
     anyhow::ensure!(
-        labels.get(smartregion_operator::crd::TENANT_LABEL).map(String::as_str) == Some(tenant),
+        labels
+            .get(smartregion_operator::crd::TENANT_LABEL)
+            .map(String::as_str)
+            == Some(tenant),
         "{kind} {:?} lacks the tenant label",
         meta.name
     );
     anyhow::ensure!(
-        labels.get("app.kubernetes.io/managed-by").map(String::as_str)
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
             == Some("smartregion-operator"),
         "{kind} {:?} lacks the managed-by label",
         meta.name
@@ -184,6 +194,10 @@ pub fn ensure_labelled_and_owned(
         .iter()
         .flatten()
         .any(|owner| owner.uid == uid && owner.controller == Some(true));
-    anyhow::ensure!(owned, "{kind} {:?} is not owned by tenant {tenant}", meta.name);
+    anyhow::ensure!(
+        owned,
+        "{kind} {:?} is not owned by tenant {tenant}",
+        meta.name
+    );
     Ok(())
 }
