@@ -65,10 +65,13 @@ pub struct Row {
     pub ente: Ente,
 }
 
+/// A row that cannot be read: its line and why.
+pub type BadLine = (u64, RowError);
+
 /// Every row of `input`: the ente, or why its row cannot be read. Blank rows and rows of
 /// empty cells are skipped. Fails as a whole only when the file cannot be read or its
 /// header row is wrong.
-pub fn read(input: &[u8]) -> Result<Vec<Result<Row, (u64, RowError)>>, Error> {
+pub fn read(input: &[u8]) -> Result<Vec<Result<Row, BadLine>>, Error> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);

@@ -124,7 +124,7 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
                 {
                     Ok(_) => {}
                     Err(kube::Error::Api(response)) if response.code == 404 => {}
-                    Err(source) => return Err(Error::DeleteNamespace(namespace, source).into()),
+                    Err(source) => return Err(Error::DeleteNamespace(namespace, source)),
                 }
             }
             let message = format!("deleting namespace {namespace}");
@@ -148,7 +148,7 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
     match set_finalizers(&context.client, tenant, remaining).await {
         Ok(()) => {}
         Err(kube::Error::Api(response)) if response.code == 404 => {}
-        Err(source) => return Err(Error::RemoveFinalizer(name, source).into()),
+        Err(source) => return Err(Error::RemoveFinalizer(name, source)),
     }
     context.metrics.set_phase(&name, None);
     context.metrics.set_database_bytes(&name, None);
