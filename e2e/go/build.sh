@@ -19,7 +19,7 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 cache=${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}
 # The key changes whenever a version, a go.sum or the Go toolchain changes.
-key=$( { echo "tools: etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"; grep -v '^HELM_' "$here/../versions.env"; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
+key=$( { echo "tools: etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"; grep -E '^[A-Z]' "$here/../versions.env" | grep -v '^HELM_'; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
 helm_key=$( { grep '^HELM_' "$here/../versions.env"; cat "$here/helm/go.sum"; go version; } | sha256sum | cut -c1-16)
 out="$cache/bin/$key"
 if [[ -f "$out/.complete" && -f "$out/.helm-$helm_key" ]]; then

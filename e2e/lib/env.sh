@@ -4,3 +4,12 @@
 # caches), so a fresh clone - which is what CI runs - rebuilds only what changed.
 # Set CARGO_TARGET_DIR to choose another one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}/cargo-target}"
+# Incremental compilation pays off while editing, not for these scripts' builds, and it
+# fills the disk of a long-lived shared target directory (tens of GB); off unless asked.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Test and benchmark executables of builds that no longer exist pile up in the shared
+# target directory (each links everything, 100-300 MB): drop those unused for two days.
+prune_stale_executables() {
+  find "$CARGO_TARGET_DIR"/{debug,release}/deps -maxdepth 1 -type f ! -name '*.*' -mtime +2 \
+    -delete 2>/dev/null || true
+}

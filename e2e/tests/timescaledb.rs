@@ -193,7 +193,8 @@ async fn jobs_follow_the_tenants_settings_and_idle_reconciles_change_nothing() -
     );
 
     // Idle: periodic reconciles leave the jobs, their schedules and the catalogs alone.
-    // New jobs start at once; the window begins once both have run (and rescheduled).
+    // New jobs start at once; the window begins once both have finished their first run
+    // (the scheduler sets next_start when a run ends).
     let admin_ref = &admin;
     let schema_ref = &schema;
     wait::until(
@@ -203,7 +204,8 @@ async fn jobs_follow_the_tenants_settings_and_idle_reconciles_change_nothing() -
             let ran: i64 = admin_ref
                 .query_one(
                     "SELECT count(*) FROM timescaledb_information.job_stats \
-                 WHERE hypertable_schema = $1 AND total_runs >= 1 AND job_status = 'Scheduled'",
+                 WHERE hypertable_schema = $1 AND job_status = 'Scheduled' \
+                   AND last_run_status = 'Success' AND last_successful_finish IS NOT NULL",
                     &[schema_ref],
                 )
                 .await?
@@ -610,6 +612,9 @@ async fn delete_leaves_nothing_of_the_tenant_anywhere_in_the_database() -> Resul
         let left: i64 = admin.query_one(query, &[&roles]).await?.get(0);
         ensure!(left == 0, "{left} {what} of the tenant's roles left");
     }
+    // Planner statistics (pg_statistic) keep samples of catalog columns, names among
+    // them, until the next ANALYZE: sample afresh, so only what still exists is found.
+    admin.batch_execute("ANALYZE").await?;
     let anywhere = mentions(&admin, &schema).await?;
     ensure!(
         anywhere.is_empty(),
