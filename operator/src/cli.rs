@@ -223,6 +223,16 @@ pub struct RunArgs {
     #[arg(long, env = "SMARTREGION_INGEST_IMAGE_PULL_POLICY", value_enum, default_value_t = ImagePullPolicy::IfNotPresent)]
     pub ingest_image_pull_policy: ImagePullPolicy,
 
+    /// Node label (KEY=VALUE) the tenants' ingest pods must run on; repeat for more
+    /// (comma-separated in the environment variable).
+    #[arg(long = "ingest-node-selector", env = "SMARTREGION_INGEST_NODE_SELECTOR", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = crate::config::parse_node_label)]
+    pub ingest_node_selector: Vec<(String, String)>,
+
+    /// Taint the ingest pods tolerate, as `kubectl taint` writes it: KEY[=VALUE][:EFFECT];
+    /// repeat for more (comma-separated in the environment variable).
+    #[arg(long = "ingest-toleration", env = "SMARTREGION_INGEST_TOLERATIONS", value_name = "KEY[=VALUE][:EFFECT]", value_delimiter = ',', value_parser = crate::config::parse_toleration)]
+    pub ingest_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+
     /// Log format: json in clusters, text for people.
     #[arg(long, env = smartregion_contract::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

@@ -4,9 +4,11 @@
 //! talks to a cluster. Tier presets are what regional IT tunes (a ConfigMap mounted as
 //! the tiers file), so conventions change without a release.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::Tier;
@@ -216,6 +218,54 @@ impl ImagePullPolicy {
     }
 }
 
+/// Where the tenants' ingest pods may run, for a platform with dedicated (tainted) nodes:
+/// a node selector and the taints the pods tolerate. Empty: wherever the scheduler likes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A node label `KEY=VALUE` (the `--ingest-node-selector` syntax).
+pub fn parse_node_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// A toleration in `kubectl taint`'s syntax: `KEY[=VALUE][:EFFECT]`. With a value it
+/// matches that value only, without one any value; without an effect every effect.
+pub fn parse_toleration(text: &str) -> Result<Toleration, String> {
+    let (taint, effect) = match text.rsplit_once(':') {
+        Some((taint, effect)) => (taint, Some(effect)),
+        None => (text, None),
+    };
+    if let Some(effect) = effect
+        && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect)
+    {
+        return Err(format!(
+            "{text:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = match taint.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (taint, None),
+    };
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("{text:?} is not KEY[=VALUE][:EFFECT]"));
+    }
+    Ok(Toleration {
+        key: Some(key.to_string()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.to_string()),
+        value: value.map(str::to_string),
+        effect: effect.map(str::to_string),
+        toleration_seconds: None,
+    })
+}
+
 /// Everything the reconcile pipeline needs to know about the platform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -230,6 +280,7 @@ pub struct Config {
     /// Image of the tenants' ingest pods.
     pub ingest_image: String,
     pub ingest_image_pull_policy: ImagePullPolicy,
+    pub ingest_placement: Placement,
 }
 
 impl Default for Config {
@@ -242,6 +293,7 @@ impl Default for Config {
             ingest_port: smartregion_contract::env::INGEST_PORT,
             ingest_image: DEFAULT_INGEST_IMAGE.into(),
             ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
+            ingest_placement: Placement::default(),
         }
     }
 }
@@ -273,6 +325,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tolerations_parse_as_kubectl_taint_writes_taints() {
+        let exact = parse_toleration("dedicated=ingest:NoSchedule").unwrap();
+        assert_eq!(exact.key.as_deref(), Some("dedicated"));
+        assert_eq!(exact.operator.as_deref(), Some("Equal"));
+        assert_eq!(exact.value.as_deref(), Some("ingest"));
+        assert_eq!(exact.effect.as_deref(), Some("NoSchedule"));
+        let any = parse_toleration("example.org/real-node").unwrap();
+        assert_eq!(any.operator.as_deref(), Some("Exists"));
+        assert_eq!((any.value, any.effect), (None, None));
+        assert!(parse_toleration("dedicated:NoSchedul").is_err());
+        assert!(parse_toleration("=x:NoSchedule").is_err());
+        assert_eq!(
+            parse_node_label("pool=ingest").unwrap(),
+            ("pool".to_string(), "ingest".to_string())
+        );
+        assert!(parse_node_label("pool").is_err());
+    }
 
     #[test]
     fn built_in_tiers_are_valid_and_grow() {

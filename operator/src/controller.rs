@@ -32,7 +32,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{debug, info, warn};
 
 use crate::cli::RunArgs;
-use crate::config::{Config, Tiers};
+use crate::config::{Config, Placement, Tiers};
 use crate::crd::{SmartRegionTenant, TENANT_LABEL};
 use crate::database::connect::{Database, Settings};
 use crate::metrics::Metrics;
@@ -51,6 +51,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ingest_port: args.ingest_port,
         ingest_image: args.ingest_image.clone(),
         ingest_image_pull_policy: args.ingest_image_pull_policy,
+        ingest_placement: Placement {
+            node_selector: args.ingest_node_selector.iter().cloned().collect(),
+            tolerations: args.ingest_tolerations.clone(),
+        },
     };
     config.check()?;
     let client = Client::try_default()

@@ -239,6 +239,10 @@ pub fn ingest_deployment(
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
+        node_selector: (!config.ingest_placement.node_selector.is_empty())
+            .then(|| config.ingest_placement.node_selector.clone()),
+        tolerations: (!config.ingest_placement.tolerations.is_empty())
+            .then(|| config.ingest_placement.tolerations.clone()),
         // Only the CA bundle, never the credentials, as a file; optional, since without
         // verify-full the Secret has no `ca.crt`.
         volumes: Some(vec![Volume {
@@ -583,6 +587,25 @@ mod tests {
             Some("registry.example.it/ingest@sha256:0123")
         );
         assert_eq!(set.image_pull_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn the_pods_go_where_the_placement_says_and_anywhere_without_one() {
+        let tenant = validated(tenant("prato"));
+        let anywhere = pod_spec(&ingest_deployment(&tenant, &Config::default(), "c"));
+        assert_eq!((anywhere.node_selector, anywhere.tolerations), (None, None));
+        let config = Config {
+            ingest_placement: crate::config::Placement {
+                node_selector: [("pool".to_string(), "ingest".to_string())].into(),
+                tolerations: vec![crate::config::parse_toleration("dedicated:NoSchedule").unwrap()],
+            },
+            ..Config::default()
+        };
+        let placed = pod_spec(&ingest_deployment(&tenant, &config, "c"));
+        assert_eq!(placed.node_selector.unwrap()["pool"], "ingest");
+        let toleration = &placed.tolerations.unwrap()[0];
+        assert_eq!(toleration.key.as_deref(), Some("dedicated"));
+        assert_eq!(toleration.effect.as_deref(), Some("NoSchedule"));
     }
 
     #[test]
