@@ -90,3 +90,35 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         exe.display()
     )
 }
+
+/// The cache outside the checkout: `$SMARTREGION_CACHE`, else `~/.cache/smartregion`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SMARTREGION_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("smartregion"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|dir| PathBuf::from(dir).join(".cache/smartregion"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/tmp/smartregion-cache"))
+}
+
+/// A version from `e2e/versions.env` (`NAME=value`).
+pub fn component_version(name: &str) -> Result<String> {
+    let path = workspace_root().join("e2e/versions.env");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+        .map(|value| value.trim().to_string())
+        .with_context(|| format!("{} sets no {name}", path.display()))
+}
+
+/// Where `images` writes the image archives the real node imports.
+pub fn images_dir() -> PathBuf {
+    match std::env::var_os("SMARTREGION_IMAGES") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target/images"),
+    }
+}

@@ -24,15 +24,7 @@ pub struct PgLite {
 
 /// Where the packages go: `$SMARTREGION_CACHE/pglite/<hash of the lock file>`.
 fn install_dir(lock: &[u8]) -> PathBuf {
-    let cache = std::env::var_os("SMARTREGION_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("smartregion"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|dir| PathBuf::from(dir).join(".cache/smartregion"))
-        })
-        .unwrap_or_else(|| PathBuf::from("/tmp/smartregion-cache"));
+    let cache = crate::paths::cache_dir();
     let digest = Sha256::digest(lock);
     let key: String = digest[..8]
         .iter()

@@ -1,0 +1,164 @@
+//! `smartregion-probe`: what the end-to-end tests do from inside a pod on the real node.
+//! Each command prints one line saying what happened and exits 0 when it succeeded, 1
+//! when it did not (a refused or timed-out connection is an answer, not a crash), so a
+//! test reads the outcome from the pod's phase and termination message.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "smartregion-probe", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Probe,
+    /// Where the outcome is also written (Kubernetes shows it as the termination message).
+    #[arg(long, global = true, default_value = "/dev/termination-log")]
+    message_file: String,
+}
+
+#[derive(Subcommand)]
+enum Probe {
+    /// POST a body to a URL; succeeds on a 2xx answer.
+    Post {
+        url: String,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The request body.
+        #[arg(long)]
+        body: String,
+        /// Attempts, one second apart, while the connection fails (Service endpoints
+        /// and DNS records appear a moment after the pods are Ready).
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
+    },
+    /// Opens a TCP connection; succeeds when it is accepted.
+    Connect {
+        /// HOST:PORT (a name is looked up first).
+        target: String,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+    /// Looks a name up; succeeds when it has an address.
+    Resolve { name: String },
+    /// Accepts TCP connections on a port and answers each with one line, forever.
+    Serve {
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+    },
+}
+
+fn post(url: &str, headers: &[String], body: &str, attempts: u32) -> Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut last = None;
+    for attempt in 1..=attempts.max(1) {
+        let mut request = agent.post(url);
+        for header in headers {
+            let (name, value) = header
+                .split_once(':')
+                .with_context(|| format!("header {header:?} is not `Name: value`"))?;
+            request = request.header(name.trim(), value.trim());
+        }
+        match request.content_type("application/json").send(body) {
+            Ok(mut response) => {
+                let status = response.status();
+                let text = response.body_mut().read_to_string().unwrap_or_default();
+                if status.is_success() {
+                    return Ok(format!("{status} {text}"));
+                }
+                bail!("{url} answered {status}: {text}");
+            }
+            Err(error) => {
+                last = Some(error);
+                if attempt < attempts {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    bail!(
+        "POST {url} failed: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
+}
+
+fn addresses(target: &str) -> Result<Vec<SocketAddr>> {
+    let found: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {target}"))?
+        .collect();
+    if found.is_empty() {
+        bail!("{target} has no address");
+    }
+    Ok(found)
+}
+
+fn connect(target: &str, timeout: Duration) -> Result<String> {
+    let address = addresses(target)?[0];
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("connection to {target} ({address}) failed"))?;
+    // A listener of `serve` greets; anything else may say nothing.
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut greeting = [0u8; 64];
+    let read = stream.read(&mut greeting).unwrap_or(0);
+    Ok(format!(
+        "connected to {target} ({address}) {}",
+        String::from_utf8_lossy(&greeting[..read]).trim()
+    ))
+}
+
+fn serve(port: u16) -> Result<String> {
+    let listener = TcpListener::bind(("0.0.0.0", port))
+        .with_context(|| format!("cannot listen on port {port}"))?;
+    println!("listening on port {port}");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("connection from {peer}");
+        let _ = stream.write_all(b"smartregion-probe\n");
+    }
+    Ok("listener closed".into())
+}
+
+fn run(probe: &Probe) -> Result<String> {
+    match probe {
+        Probe::Post {
+            url,
+            headers,
+            body,
+            attempts,
+        } => post(url, headers, body, *attempts),
+        Probe::Connect { target, timeout_ms } => {
+            connect(target, Duration::from_millis(*timeout_ms))
+        }
+        Probe::Resolve { name } => {
+            let found = addresses(&format!("{name}:0"))?;
+            Ok(format!("{name} has {}", found[0].ip()))
+        }
+        Probe::Serve { port } => serve(*port),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (line, code) = match run(&cli.command) {
+        Ok(line) => (format!("ok: {line}"), ExitCode::SUCCESS),
+        Err(error) => (format!("failed: {error:#}"), ExitCode::FAILURE),
+    };
+    println!("{line}");
+    // Outside a pod the file may not exist; the line above is the outcome then.
+    let _ = std::fs::write(&cli.message_file, &line);
+    code
+}
