@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet,
+# kube-proxy, kwok, kube-router, CoreDNS and
 # helm from the wrapper modules in e2e/go/ into a cache outside the checkout, and prints
 # the directory that holds them. A second run with the same versions and go.sum is instant.
 # Helm has its own key, so changing its version does not rebuild Kubernetes.
@@ -19,11 +20,23 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 cache=${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}
 # The key changes whenever a version, a go.sum or the Go toolchain changes.
-key=$( { echo "tools: etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"; grep -E '^[A-Z]' "$here/../versions.env" | grep -v '^HELM_'; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
+key=$( { echo "tools: etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"; grep -E '^[A-Z]' "$here/../versions.env" | grep -Ev '^(HELM|KUBE_ROUTER|COREDNS)_'; cat "$here"/{etcd,kubernetes,kwok}/go.sum; go version; } | sha256sum | cut -c1-16)
 helm_key=$( { grep '^HELM_' "$here/../versions.env"; cat "$here/helm/go.sum"; go version; } | sha256sum | cut -c1-16)
+# The real node's network tools have their own key too.
+# (This script is part of it: the two build in a minute when Go's cache is warm.)
+node_key=$( { grep -E '^(KUBE_ROUTER|COREDNS)_' "$here/../versions.env"; cat "$here"/{kube-router,coredns}/go.sum "$0"; go version; } | sha256sum | cut -c1-16)
 out="$cache/bin/$key"
-if [[ -f "$out/.complete" && -f "$out/.helm-$helm_key" ]]; then
-  echo "$out"
+if [[ -f "$out/.complete" && -f "$out/.helm-$helm_key" && -f "$out/.node-$node_key" ]]; then
+  if [[ ! -f "$out/.node-$node_key" ]]; then
+  kr=github.com/cloudnativelabs/kube-router/v2/pkg/version
+  build_module "$here/kube-router" "-s -w -X $kr.Version=$KUBE_ROUTER_VERSION -X $kr.BuildDate=module" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+  build_module "$here/coredns" "-s -w" github.com/coredns/coredns
+  "$out/kube-router" --version >&2
+  "$out/coredns" -version >&2
+  rm -f "$out"/.node-*
+  touch "$out/.node-$node_key"
+fi
+echo "$out"
   exit 0
 fi
 mkdir -p "$out"
@@ -94,5 +107,14 @@ if [[ ! -f "$out/.helm-$helm_key" ]]; then
   "$out/helm" version --short >&2
   rm -f "$out"/.helm-*
   touch "$out/.helm-$helm_key"
+fi
+if [[ ! -f "$out/.node-$node_key" ]]; then
+  kr=github.com/cloudnativelabs/kube-router/v2/pkg/version
+  build_module "$here/kube-router" "-s -w -X $kr.Version=$KUBE_ROUTER_VERSION -X $kr.BuildDate=module" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+  build_module "$here/coredns" "-s -w" github.com/coredns/coredns
+  "$out/kube-router" --version >&2
+  "$out/coredns" -version >&2
+  rm -f "$out"/.node-*
+  touch "$out/.node-$node_key"
 fi
 echo "$out"

@@ -89,3 +89,7 @@ write_wrapper "$here/kwok" sigs.k8s.io/kwok "$KWOK_VERSION" "" \
   sigs.k8s.io/kwok/cmd/kwok
 write_wrapper "$here/helm" helm.sh/helm/v4 "$HELM_VERSION" "" \
   helm.sh/helm/v4/cmd/helm
+write_wrapper "$here/kube-router" github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION" "" \
+  github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+write_wrapper "$here/coredns" github.com/coredns/coredns "$COREDNS_VERSION" "" \
+  github.com/coredns/coredns

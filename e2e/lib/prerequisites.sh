@@ -37,8 +37,8 @@ if [[ -z "${SMARTREGION_PG_BIN:-}" ]] && ! command -v initdb >/dev/null 2>&1 \
 fi
 # Debian packages the scripts need, installed here when possible: Mosquitto (the MQTT
 # tests run a real broker) and shellcheck (e2e/test checks the scripts).
-install_deb() { # command package why
-  if command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; then
+install_deb() { # command-or-path package why
+  if command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || ( "$1" == /* && -e "$1" ) ]]; then
     return 0
   fi
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -54,6 +54,21 @@ install_deb() { # command package why
 install_deb shellcheck shellcheck "checks the shell scripts"
 # The MQTT tests run a real broker: Debian's Mosquitto.
 install_deb mosquitto mosquitto "the MQTT broker for the ingest tests"
+# The local cluster's real node (e2e/src/node.rs): Debian's container runtime and CNI
+# plugins, and the tools that build its network and images.
+if [[ $(id -u) != 0 ]]; then
+  echo "error: the local cluster's real node needs root (network namespaces, cgroups," \
+       "containerd); run this as root, e.g. in a throwaway VM or CI machine." >&2
+  missing=1
+fi
+install_deb containerd containerd "the real node's container runtime"
+install_deb runc runc "the OCI runtime containerd starts containers with"
+install_deb /usr/lib/cni/ptp containernetworking-plugins "the real node's pod network (ptp, host-local, loopback)"
+install_deb iptables iptables "kube-proxy's Services and kube-router's NetworkPolicies"
+install_deb ipset ipset "kube-router's NetworkPolicies"
+install_deb conntrack conntrack "kube-proxy clears stale UDP flows"
+install_deb nsenter util-linux "starts the node's processes in its network namespace"
+install_deb dpkg-deb dpkg "unpacks the Debian packages the images are built from"
 # e2e/test-timescaledb only: TimescaleDB for the machine's PostgreSQL.
 if [[ "${SMARTREGION_TIMESCALEDB:-}" == 1 ]]; then
   postgres_binary="$(command -v postgres 2>/dev/null || true)"

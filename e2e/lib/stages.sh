@@ -54,3 +54,12 @@ stage_summary() {
     printf '  %-48s %7ss\n' "${stage_names[$i]}" "${stage_times[$i]}" >&2
   done
 }
+
+keep_logs() { # state-dir: copies its logs to target/e2e-failed-logs/<its name>/ (replacing older ones)
+  local from=$1 to
+  to="$(dirname "$from")/e2e-failed-logs/$(basename "$from")"
+  [[ -d "$from" ]] || return 0
+  rm -rf "$to" && mkdir -p "$to"
+  cp "$from"/*.log "$to"/ 2>/dev/null || true
+  printf '==> the cluster'"'"'s logs are kept in %s\n' "$to" >&2
+}

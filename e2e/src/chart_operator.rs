@@ -99,7 +99,7 @@ kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{address}:{port}
     certificate-authority: {ca}
 users:
 - name: {account}
@@ -112,6 +112,7 @@ contexts:
     user: {account}
 current-context: {account}
 ",
+            address = crate::node::HOST_ADDRESS,
             port = cluster.apiserver_port,
             ca = cluster.ca_cert.display(),
         ),

@@ -11,6 +11,7 @@ use kube::api::Api;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::control_plane::{self, Layout, Started};
+use crate::node;
 use crate::paths;
 use crate::pki::Pki;
 use crate::postgres::{self, Engine};
@@ -104,6 +105,7 @@ impl Cluster {
             Ok(cluster) => Ok(cluster),
             Err(error) => {
                 // Leave nothing half-started behind; the logs stay for diagnosis.
+                let _ = node::teardown(&state_dir);
                 let _ = stop_processes(&marker, &[]);
                 let _ = std::fs::remove_file(State::path(&state_dir));
                 Err(error)
@@ -119,9 +121,21 @@ impl Cluster {
             return Ok(0);
         }
         let _lock = lock(&state_dir)?;
+        let before = std::fs::read(snapshot_path(&state_dir))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<node::Snapshot>(&bytes).ok());
         let stopped = stop_all(&state_dir, &marker(&state_dir))?;
         std::fs::remove_dir_all(&state_dir)
             .with_context(|| format!("failed to remove {}", state_dir.display()))?;
+        if let Some(before) = before {
+            let left = before.left_behind(&node::Snapshot::take()?);
+            if !left.is_empty() {
+                bail!(
+                    "the cluster left these on the machine (not there before `up`):\n  {}",
+                    left.join("\n  ")
+                );
+            }
+        }
         Ok(stopped)
     }
 
@@ -192,6 +206,17 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
     let password = postgres::init(&pg_bin, state_dir)?;
     clock.done("certificates and PostgreSQL data directory created");
 
+    // The machine as it was, for the check that `down` gives everything back.
+    let before = node::Snapshot::take()?;
+    std::fs::create_dir_all(state_dir.join("node"))?;
+    std::fs::write(
+        snapshot_path(state_dir),
+        serde_json::to_vec_pretty(&before)?,
+    )?;
+    node::claim(state_dir)?;
+    node::network_up()?;
+    clock.done("the real node's network (namespace, link, egress rule)");
+
     let (etcd_client, etcd_peer) = (control_plane::free_port()?, control_plane::free_port()?);
     let apiserver_port = control_plane::free_port()?;
     let postgres_port = control_plane::free_port()?;
@@ -207,6 +232,7 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
             key: &pki.postgres_key,
         }),
         engine,
+        true,
     )?;
     record(&postgres);
     let etcd = layout.start_etcd(etcd_client, etcd_peer)?;
@@ -232,6 +258,9 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
     control_plane::wait_leader(&scheduler, marker, &client).await?;
     control_plane::create_nodes(&kwok, marker, &client).await?;
     clock.done("controller-manager, scheduler and kwok ready; Nodes Ready");
+
+    node::start(&layout, marker, &client, apiserver_port, &mut record).await?;
+    clock.done("real node Ready (containerd, kubelet, kube-proxy, kube-router), CoreDNS Ready");
 
     postgres::wait_and_create_database(&postgres, marker, &password, postgres_port).await?;
     clock.done(match engine {
@@ -268,7 +297,7 @@ async fn healthy(state: &State, marker: &Path) -> Result<()> {
     let client = control_plane::client(&state.kubeconfig).await?;
     control_plane::readyz(&client).await?;
     let nodes: Api<Node> = Api::all(client);
-    for name in control_plane::NODES {
+    for name in control_plane::NODES.iter().chain([&node::NODE_NAME]) {
         let node = nodes.get(name).await?;
         let ready = node
             .status
@@ -291,6 +320,9 @@ fn stop_all(state_dir: &Path, marker: &Path) -> Result<usize> {
         .flatten()
         .map(|state| state.processes)
         .unwrap_or_default();
+    // The real node first, while the rest still runs: its pods go through containerd,
+    // and what it changed on the machine is given back.
+    node::teardown(state_dir)?;
     let stopped = stop_processes(marker, &recorded)?;
     let _ = std::fs::remove_file(State::path(state_dir));
     Ok(stopped)
@@ -336,6 +368,11 @@ fn stop_processes(marker: &Path, recorded: &[(String, u32)]) -> Result<usize> {
         bail!("processes {left:?} are still running; stop them by hand");
     }
     Ok(stopped)
+}
+
+/// The machine before the cluster started (see [`node::Snapshot`]).
+fn snapshot_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node/machine-before.json")
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {

@@ -55,6 +55,42 @@ impl Layout<'_> {
         Ok(Started { name, pid, log })
     }
 
+    /// Starts `program` in the real node's network namespace (`nsenter` execs it, so the
+    /// pid is the program's).
+    pub fn start_in_netns(
+        &self,
+        name: &'static str,
+        program: &Path,
+        args: Vec<String>,
+    ) -> Result<Started> {
+        let log = self.dir.join(format!("{name}.log"));
+        let mut all = vec![
+            format!("--net=/run/netns/{}", crate::node::NETNS),
+            "--".to_string(),
+            program.display().to_string(),
+        ];
+        all.extend(args);
+        let pid = spawn_detached(Path::new("/usr/bin/nsenter"), &all, &log, None)?;
+        Ok(Started { name, pid, log })
+    }
+
+    /// A kubeconfig for one of the node's components, with its own client certificate.
+    pub fn write_client_kubeconfig(
+        &self,
+        file: &str,
+        apiserver_port: u16,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<PathBuf> {
+        let path = self.dir.join("node").join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        std::fs::write(
+            &path,
+            kubeconfig_text(apiserver_port, &self.pki.ca_cert, cert, key),
+        )?;
+        Ok(path)
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
@@ -86,8 +122,10 @@ impl Layout<'_> {
             "kube-apiserver",
             vec![
                 format!("--etcd-servers=http://127.0.0.1:{etcd_client_port}"),
-                "--advertise-address=127.0.0.1".into(),
-                "--bind-address=127.0.0.1".into(),
+                // The host end of the real node's link: reachable from the machine and
+                // from the node's pods (through the `kubernetes` Service), nowhere else.
+                format!("--advertise-address={}", crate::node::HOST_ADDRESS),
+                format!("--bind-address={}", crate::node::HOST_ADDRESS),
                 format!("--secure-port={port}"),
                 format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
                 format!("--tls-cert-file={}", pki.apiserver_cert.display()),
@@ -103,7 +141,14 @@ impl Layout<'_> {
                 ),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-                "--authorization-mode=RBAC".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                // Logs, exec and port-forward reach the kubelet by its InternalIP, with
+                // a client certificate, verifying the kubelet's own.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                format!("--kubelet-client-key={}", pki.admin_key.display()),
+                format!("--kubelet-certificate-authority={}", pki.ca_cert.display()),
                 "--allow-privileged=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -174,7 +219,8 @@ impl Layout<'_> {
                 format!("--config={}", config.display()),
                 "--manage-all-nodes=false".into(),
                 format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
-                "--cidr=10.244.0.0/16".into(),
+                // The lower half of the pod range; the real node has 10.244.128.0/24.
+                "--cidr=10.244.0.0/17".into(),
                 "--node-ip=127.0.0.1".into(),
                 // Node Leases renewed every 10 s. Without them kwok's status heartbeat is
                 // slower than the node controller's grace period, and Nodes flap NotReady
@@ -188,13 +234,27 @@ impl Layout<'_> {
     pub fn write_kubeconfig(&self, apiserver_port: u16) -> Result<PathBuf> {
         let pki = self.pki;
         let path = self.kubeconfig();
-        let text = format!(
-            "apiVersion: v1
+        std::fs::write(
+            &path,
+            kubeconfig_text(
+                apiserver_port,
+                &pki.ca_cert,
+                &pki.admin_cert,
+                &pki.admin_key,
+            ),
+        )?;
+        Ok(path)
+    }
+}
+
+fn kubeconfig_text(apiserver_port: u16, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "apiVersion: v1
 kind: Config
 clusters:
 - name: smartregion-e2e
   cluster:
-    server: https://127.0.0.1:{apiserver_port}
+    server: https://{address}:{apiserver_port}
     certificate-authority: {ca}
 users:
 - name: smartregion-e2e-admin
@@ -208,13 +268,11 @@ contexts:
     user: smartregion-e2e-admin
 current-context: smartregion-e2e
 ",
-            ca = pki.ca_cert.display(),
-            cert = pki.admin_cert.display(),
-            key = pki.admin_key.display(),
-        );
-        std::fs::write(&path, text)?;
-        Ok(path)
-    }
+        address = crate::node::HOST_ADDRESS,
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
 }
 
 /// A client for the admin kubeconfig.

@@ -9,6 +9,7 @@
 //! Tests call [`shared`] and build their own clients from [`Cluster::kubeconfig`].
 
 mod control_plane;
+pub mod node;
 pub mod paths;
 mod pki;
 pub mod postgres;
@@ -23,10 +24,12 @@ pub mod chart_operator;
 pub mod cluster;
 pub mod helm;
 pub mod http;
+pub mod image;
 pub mod ingest;
 pub mod mosquitto;
 pub mod operator;
 pub mod pglite;
+pub mod pods;
 pub mod wait;
 pub mod workload;
 

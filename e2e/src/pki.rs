@@ -23,7 +23,20 @@ pub struct Pki {
     pub service_account_public_key: PathBuf,
     pub postgres_cert: PathBuf,
     pub postgres_key: PathBuf,
+    /// The real node's: kubelet's serving certificate and its client identity
+    /// (`system:node:<name>`, for the Node authorizer), kube-proxy's and kube-router's.
+    pub kubelet_cert: PathBuf,
+    pub kubelet_key: PathBuf,
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
+    pub kube_proxy_cert: PathBuf,
+    pub kube_proxy_key: PathBuf,
+    pub kube_router_cert: PathBuf,
+    pub kube_router_key: PathBuf,
 }
+
+/// The user kube-router authenticates as (bound to its ClusterRole by the node's start).
+pub const KUBE_ROUTER_USER: &str = "smartregion-e2e-kube-router";
 
 impl Pki {
     pub fn at(dir: &Path) -> Self {
@@ -38,6 +51,14 @@ impl Pki {
             service_account_public_key: dir.join("service-account.pub"),
             postgres_cert: dir.join("postgres.crt"),
             postgres_key: dir.join("postgres.key"),
+            kubelet_cert: dir.join("kubelet.crt"),
+            kubelet_key: dir.join("kubelet.key"),
+            kubelet_client_cert: dir.join("kubelet-client.crt"),
+            kubelet_client_key: dir.join("kubelet-client.key"),
+            kube_proxy_cert: dir.join("kube-proxy.crt"),
+            kube_proxy_key: dir.join("kube-proxy.key"),
+            kube_router_cert: dir.join("kube-router.crt"),
+            kube_router_key: dir.join("kube-router.key"),
         }
     }
 
@@ -74,6 +95,9 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress("10.96.0.1".parse()?));
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(crate::node::HOST_ADDRESS.into()));
         serving.distinguished_name = name("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;
@@ -86,6 +110,9 @@ impl Pki {
         postgres
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse()?));
+        postgres
+            .subject_alt_names
+            .push(SanType::IpAddress(crate::node::HOST_ADDRESS.into()));
         postgres.distinguished_name = name("smartregion-e2e-postgres", None);
         postgres.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let postgres_cert = postgres.signed_by(&postgres_key, &issuer)?;
@@ -99,6 +126,45 @@ impl Pki {
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
         write(&pki.admin_cert, &admin_cert.pem())?;
         write(&pki.admin_key, &admin_key.serialize_pem())?;
+
+        let kubelet_key = KeyPair::generate()?;
+        let mut kubelet = CertificateParams::new(vec![crate::node::NODE_NAME.to_string()])?;
+        kubelet
+            .subject_alt_names
+            .push(SanType::IpAddress(crate::node::NODE_ADDRESS.into()));
+        kubelet.distinguished_name = name(crate::node::NODE_NAME, None);
+        kubelet.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let kubelet_cert = kubelet.signed_by(&kubelet_key, &issuer)?;
+        write(&pki.kubelet_cert, &kubelet_cert.pem())?;
+        write(&pki.kubelet_key, &kubelet_key.serialize_pem())?;
+        for (common_name, organization, cert, key) in [
+            (
+                format!("system:node:{}", crate::node::NODE_NAME),
+                Some("system:nodes"),
+                &pki.kubelet_client_cert,
+                &pki.kubelet_client_key,
+            ),
+            (
+                "system:kube-proxy".to_string(),
+                None,
+                &pki.kube_proxy_cert,
+                &pki.kube_proxy_key,
+            ),
+            (
+                KUBE_ROUTER_USER.to_string(),
+                None,
+                &pki.kube_router_cert,
+                &pki.kube_router_key,
+            ),
+        ] {
+            let client_key = KeyPair::generate()?;
+            let mut client = CertificateParams::new(Vec::<String>::new())?;
+            client.distinguished_name = name(&common_name, organization);
+            client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let client_cert = client.signed_by(&client_key, &issuer)?;
+            write(cert, &client_cert.pem())?;
+            write(key, &client_key.serialize_pem())?;
+        }
 
         let service_account_key = KeyPair::generate()?;
         write(

@@ -121,6 +121,14 @@ pub fn init(bin: &Path, dir: &Path) -> Result<String> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // Logins from the real node's pods, with passwords (initdb allows loopback only).
+    let hba = data.join("pg_hba.conf");
+    let mut rules = std::fs::read_to_string(&hba)?;
+    rules.push_str(&format!(
+        "host all all {} scram-sha-256\n",
+        crate::node::POD_CIDR
+    ));
+    std::fs::write(&hba, rules)?;
     Ok(password)
 }
 
@@ -142,6 +150,7 @@ pub fn start(
     port: u16,
     tls: Option<&Tls>,
     engine: Engine,
+    node_link: bool,
 ) -> Result<Started> {
     let user = server_user()?;
     let socket_dir = dir.join("postgres-socket");
@@ -156,7 +165,13 @@ pub fn start(
         "-k".into(),
         socket_dir.display().to_string(),
         "-c".into(),
-        "listen_addresses=127.0.0.1".into(),
+        // The cluster's server also listens on the host end of the real node's link,
+        // where the node's pods connect.
+        if node_link {
+            format!("listen_addresses=127.0.0.1,{}", crate::node::HOST_ADDRESS)
+        } else {
+            "listen_addresses=127.0.0.1".into()
+        },
         // Enough for an operator pool, ingest pools and 200 tenants in the benchmark.
         "-c".into(),
         "max_connections=300".into(),
@@ -303,7 +318,7 @@ impl Server {
     }
 
     fn spawn(&mut self) -> Result<Started> {
-        let started = start(&self.bin, &self.dir, self.port, None, self.engine)?;
+        let started = start(&self.bin, &self.dir, self.port, None, self.engine, false)?;
         self.pid = Some(started.pid);
         Ok(started)
     }

@@ -16,6 +16,7 @@ mod ingest_deployment;
 mod ingest_mqtt;
 mod onboard;
 mod operator;
+mod real_node;
 mod resilience;
 mod smoke;
 mod tenant_database;

@@ -1,0 +1,571 @@
+//! The real node: what the operator creates runs as containers, and the kernel and the
+//! network say what the object shapes promised. Ingest pods start from the locally built
+//! image, pass their probes, take data from a client pod through the Service name in
+//! `status.ingestEndpoint` and store it; inside, they run as 65532 on a read-only root
+//! filesystem under the cgroup limits the Deployment names; rotation and suspension act on
+//! real pods; NetworkPolicies hold by traffic; and no pod packet leaves for an address
+//! outside the node's allowed set.
+
+use std::time::Duration;
+
+use crate::support::*;
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use smartregion_e2e::node::{CANARY_ADDRESS, CANARY_NETNS, HOST_ADDRESS, NETNS, NODE_NAME};
+use smartregion_e2e::operator::Operator;
+use smartregion_e2e::pods::{self, CLIENT_PORT, ClientPod, Outcome};
+use smartregion_e2e::{shared, unique_name, wait};
+use smartregion_operator::crd::SmartRegionTenant;
+
+const INGEST_PODS: &str = "app.kubernetes.io/name=ingest";
+
+fn namespace_of(tenant: &str) -> String {
+    format!("srt-{tenant}")
+}
+
+fn database_port() -> Result<u16> {
+    let url = &shared().database_url;
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .context("no port in the database URL")?;
+    Ok(port.parse()?)
+}
+
+/// An operator for `shard` whose tenants' ingest pods run on the real node.
+fn real_node_operator(shard: &str) -> Result<Operator> {
+    let flags = pods::real_node_operator_flags(database_port()?);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Operator::start(shared(), shard, &flags)
+}
+
+/// A tenant of `shard` made from examples/prato.yaml, Ready with real pods.
+async fn real_tenant(client: &Client, shard: &str, prefix: &str) -> Result<String> {
+    let name = unique_name(prefix);
+    apply_tenant(client, &example("prato", &name, shard)?).await?;
+    wait_ready(client, &name)
+        .await
+        .with_context(|| format!("tenant {name} with real ingest pods"))?;
+    Ok(name)
+}
+
+async fn ingest_pods(client: &Client, tenant: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace_of(tenant));
+    Ok(pods
+        .list(&ListParams::default().labels(INGEST_PODS))
+        .await?
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .with_context(|| format!("Secret {:?} has no key {key}", secret.metadata.name))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+async fn api_key(client: &Client, tenant: &str) -> Result<String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_of(tenant));
+    let keys = secret_text(&secrets.get("ingest-keys").await?, "keys")?;
+    keys.lines()
+        .next()
+        .map(str::to_string)
+        .context("ingest-keys holds no key")
+}
+
+async fn admin() -> Result<tokio_postgres::Client> {
+    let (client, connection) =
+        tokio_postgres::connect(&shared().database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn rows_of(tenant: &str, sensor: &str) -> Result<i64> {
+    Ok(admin()
+        .await?
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"t_{}\".measurements WHERE sensor = $1",
+                tenant.replace('-', "_")
+            ),
+            &[&sensor],
+        )
+        .await?
+        .get(0))
+}
+
+/// Posts one measurement of `sensor` from a probe pod in the tenant's namespace to the
+/// endpoint in its status.
+async fn post_from_pod(
+    client: &Client,
+    tenant: &SmartRegionTenant,
+    sensor: &str,
+) -> Result<Outcome> {
+    let endpoint = tenant
+        .status
+        .as_ref()
+        .and_then(|status| status.ingest_endpoint.clone())
+        .context("no status.ingestEndpoint")?;
+    post_to(client, tenant, &endpoint, sensor).await
+}
+
+/// Posts one measurement of `sensor` to `endpoint` from a probe pod in the tenant's
+/// namespace, with the tenant's API key.
+async fn post_to(
+    client: &Client,
+    tenant: &SmartRegionTenant,
+    endpoint: &str,
+    sensor: &str,
+) -> Result<Outcome> {
+    let name = name_of(tenant);
+    let key = api_key(client, &name).await?;
+    let body = json!([{ "sensor": sensor, "metric": "pm10", "time": "2026-12-01T10:00:00Z", "value": 17.5 }])
+        .to_string();
+    let url = format!("{endpoint}/v1/measurements");
+    let auth = format!("Authorization: Bearer {key}");
+    pods::run_probe(
+        client,
+        &namespace_of(&name),
+        &[
+            "post",
+            &url,
+            "--header",
+            &auth,
+            "--body",
+            &body,
+            "--attempts",
+            "20",
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ingest_pods_run_for_real_and_a_client_pod_writes_through_the_service_name() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("real-ingest");
+    let _operator = real_node_operator(&shard)?;
+    let name = real_tenant(&client, &shard, "real-ingest").await?;
+    let tenant = tenants(&client).get(&name).await?;
+
+    let running = ingest_pods(&client, &name).await?;
+    ensure!(!running.is_empty(), "no ingest pod");
+    for pod in &running {
+        let node = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
+        assert_eq!(
+            node.as_deref(),
+            Some(NODE_NAME),
+            "{} runs on the real node",
+            pod.name_any()
+        );
+    }
+
+    let outcome = post_from_pod(&client, &tenant, "real-node-aq-001").await?;
+    ensure!(
+        outcome.succeeded,
+        "the client pod's POST: {}",
+        outcome.message
+    );
+    assert_eq!(
+        rows_of(&name, "real-node-aq-001").await?,
+        1,
+        "the row is in the tenant's schema"
+    );
+
+    // The kernel's view of the running container.
+    let pod = &running[0];
+    let id = pods::container_id(pod, "ingest")?;
+    let pid = pods::container_pid(&id)?;
+    assert_eq!(
+        pods::process_uid(pid)?,
+        65532,
+        "the ingest process is not root"
+    );
+    let refused = pods::write_into_root(pid).expect_err("the root filesystem took a write");
+    assert_eq!(
+        refused.raw_os_error(),
+        Some(nix::libc::EROFS),
+        "the root filesystem is mounted read-only: {refused}"
+    );
+    let container = pod
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers[0].clone())
+        .context("no container")?;
+    let limits = container
+        .resources
+        .and_then(|resources| resources.limits)
+        .context("no limits")?;
+    let memory = smartregion_operator::quantity::whole_units(&limits["memory"].0)
+        .context("a memory limit that is not a quantity")?;
+    let cgroup_memory: u64 = std::fs::read_to_string(
+        pods::container_cgroup("memory", &id)?.join("memory.limit_in_bytes"),
+    )?
+    .trim()
+    .parse()?;
+    assert_eq!(
+        cgroup_memory as i128, memory,
+        "the memory limit is the kernel's"
+    );
+    // In thousandths of a CPU: millicores.
+    let cpu = smartregion_operator::quantity::parse(&limits["cpu"].0)
+        .context("a CPU limit that is not a quantity")?;
+    let cpu_dir = pods::container_cgroup("cpu", &id)?;
+    let quota: i64 = std::fs::read_to_string(cpu_dir.join("cpu.cfs_quota_us"))?
+        .trim()
+        .parse()?;
+    let period: i64 = std::fs::read_to_string(cpu_dir.join("cpu.cfs_period_us"))?
+        .trim()
+        .parse()?;
+    assert_eq!(
+        quota * 1000 / period,
+        cpu as i64,
+        "the CPU limit is the kernel's"
+    );
+
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotation_replaces_real_pods_that_write_with_the_new_password_and_suspension_stops_them()
+-> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("real-rotate");
+    let _operator = real_node_operator(&shard)?;
+    let name = real_tenant(&client, &shard, "real-rotate").await?;
+    let before: Vec<String> = ingest_pods(&client, &name)
+        .await?
+        .iter()
+        .map(|pod| pod.uid().unwrap_or_default())
+        .collect();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_of(&name));
+    let old_password = secret_text(&secrets.get("db-writer").await?, "password")?;
+
+    tenants(&client)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                "smartregion.toscana.it/rotate-credentials": "2026-12-01" } } })),
+        )
+        .await?;
+    // Only new pods, all Ready: the old password no longer logs in, so a pod that is Ready
+    // (its readiness probe checks the database) logs in with the new one.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace_of(&name));
+    wait::until(
+        "the rotation to replace every ingest pod with a Ready one",
+        Duration::from_secs(120),
+        || {
+            let (client, name, before, deployments) = (
+                client.clone(),
+                name.clone(),
+                before.clone(),
+                deployments.clone(),
+            );
+            async move {
+                let pods = ingest_pods(&client, &name).await?;
+                let deployment = deployments.get("ingest").await?;
+                let wanted = deployment.spec.and_then(|spec| spec.replicas).unwrap_or(1);
+                let fresh = pods.len() == wanted as usize
+                    && pods.iter().all(|pod| {
+                        !before.contains(&pod.uid().unwrap_or_default()) && is_pod_ready(pod)
+                    });
+                Ok(fresh.then_some(()))
+            }
+        },
+    )
+    .await?;
+    let new_password = secret_text(&secrets.get("db-writer").await?, "password")?;
+    ensure!(old_password != new_password, "the password was rotated");
+    // Each new pod, addressed directly (while the Service's endpoints catch up, a request
+    // may still reach a pod on its way out, which is a matter for the rollout itself),
+    // writes with the new password.
+    let tenant = tenants(&client).get(&name).await?;
+    for (index, pod) in ingest_pods(&client, &name).await?.iter().enumerate() {
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|status| status.pod_ip.clone())
+            .context("a new pod without an IP")?;
+        let sensor = format!("rotated-aq-{index}");
+        let outcome = post_to(&client, &tenant, &format!("http://{ip}:8080"), &sensor).await?;
+        ensure!(
+            outcome.succeeded,
+            "a write to new pod {ip}: {}",
+            outcome.message
+        );
+        assert_eq!(rows_of(&name, &sensor).await?, 1);
+    }
+
+    // Suspended: no container runs; resumed: they run and take data again.
+    tenants(&client)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspended": true } })),
+        )
+        .await?;
+    wait::until(
+        "suspension to stop every ingest pod",
+        Duration::from_secs(60),
+        || {
+            let (client, name) = (client.clone(), name.clone());
+            async move { Ok(ingest_pods(&client, &name).await?.is_empty().then_some(())) }
+        },
+    )
+    .await?;
+    tenants(&client)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspended": false } })),
+        )
+        .await?;
+    let tenant = wait_ready(&client, &name).await?;
+    let outcome = post_from_pod(&client, &tenant, "resumed-aq-001").await?;
+    ensure!(
+        outcome.succeeded,
+        "a write after resuming: {}",
+        outcome.message
+    );
+    assert_eq!(rows_of(&name, "resumed-aq-001").await?, 1);
+
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+fn is_pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+        })
+}
+
+async fn connect(client: &Client, namespace: &str, target: &str) -> Result<Outcome> {
+    pods::run_probe(
+        client,
+        namespace,
+        &["connect", target, "--timeout-ms", "2000"],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn network_policies_hold_by_traffic() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("real-netpol");
+    let _operator = real_node_operator(&shard)?;
+    let (first, second) = futures::try_join!(
+        real_tenant(&client, &shard, "real-netpol-a"),
+        real_tenant(&client, &shard, "real-netpol-b"),
+    )?;
+    let (a, b) = (namespace_of(&first), namespace_of(&second));
+    // A platform namespace without policies, as a gateway's would be.
+    let platform = unique_name("platform");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": platform, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted" } } }))?,
+        )
+        .await?;
+
+    // One long-running probe pod per namespace (each also listens on its port), and
+    // a second one in B.
+    let (in_a, in_b, other_in_b, in_platform) = futures::try_join!(
+        ClientPod::start(&client, &a, "client", json!({ "app": "client" }), true),
+        ClientPod::start(&client, &b, "client", json!({ "app": "client" }), true),
+        ClientPod::start(&client, &b, "listener", json!({ "app": "listener" }), true),
+        ClientPod::start(
+            &client,
+            &platform,
+            "client",
+            json!({ "app": "client" }),
+            false
+        ),
+    )?;
+    let ingest_ip = ingest_pods(&client, &second)
+        .await?
+        .first()
+        .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
+        .context("tenant B's ingest pod has no IP")?;
+    let ingest = format!("{ingest_ip}:8080");
+    let listener = format!("{}:{CLIENT_PORT}", other_in_b.ip);
+    let database = format!("{HOST_ADDRESS}:{}", database_port()?);
+    let apiserver = format!("{HOST_ADDRESS}:{}", shared().apiserver_port);
+
+    let checks: Vec<(&str, &ClientPod, String, bool)> = vec![
+        // Inside a tenant: its own pods, its ingest port.
+        ("B to its own listener", &in_b, listener.clone(), true),
+        ("B to its own ingest port", &in_b, ingest.clone(), true),
+        // Another tenant: nothing at all (its egress stays in its namespace, B's ingress too).
+        ("A to B's listener", &in_a, listener.clone(), false),
+        ("A to B's ingest port", &in_a, ingest.clone(), false),
+        // The platform: B's ingest port only.
+        (
+            "platform to B's ingest port",
+            &in_platform,
+            ingest.clone(),
+            true,
+        ),
+        (
+            "platform to B's listener",
+            &in_platform,
+            listener.clone(),
+            false,
+        ),
+        // Egress: the database, and not the API server (neither directly nor by Service).
+        ("A to the database", &in_a, database.clone(), true),
+        ("A to the API server", &in_a, apiserver.clone(), false),
+        (
+            "A to the kubernetes Service",
+            &in_a,
+            "10.96.0.1:443".into(),
+            false,
+        ),
+        (
+            "platform to the API server",
+            &in_platform,
+            apiserver.clone(),
+            true,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, from, target, open) in &checks {
+        let outcome = from.connect(target).await?;
+        if outcome.succeeded != *open {
+            wrong.push(format!(
+                "{what} ({target}): expected {}, {}",
+                if *open { "open" } else { "refused" },
+                outcome.message
+            ));
+        }
+    }
+    // DNS is allowed: Service names resolve from a tenant's pods.
+    let resolved = in_a
+        .probe(&["resolve", &format!("ingest.{b}.svc.cluster.local")])
+        .await?;
+    if !resolved.succeeded {
+        wrong.push(format!("DNS from A: {}", resolved.message));
+    }
+    ensure!(
+        wrong.is_empty(),
+        "NetworkPolicies did not hold:\n  {}",
+        wrong.join("\n  ")
+    );
+
+    let _ = namespaces.delete(&platform, &DeleteParams::default()).await;
+    delete_all_and_wait(&client, &[first, second]).await?;
+    Ok(())
+}
+
+/// The node's drop rule's packet count.
+fn dropped_packets() -> Result<u64> {
+    let output = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", NETNS, "iptables", "-w", "-t", "mangle", "-L",
+        ])
+        .arg(smartregion_e2e::node::POD_EGRESS_CHAIN)
+        .args(["-v", "-x", "-n"])
+        .output()?;
+    ensure!(output.status.success(), "iptables -L failed");
+    let text = String::from_utf8(output.stdout)?;
+    text.lines()
+        .find(|line| line.contains("DROP"))
+        .and_then(|line| line.split_whitespace().next())
+        .context("no DROP rule in the chain")?
+        .parse()
+        .context("a packet count that is not a number")
+}
+
+#[tokio::test]
+async fn no_pod_packet_reaches_an_address_outside_the_allowed_set() -> Result<()> {
+    let client = client().await?;
+    // The canary listens in its own namespace, which the node routes to.
+    let probe = smartregion_e2e::paths::workspace_root()
+        .join(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("release/smartregion-probe");
+    ensure!(
+        probe.is_file(),
+        "{} not built (e2e/images builds it)",
+        probe.display()
+    );
+    let log = shared().state_dir.join("canary.log");
+    let mut canary = std::process::Command::new("ip")
+        .args(["netns", "exec", CANARY_NETNS])
+        .arg(&probe)
+        .args(["serve", "--port", "9999", "--message-file", "/dev/null"])
+        .stdout(std::fs::File::create(&log)?)
+        .spawn()?;
+    let target = format!("{CANARY_ADDRESS}:9999");
+    // Control: the node itself reaches the canary, so the route is there and only the rule
+    // can stop a pod.
+    let reached = wait::until(
+        "the node to reach the canary",
+        Duration::from_secs(10),
+        || {
+            let (probe, target) = (probe.clone(), target.clone());
+            async move {
+                let output = std::process::Command::new("ip")
+                    .args(["netns", "exec", NETNS])
+                    .arg(&probe)
+                    .args(["connect", &target, "--message-file", "/dev/null"])
+                    .output()?;
+                Ok(output.status.success().then_some(()))
+            }
+        },
+    )
+    .await;
+
+    // A namespace without NetworkPolicies: only the node's rule stands in the way.
+    let namespace = unique_name("egress");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": namespace, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted" } } }))?,
+        )
+        .await?;
+    let dropped_before = dropped_packets()?;
+    let outcome = connect(&client, &namespace, &target).await;
+    let dropped_after = dropped_packets()?;
+    let _ = canary.kill();
+    let _ = canary.wait();
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+
+    reached?;
+    let outcome = outcome?;
+    ensure!(
+        !outcome.succeeded,
+        "a pod reached the canary: {}",
+        outcome.message
+    );
+    let heard = std::fs::read_to_string(&log)?;
+    ensure!(
+        !heard.contains("connection from 10.244."),
+        "the canary heard from a pod:\n{heard}"
+    );
+    ensure!(
+        dropped_after > dropped_before,
+        "the node's rule dropped nothing ({dropped_before} -> {dropped_after}): something else refused"
+    );
+    Ok(())
+}
