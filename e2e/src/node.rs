@@ -14,11 +14,11 @@
 //! - A canary namespace ([`CANARY_NETNS`], 10.250.251.1), routed from the node but outside
 //!   the allowed set, lets a test prove that rule without aiming at any real address.
 //! - kubelet sets machine-wide sysctls (`vm.overcommit_memory`, `kernel.panic`, ...): their
-//!   values before it starts are saved and put back by [`down`].
+//!   values before it starts are saved and put back by [`teardown`] (`cluster down`).
 //! - containerd's and kubelet's files, mounts and logs stay under the state directory,
 //!   its cgroups under [`CGROUP_ROOT`].
 //!
-//! One real node per machine (the sysctls are the machine's): [`up`] refuses a second.
+//! One real node per machine (the sysctls are the machine's): [`claim`] refuses a second.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ const CANARY_LINK: &str = "srt-canary";
 pub const HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 250, 250, 1);
 /// The node's own address (its InternalIP; kubelet listens here).
 pub const NODE_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 250, 250, 2);
-const LINK_CIDR: &str = "10.250.250.0/30";
+pub const LINK_CIDR: &str = "10.250.250.0/30";
 /// The canary: routed from the node, outside what pods may reach.
 pub const CANARY_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 250, 251, 1);
 const CANARY_NODE_ADDRESS: &str = "10.250.251.2";

@@ -72,7 +72,11 @@ fn probe_pod(name: &str, labels: serde_json::Value, args: &[&str]) -> Result<Pod
                 "image": probe_image(),
                 "imagePullPolicy": "Never",
                 "args": args,
-                "resources": { "limits": { "cpu": "100m", "memory": "32Mi" } },
+                // A small request: the node has two CPUs for every test's pods.
+                "resources": {
+                    "requests": { "cpu": "10m", "memory": "16Mi" },
+                    "limits": { "cpu": "100m", "memory": "32Mi" },
+                },
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
                     "readOnlyRootFilesystem": true,
@@ -216,7 +220,7 @@ pub fn container_pid(id: &str) -> Result<u32> {
         .with_context(|| format!("container {id} has no process"))
 }
 
-/// The real uid of a process (`Uid:` in /proc/<pid>/status).
+/// The real uid of a process (`Uid:` in `/proc/<pid>/status`).
 pub fn process_uid(pid: u32) -> Result<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -308,6 +312,13 @@ impl ClientPod {
             succeeded: status.status.as_deref() == Some("Success"),
             message: text.trim().to_string(),
         })
+    }
+
+    /// Deletes the pod (at once: it holds nothing).
+    pub async fn delete(&self) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        pods.delete(&self.name, &DeleteParams::default()).await?;
+        Ok(())
     }
 
     /// A TCP connection from the pod to `target` (2 s timeout).

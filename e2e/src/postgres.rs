@@ -121,13 +121,13 @@ pub fn init(bin: &Path, dir: &Path) -> Result<String> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    // Logins from the real node's pods, with passwords (initdb allows loopback only).
+    // Logins from the real node's pods and over the node's link (the address the
+    // tenants' Secrets name), with passwords (initdb allows loopback only).
     let hba = data.join("pg_hba.conf");
     let mut rules = std::fs::read_to_string(&hba)?;
-    rules.push_str(&format!(
-        "host all all {} scram-sha-256\n",
-        crate::node::POD_CIDR
-    ));
+    for range in [crate::node::POD_CIDR, crate::node::LINK_CIDR] {
+        rules.push_str(&format!("host all all {range} scram-sha-256\n"));
+    }
     std::fs::write(&hba, rules)?;
     Ok(password)
 }

@@ -228,7 +228,7 @@ pub struct RunArgs {
     #[arg(long = "ingest-node-selector", env = "SMARTREGION_INGEST_NODE_SELECTOR", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = crate::config::parse_node_label)]
     pub ingest_node_selector: Vec<(String, String)>,
 
-    /// Taint the ingest pods tolerate, as `kubectl taint` writes it: KEY[=VALUE][:EFFECT];
+    /// Taint the ingest pods tolerate, as `kubectl taint` writes it: `KEY[=VALUE][:EFFECT]`;
     /// repeat for more (comma-separated in the environment variable).
     #[arg(long = "ingest-toleration", env = "SMARTREGION_INGEST_TOLERATIONS", value_name = "KEY[=VALUE][:EFFECT]", value_delimiter = ',', value_parser = crate::config::parse_toleration)]
     pub ingest_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,

@@ -1,21 +1,20 @@
-//! `demo-ingest`: part of `e2e/demo`. Runs one tenant's ingest service as a host process
-//! with exactly its Deployment's environment and Secrets (pods never run containers on
-//! the local cluster), sends it sample data in the three formats as sensors and FIWARE
-//! Orion would, and prints what the tenant's own `db-reader` login then reads back.
+//! `demo-ingest`: part of `e2e/demo`. From a pod in the tenant's namespace on the real
+//! node, sends sample data in the three formats, as sensors and FIWARE Orion would, to the
+//! tenant's ingest Service (the name in `status.ingestEndpoint`), and prints what the
+//! tenant's own `db-reader` login then reads back.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
-use smartregion_contract::env::{API_KEYS as ENV_API_KEYS, PGSSLROOTCERT as ENV_PGSSLROOTCERT};
 use smartregion_contract::postgres::{SslMode, connector};
-use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
-use smartregion_e2e::{Cluster, wait};
+use smartregion_e2e::Cluster;
+use smartregion_e2e::pods::ClientPod;
+use smartregion_operator::crd::SmartRegionTenant;
 
 #[derive(Parser)]
 #[command(name = "demo-ingest")]
@@ -57,55 +56,30 @@ async fn run(cli: Cli) -> Result<()> {
     let namespace = format!("{}{}", cli.namespace_prefix, cli.tenant);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
 
-    // The Deployment's env; its one file, the CA bundle mounted from db-writer, is
-    // written where this host process can read it. An operator just upgraded may still
-    // be adding the bundle to a Secret it wrote before.
-    let mut env = deployment_env(&client, &namespace).await?;
-    let writer = wait::until(
-        "the db-writer Secret to carry what verify-full needs",
-        Duration::from_secs(60),
-        || {
-            let secrets = secrets.clone();
-            async move {
-                let writer = secrets.get("db-writer").await?;
-                let complete = secret_value(&writer, "sslmode")? != "verify-full"
-                    || secret_value(&writer, "ca.crt").is_ok();
-                Ok(complete.then_some(writer))
-            }
-        },
+    // The senders are a pod in the tenant's namespace, on the real node, posting to the
+    // Service its status names, with the tenant's first API key.
+    let tenants: Api<SmartRegionTenant> = Api::all(client.clone());
+    let tenant = tenants.get(&cli.tenant).await?;
+    let endpoint = tenant
+        .status
+        .and_then(|status| status.ingest_endpoint)
+        .context("the tenant's status names no ingest endpoint yet")?;
+    let keys = secret_value(&secrets.get("ingest-keys").await?, "keys")?;
+    let key = keys
+        .lines()
+        .next()
+        .context("the ingest-keys Secret holds no key")?
+        .to_string();
+    println!("starting a sender pod in {namespace} (the tests' probe image) on the real node");
+    let sender = ClientPod::start(
+        &client,
+        &namespace,
+        &smartregion_e2e::unique_name("demo-sender"),
+        json!({ "app.kubernetes.io/name": "demo-sender" }),
+        true,
     )
     .await?;
-    let ca_file = cluster
-        .state_dir
-        .join(format!("{}-database-ca.crt", cli.tenant));
-    if let Ok(bundle) = secret_value(&writer, "ca.crt") {
-        std::fs::write(&ca_file, bundle)?;
-        for (name, value) in env.iter_mut() {
-            if name == ENV_PGSSLROOTCERT {
-                *value = ca_file.display().to_string();
-            }
-        }
-    }
-    let key = env
-        .iter()
-        .find(|(name, _)| name == ENV_API_KEYS)
-        .and_then(|(_, keys)| keys.lines().next().map(str::to_string))
-        .context("the ingest Deployment passes no API key")?;
-    println!(
-        "starting smartregion-ingest for {} with its Deployment's environment",
-        cli.tenant
-    );
-    let mut ingest = Ingest::start(&cluster, env)?;
-    ingest.wait_ready(Duration::from_secs(30)).await?;
-    println!(
-        "  listening on {}; log: {}",
-        ingest.url(""),
-        ingest.log.display()
-    );
-
-    let http = HttpClient::new();
-    let auth = format!("Bearer {key}");
-    let headers = [("authorization", auth.as_str())];
+    let auth = format!("Authorization: Bearer {key}");
     let now = time_now();
     let sends = [
         (
@@ -143,24 +117,50 @@ async fn run(cli: Cli) -> Result<()> {
         ),
     ];
     for (path, what, body) in sends {
-        let answer = http
-            .post(&ingest.url(path), &headers, body.to_string())
+        let url = format!("{endpoint}{path}");
+        let body = body.to_string();
+        let outcome = sender
+            .probe(&[
+                "post",
+                &url,
+                "--header",
+                &auth,
+                "--body",
+                &body,
+                "--attempts",
+                "20",
+            ])
             .await?;
-        let report = answer.json().unwrap_or_default();
+        let committed = outcome
+            .message
+            .split_once('{')
+            .and_then(|(_, rest)| {
+                serde_json::from_str::<serde_json::Value>(&format!("{{{rest}")).ok()
+            })
+            .and_then(|report| report.get("committed").cloned());
         println!(
-            "  POST {path:<17} {what}: {} {}",
-            answer.status,
-            report
-                .get("committed")
-                .map(|n| format!("({n} rows committed)"))
-                .unwrap_or_default()
+            "  POST {url:<52} {what}: {}",
+            committed
+                .map(|n| format!("200 ({n} rows committed)"))
+                .unwrap_or_else(|| outcome.message.clone())
         );
-        ensure!(answer.status == 200, "ingest refused the sample: {report}");
+        ensure!(
+            outcome.succeeded,
+            "ingest refused the sample: {}",
+            outcome.message
+        );
     }
-    drop(ingest);
+    sender.delete().await?;
 
-    // What the tenant's own read-only login sees.
+    // What the tenant's own read-only login sees (verifying the server with the CA the
+    // Secret carries).
     let reader = secrets.get("db-reader").await?;
+    let ca_file = cluster
+        .state_dir
+        .join(format!("{}-database-ca.crt", cli.tenant));
+    if let Ok(bundle) = secret_value(&reader, "ca.crt") {
+        std::fs::write(&ca_file, bundle)?;
+    }
     let mut config = tokio_postgres::Config::new();
     config
         .host(secret_value(&reader, "host")?)

@@ -569,3 +569,194 @@ async fn no_pod_packet_reaches_an_address_outside_the_allowed_set() -> Result<()
     );
     Ok(())
 }
+
+/// The chart's values for an operator release on the real node with the locally built
+/// images, for the tenants of `shard`.
+fn chart_values(shard: &str, port: u16) -> serde_json::Value {
+    let real_node = smartregion_e2e::node::REAL_NODE_KEY;
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "image": {
+            "repository": "smartregion.local/smartregion-operator",
+            "tag": version,
+            "pullPolicy": "Never",
+        },
+        "replicaCount": 2,
+        "nodeSelector": { real_node: "true" },
+        "tolerations": [{ "key": real_node, "operator": "Exists", "effect": "NoSchedule" }],
+        "tenantSelector": format!("{}={shard}", smartregion_e2e::operator::SHARD_LABEL),
+        "database": {
+            "existingSecret": "smartregion-db",
+            "sslmode": "verify-full",
+            "caSecret": "smartregion-db-ca",
+            "publicHost": HOST_ADDRESS.to_string(),
+            "address": HOST_ADDRESS.to_string(),
+            "port": port,
+        },
+        "ingest": {
+            "image": {
+                "repository": "smartregion.local/smartregion-ingest",
+                "tag": version,
+                "pullPolicy": "Never",
+            },
+            "nodeSelector": { real_node: "true" },
+            "tolerations": [format!("{real_node}:NoSchedule")],
+        },
+    })
+}
+
+fn lease_holder(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<String> {
+    lease.spec.as_ref()?.holder_identity.clone()
+}
+
+#[tokio::test]
+async fn the_chart_runs_two_operator_pods_on_the_real_node_and_a_killed_leader_hands_over()
+-> Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = shared();
+    let client = client().await?;
+    let namespace = unique_name("sr-chart");
+    let shard = unique_name("real-chart");
+    let port = database_port()?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": namespace } }))?,
+        )
+        .await?;
+    // As a cluster operator would: the admin login (to the database's address on the
+    // node's link) and its CA as Secrets.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let url = cluster
+        .operator_database_url
+        .replace("@127.0.0.1:", &format!("@{HOST_ADDRESS}:"));
+    for (name, key, value) in [
+        ("smartregion-db", "url", url),
+        (
+            "smartregion-db-ca",
+            "ca.crt",
+            std::fs::read_to_string(&cluster.ca_cert)?,
+        ),
+    ] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": { "name": name }, "stringData": { key: value } }))?,
+            )
+            .await?;
+    }
+    let values = cluster.state_dir.join(format!("{namespace}-values.json"));
+    std::fs::write(&values, serde_json::to_vec(&chart_values(&shard, port))?)?;
+    let chart = smartregion_e2e::helm::chart();
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    // A release of its own: its cluster-wide objects are named after it.
+    let release = namespace.clone();
+    let fullname = format!("{release}-smartregion-operator");
+    smartregion_e2e::helm::run(&[
+        "install",
+        &release,
+        chart.to_str().context("non-UTF-8 path")?,
+        "--namespace",
+        &namespace,
+        "--kubeconfig",
+        &kubeconfig,
+        "--values",
+        values.to_str().context("non-UTF-8 path")?,
+        "--wait",
+        "--timeout",
+        "3m",
+    ])?;
+
+    // Two real pods with the chart's ServiceAccount, one of them the leader.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let running = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=smartregion-operator"))
+        .await?
+        .items;
+    ensure!(running.len() == 2, "{} operator pods, not 2", running.len());
+    for pod in &running {
+        let spec = pod.spec.as_ref().context("a pod without spec")?;
+        assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some(fullname.as_str())
+        );
+        ensure!(
+            is_pod_ready(pod),
+            "operator pod {} is not Ready",
+            pod.name_any()
+        );
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let leader = wait::until(
+        "a leader Lease held by one of the pods",
+        Duration::from_secs(60),
+        || {
+            let (leases, running, fullname) = (leases.clone(), running.clone(), fullname.clone());
+            async move {
+                let holder = leases
+                    .get_opt(&fullname)
+                    .await?
+                    .as_ref()
+                    .and_then(lease_holder);
+                Ok(holder.and_then(|holder| {
+                    running
+                        .iter()
+                        .find(|pod| holder.starts_with(&format!("{}-", pod.name_any())))
+                        .cloned()
+                }))
+            }
+        },
+    )
+    .await?;
+
+    // The chart's operator onboards a tenant, with real ingest pods.
+    let first = real_tenant(&client, &shard, "real-chart").await?;
+
+    // The leader pod killed (deleted without grace): the other pod, or the replacement,
+    // holds the Lease within the lease time (15 s) and a retry period.
+    pods.delete(&leader.name_any(), &DeleteParams::default().grace_period(0))
+        .await?;
+    let killed = leader.name_any();
+    let new_leader = wait::until(
+        "the other operator pod to take the Lease",
+        Duration::from_secs(15 + 2 * 5 + 5),
+        || {
+            let (leases, killed, fullname) = (leases.clone(), killed.clone(), fullname.clone());
+            async move {
+                let holder = leases
+                    .get(&fullname)
+                    .await?
+                    .spec
+                    .and_then(|s| s.holder_identity);
+                Ok(holder.filter(|holder| !holder.starts_with(&format!("{killed}-"))))
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        running
+            .iter()
+            .any(|pod| new_leader.starts_with(&format!("{}-", pod.name_any()))),
+        "the Lease went to {new_leader}, not to the other pod"
+    );
+    // The new leader reconciles: a second tenant gets Ready.
+    let second = real_tenant(&client, &shard, "real-chart").await?;
+
+    delete_all_and_wait(&client, &[first, second]).await?;
+    smartregion_e2e::helm::run(&[
+        "uninstall",
+        &release,
+        "--namespace",
+        &namespace,
+        "--kubeconfig",
+        &kubeconfig,
+        "--wait",
+    ])?;
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+    Ok(())
+}

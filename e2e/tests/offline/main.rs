@@ -3,4 +3,5 @@
 
 mod contract;
 mod docs;
+mod images;
 mod timescaledb_sql;
