@@ -736,11 +736,19 @@ async fn the_chart_runs_two_operator_pods_on_the_real_node_and_a_killed_leader_h
         },
     )
     .await?;
+    // The other pod, or the Deployment's replacement for the killed one.
+    let live: Vec<String> = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=smartregion-operator"))
+        .await?
+        .items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .map(|pod| pod.name_any())
+        .collect();
     ensure!(
-        running
-            .iter()
-            .any(|pod| new_leader.starts_with(&format!("{}-", pod.name_any()))),
-        "the Lease went to {new_leader}, not to the other pod"
+        live.iter()
+            .any(|pod| pod != &killed && new_leader.starts_with(&format!("{pod}-"))),
+        "the Lease went to {new_leader}, not to a live operator pod ({live:?})"
     );
     // The new leader reconciles: a second tenant gets Ready.
     let second = real_tenant(&client, &shard, "real-chart").await?;

@@ -41,6 +41,34 @@ fn failed(action: &'static str, db: &TenantDb) -> impl Fn(tokio_postgres::Error)
     }
 }
 
+/// When the admin is refused its own tenant's schema (it should act with the owner's
+/// privileges), says in the log who the connection acts as and whether it has them: the
+/// refusal then points at its cause (a membership revoked by hand, a role left set).
+async fn explain_refusal(client: &Client, db: &TenantDb, error: &tokio_postgres::Error) {
+    if error.code() != Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        return;
+    }
+    match client
+        .query_one(
+            "SELECT current_user::text, session_user::text, pg_has_role(current_user, $1, 'USAGE'), \
+                    (SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                     WHERE r.rolname = $1 AND m.member = (SELECT oid FROM pg_roles WHERE rolname = session_user))",
+            &[&db.owner],
+        )
+        .await
+    {
+        Ok(row) => tracing::warn!(
+            schema = %db.schema,
+            current_user = row.get::<_, String>(0),
+            session_user = row.get::<_, String>(1),
+            has_owner_privileges = row.get::<_, bool>(2),
+            memberships_of_login = row.get::<_, i64>(3),
+            "refused the tenant's own schema"
+        ),
+        Err(error) => tracing::warn!(schema = %db.schema, %error, "refused the tenant's own schema; could not say as whom"),
+    }
+}
+
 /// Passwords for login roles that are created now (or rotated); never logged.
 pub struct Passwords<'a> {
     pub writer: &'a str,
@@ -488,9 +516,14 @@ pub async fn measure_schema_bytes(client: &Client, db: &TenantDb, layout: &Layou
                 )
                 .await
         }
+    };
+    match row {
+        Ok(row) => Ok(row.get(0)),
+        Err(error) => {
+            explain_refusal(client, db, &error).await;
+            Err(wrap(error))
+        }
     }
-    .map_err(wrap)?;
-    Ok(row.get(0))
 }
 
 /// Rows ever inserted into the tenant's measurements, as PostgreSQL counts them
@@ -536,7 +569,7 @@ pub async fn ensure_writes_allowed(client: &Client, db: &TenantDb, allowed: bool
 /// Whether the writer may INSERT into both tables ingest fills.
 pub async fn writes_allowed(client: &Client, db: &TenantDb) -> Result<bool> {
     let schema = quote(&db.schema);
-    client
+    let answer = client
         .query_one(
             "SELECT has_table_privilege($1, $2, 'INSERT') AND has_table_privilege($1, $3, 'INSERT')",
             &[
@@ -545,9 +578,14 @@ pub async fn writes_allowed(client: &Client, db: &TenantDb) -> Result<bool> {
                 &format!("{schema}.sensors"),
             ],
         )
-        .await
-        .map(|row| row.get(0))
-        .map_err(failed("read the writer's INSERT privilege", db))
+        .await;
+    match answer {
+        Ok(row) => Ok(row.get(0)),
+        Err(error) => {
+            explain_refusal(client, db, &error).await;
+            Err(failed("read the writer's INSERT privilege", db)(error))
+        }
+    }
 }
 
 /// Retain: the data stays as it is. Every login stops (the owner's too, so no job runs
