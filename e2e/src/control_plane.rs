@@ -71,6 +71,22 @@ impl Layout<'_> {
         ];
         all.extend(args);
         let pid = spawn_detached(Path::new("/usr/bin/nsenter"), &all, &log, None)?;
+        // nsenter execs the program: while the kernel loads it, the command line is empty
+        // and the process would look gone. Wait for the program's own command line.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let program = program.display().to_string();
+        loop {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"));
+            match cmdline {
+                Ok(bytes) if bytes.split(|b| *b == 0).next() == Some(program.as_bytes()) => break,
+                // Gone: the caller's readiness check reports it with the log.
+                Err(_) => break,
+                Ok(_) if Instant::now() >= deadline => {
+                    bail!("{name} (pid {pid}) did not start {program} within 30s")
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
         Ok(Started { name, pid, log })
     }
 
