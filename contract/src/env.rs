@@ -7,6 +7,9 @@ pub const LISTEN: &str = "SMARTREGION_INGEST_LISTEN";
 pub const API_KEYS: &str = "SMARTREGION_INGEST_API_KEYS";
 pub const RATE: &str = "SMARTREGION_INGEST_RATE";
 pub const FORMATS: &str = "SMARTREGION_INGEST_FORMATS";
+/// The ingest container's memory limit in bytes (the Deployment sets it from
+/// `limits.memory` through the downward API); the memory budget is a share of it.
+pub const MEMORY_LIMIT: &str = "SMARTREGION_INGEST_MEMORY_LIMIT";
 pub const MQTT_URL: &str = "SMARTREGION_INGEST_MQTT_URL";
 pub const MQTT_TOPICS: &str = "SMARTREGION_INGEST_MQTT_TOPICS";
 pub const MQTT_USERNAME: &str = "SMARTREGION_INGEST_MQTT_USERNAME";

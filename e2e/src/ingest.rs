@@ -28,6 +28,8 @@ pub struct Ingest {
     pub port: u16,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    /// The `cgroup.procs` files it runs in, if constrained.
+    cgroup: Option<Vec<PathBuf>>,
 }
 
 /// The `smartregion-ingest` binary of the same build as the running executable.
@@ -39,23 +41,61 @@ impl Ingest {
     /// Starts the service with `env` (the Deployment's), listening on a free loopback port
     /// instead of the pod's 0.0.0.0:8080 — the one difference from a pod.
     pub fn start(cluster: &Cluster, env: Vec<(String, String)>) -> Result<Ingest> {
+        Self::start_with(cluster, env, None)
+    }
+
+    /// As [`Ingest::start`], inside `cgroup` (its pod's limits) from its first
+    /// instruction: a shell joins the cgroup, then execs the service, as runc starts a
+    /// container's process. A restart runs in it too.
+    pub fn start_in(
+        cluster: &Cluster,
+        env: Vec<(String, String)>,
+        cgroup: &crate::cgroup::Cgroup,
+    ) -> Result<Ingest> {
+        Self::start_with(cluster, env, Some(cgroup.procs_files()))
+    }
+
+    fn start_with(
+        cluster: &Cluster,
+        env: Vec<(String, String)>,
+        cgroup: Option<Vec<PathBuf>>,
+    ) -> Result<Ingest> {
         let port = free_port()?;
         let log = cluster.state_dir.join(format!("ingest-{port}.log"));
-        let child = Self::spawn(&log, port, &env)?;
+        let child = Self::spawn(&log, port, &env, cgroup.as_deref())?;
         Ok(Ingest {
             child,
             port,
             log,
             env,
+            cgroup,
         })
     }
 
-    fn spawn(log: &PathBuf, port: u16, env: &[(String, String)]) -> Result<Child> {
+    fn spawn(
+        log: &PathBuf,
+        port: u16,
+        env: &[(String, String)],
+        cgroup: Option<&[PathBuf]>,
+    ) -> Result<Child> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        Command::new(binary()?)
+        let mut command = match cgroup {
+            None => Command::new(binary()?),
+            Some(procs) => {
+                // sh's own pid is the service's after exec.
+                let mut command = Command::new("/bin/sh");
+                command
+                    .arg("-c")
+                    .arg(r#"for procs in "$@"; do echo $$ > "$procs" || exit 1; done; exec "$0""#)
+                    .arg(binary()?)
+                    .args(procs);
+                command
+            }
+        };
+        command
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
@@ -81,7 +121,7 @@ impl Ingest {
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(&self.log, self.port, &self.env)?;
+        self.child = Self::spawn(&self.log, self.port, &self.env, self.cgroup.as_deref())?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod api_reference;
 pub mod apiserver;
 pub mod apply;
 pub mod bench;
+pub mod cgroup;
 pub mod chart_operator;
 pub mod cluster;
 pub mod helm;

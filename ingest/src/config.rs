@@ -50,6 +50,16 @@ pub struct Cli {
     #[arg(long, env = "SMARTREGION_INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// The container's memory limit in bytes; read from the cgroup when unset. Requests
+    /// in flight never hold more than a share of it (see `--memory-budget-bytes`).
+    #[arg(long, env = env::MEMORY_LIMIT)]
+    pub memory_limit_bytes: Option<u64>,
+
+    /// Bytes that requests in flight may hold at once (bodies, parsing, rows waiting for
+    /// their commit); derived from the memory limit when unset.
+    #[arg(long, env = "SMARTREGION_INGEST_MEMORY_BUDGET")]
+    pub memory_budget_bytes: Option<usize>,
+
     /// Database host (the `db-writer` Secret's `host`).
     #[arg(long, env = env::PGHOST)]
     pub database_host: String,

@@ -2,26 +2,38 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Order of checks for a write: API key (401), `Fiware-Service` (403), format enabled
-//! (404), body size (413), JSON (400 with position), rate quota (429 with Retry-After),
-//! then the rows go to the group-commit writer and the answer waits for the commit:
-//! 200 when every item was stored, 207 when some were refused (each explained), 400 when
-//! none could be, 503 when the database is unavailable (nothing was acknowledged).
+//! (404), body size (413), memory for the body (503 with Retry-After), memory for parsing
+//! it (503, or 413 when it could never fit), JSON (400 with position), rate quota (429
+//! with Retry-After), then the rows go to the group-commit writer and the answer waits for
+//! the commit: 200 when every item was stored, 207 when some were refused (each
+//! explained), 400 when none could be, 503 when the database is unavailable (nothing was
+//! acknowledged).
+//!
+//! Every write holds a [`Reservation`] of the pod's memory budget ([`crate::memory`]) for
+//! the bytes it can hold at its peak, taken before it holds them: the body as it is read,
+//! then what parsing it can take ([`parse::cost`]), kept until the answer. A body refused
+//! for memory is still read to its end (and dropped as it arrives), so the sender gets the
+//! answer rather than a reset connection.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::auth::ApiKeys;
+use crate::memory::{Budget, Reservation, Shortage};
 use crate::metrics::Metrics;
-use crate::parse::{self, BodyError, Ignored, Parsed, Rejected};
+use crate::parse::{self, BodyError, Ignored, Limits, Parsed, Rejected};
 use crate::rate::RateQuota;
 use crate::writer::{WriteError, Writer};
 pub use smartregion_contract::format::IngestFormat;
@@ -34,10 +46,12 @@ pub struct App {
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub memory: Budget,
+    /// How long a request waits for its share of `memory` before a 503.
+    pub memory_wait: Duration,
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let max_body_bytes = app.max_body_bytes;
     let mut router = Router::new();
     for format in IngestFormat::ALL {
         router = router.route(
@@ -49,7 +63,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(app)
 }
 
@@ -61,6 +74,15 @@ struct Report {
     rejected: Vec<Rejected>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ignored: Vec<Ignored>,
+    /// Explanations beyond the first [`parse::MAX_EXPLANATIONS`], counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    unlisted_rejected: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    unlisted_ignored: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Why a write stored nothing: each renders its own problem response (status, message
@@ -79,8 +101,15 @@ enum Refusal {
     Body(StatusCode, String),
     #[error(transparent)]
     Malformed(#[from] BodyError),
-    #[error("{count} items in one request; at most {max} are accepted at once")]
-    TooManyItems { count: usize, max: usize },
+    #[error("more than {0} items in one request; send smaller batches")]
+    TooManyItems(usize),
+    #[error(
+        "parsing this body needs {needed} bytes of memory, more than this pod's budget \
+         ({budget} bytes); send smaller batches"
+    )]
+    TooBigToParse { needed: usize, budget: usize },
+    #[error("{0}; nothing of this request was stored")]
+    NoMemory(Shortage),
     #[error("over the rate quota of {rate} rows per second; retry after {seconds} s")]
     OverRate { rate: u32, seconds: u64 },
     #[error(
@@ -99,13 +128,14 @@ impl Refusal {
             Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
             Refusal::WrongService(_) | Refusal::Refused(_) => StatusCode::FORBIDDEN,
             Refusal::FormatNotAccepted(_) => StatusCode::NOT_FOUND,
-            Refusal::BodyTooLarge(_) | Refusal::TooManyItems { .. } | Refusal::OverBurst(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Refusal::BodyTooLarge(_)
+            | Refusal::TooManyItems(_)
+            | Refusal::OverBurst(_)
+            | Refusal::TooBigToParse { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Body(status, _) => *status,
             Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::OverRate { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable(_) | Refusal::NoMemory(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -125,7 +155,7 @@ impl IntoResponse for Refusal {
             Refusal::OverRate { seconds, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
-            Refusal::Unavailable(_) => {
+            Refusal::Unavailable(_) | Refusal::NoMemory(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -137,7 +167,7 @@ impl IntoResponse for Refusal {
 async fn write(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
     format: IngestFormat,
 ) -> Response {
     let received = Timestamp::now();
@@ -153,7 +183,7 @@ async fn write(
 async fn handle(
     app: &App,
     headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
     format: IngestFormat,
     received: Timestamp,
 ) -> Result<Response, Refusal> {
@@ -174,27 +204,46 @@ async fn handle(
     if !app.formats.contains(&format) {
         return Err(Refusal::FormatNotAccepted(format));
     }
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Refusal::BodyTooLarge(app.max_body_bytes),
-        status => Refusal::Body(status, rejection.body_text()),
-    })?;
+    let (body, mut reservation) = read_body(app, headers, body).await?;
+    let limits = Limits {
+        max_rows: app.writer.max_rows().min(app.rate.burst() as usize),
+    };
+    let needed = parse::cost::parse_bytes(&body, &limits);
+    app.memory
+        .grow(&mut reservation, needed, GROW_WAIT)
+        .await
+        .map_err(|shortage| match shortage {
+            Shortage::Never { .. } => Refusal::TooBigToParse {
+                needed: needed + body.len(),
+                budget: app.memory.total(),
+            },
+            Shortage::Busy => Refusal::NoMemory(shortage),
+        })?;
+    let parsed = match format {
+        IngestFormat::Measurements => {
+            parse::measurements::parse_measurements_within(&body, received, &limits)
+        }
+        IngestFormat::NgsiV2 => {
+            parse::ngsi::parse_ngsi_notification_within(&body, received, &limits).map(|n| n.parsed)
+        }
+        IngestFormat::SenML => parse::senml::parse_senml_within(&body, received, &limits),
+    };
+    drop(body);
     let Parsed {
         rows,
         rejected,
         ignored,
-    } = match format {
-        IngestFormat::Measurements => parse::parse_measurements(&body, received),
-        IngestFormat::NgsiV2 => parse::parse_ngsi_notification(&body, received).map(|n| n.parsed),
-        IngestFormat::SenML => parse::parse_senml(&body, received),
-    }?;
-    app.metrics.rows("rejected", rejected.len());
-    app.metrics.rows("ignored", ignored.len());
-    if rows.len() > app.writer.max_rows() {
-        return Err(Refusal::TooManyItems {
-            count: rows.len(),
-            max: app.writer.max_rows(),
-        });
-    }
+        unlisted_rejected,
+        unlisted_ignored,
+    } = parsed.map_err(|error| match error {
+        BodyError::TooManyRows(max) if max == app.writer.max_rows() => Refusal::TooManyItems(max),
+        BodyError::TooManyRows(_) => Refusal::OverBurst(app.rate.burst()),
+        error => Refusal::Malformed(error),
+    })?;
+    app.metrics
+        .rows("rejected", rejected.len() + unlisted_rejected);
+    app.metrics
+        .rows("ignored", ignored.len() + unlisted_ignored);
     app.rate.check(rows.len()).map_err(|wait| match wait {
         Some(wait) => Refusal::OverRate {
             rate: app.rate.rows_per_second(),
@@ -210,6 +259,8 @@ async fn handle(
             WriteError::Refused => Refusal::Refused(error),
             WriteError::Unavailable(_) | WriteError::Busy => Refusal::Unavailable(error),
         })?;
+    // The rows are committed and dropped: the memory they held goes back with the answer.
+    drop(reservation);
     app.metrics.rows("committed", committed);
     let status = if rejected.is_empty() {
         StatusCode::OK
@@ -222,8 +273,76 @@ async fn handle(
         committed,
         rejected,
         ignored,
+        unlisted_rejected,
+        unlisted_ignored,
     };
     Ok((status, axum::Json(report)).into_response())
+}
+
+/// How long a request that already holds memory waits for more: short, so two requests
+/// each waiting for what the other holds give way quickly.
+const GROW_WAIT: Duration = Duration::from_millis(500);
+
+/// A body without `Content-Length` (chunked) reserves memory in steps of this size.
+const CHUNKED_STEP: usize = 256 * 1024;
+
+/// Reads the body into memory reserved for it first. Over the size limit: 413; no memory
+/// for it in time: 503 (and the rest of the body is read and dropped, so the sender
+/// gets the answer).
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Reservation), Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > app.max_body_bytes) {
+        return Err(Refusal::BodyTooLarge(app.max_body_bytes));
+    }
+    let mut stream = body.into_data_stream();
+    let first = declared.unwrap_or(CHUNKED_STEP).max(1);
+    let mut reservation = match app.memory.reserve(first, app.memory_wait).await {
+        Ok(reservation) => reservation,
+        Err(shortage) => return Err(drain(app, stream, Refusal::NoMemory(shortage)).await),
+    };
+    let mut data = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            Refusal::Body(
+                StatusCode::BAD_REQUEST,
+                format!("failed to read the body: {error}"),
+            )
+        })?;
+        if data.len() + chunk.len() > app.max_body_bytes {
+            return Err(drain(app, stream, Refusal::BodyTooLarge(app.max_body_bytes)).await);
+        }
+        if data.len() + chunk.len() > reservation.bytes() {
+            // Chunked, or longer than declared: memory for the next step first.
+            let step = (data.len() + chunk.len() - reservation.bytes()).max(CHUNKED_STEP);
+            if let Err(shortage) = app.memory.grow(&mut reservation, step, GROW_WAIT).await {
+                drop(reservation);
+                drop(data);
+                return Err(drain(app, stream, Refusal::NoMemory(shortage)).await);
+            }
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok((data, reservation))
+}
+
+/// Reads what is left of a refused body without keeping it (at most the size limit's
+/// worth), then hands back the refusal to answer with.
+async fn drain(app: &App, mut stream: axum::body::BodyDataStream, refusal: Refusal) -> Refusal {
+    let mut read = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > app.max_body_bytes {
+            break;
+        }
+    }
+    refusal
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

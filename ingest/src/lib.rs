@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod parse;
@@ -108,6 +109,16 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
             }
         });
     }
+    let limit = cli.memory_limit_bytes.or_else(memory::cgroup_limit);
+    let budget = memory::Budget::new(
+        cli.memory_budget_bytes
+            .unwrap_or_else(|| memory::budget_for(limit)),
+    );
+    info!(
+        memory_limit = limit,
+        memory_budget = budget.total(),
+        "requests in flight hold at most the memory budget"
+    );
     let app = Arc::new(http::App {
         tenant: cli.tenant.clone(),
         keys,
@@ -116,6 +127,8 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
         writer,
         metrics,
         max_body_bytes: cli.max_body_bytes,
+        memory: budget,
+        memory_wait: Duration::from_secs(5),
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use smartregion_e2e::cgroup::{self, Cgroup};
 use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{Cluster, PostgresServer, shared, unique_name, wait};
@@ -22,6 +23,16 @@ struct Running {
 }
 
 async fn start_ingest(cluster: &Cluster, client: &kube::Client, tenant: &Value) -> Result<Running> {
+    start_ingest_in(cluster, client, tenant, None).await
+}
+
+/// As `start_ingest`, inside `cgroup` when given.
+async fn start_ingest_in(
+    cluster: &Cluster,
+    client: &kube::Client,
+    tenant: &Value,
+    cgroup: Option<&Cgroup>,
+) -> Result<Running> {
     let name = tenant["metadata"]["name"]
         .as_str()
         .context("name")?
@@ -34,7 +45,10 @@ async fn start_ingest(cluster: &Cluster, client: &kube::Client, tenant: &Value) 
         .find(|(k, _)| k == smartregion_contract::env::API_KEYS)
         .map(|(_, v)| v.lines().next().unwrap_or_default().to_string())
         .context("the Deployment passes the API keys")?;
-    let mut ingest = Ingest::start(cluster, env)?;
+    let mut ingest = match cgroup {
+        Some(cgroup) => Ingest::start_in(cluster, env, cgroup)?,
+        None => Ingest::start(cluster, env)?,
+    };
     ingest.wait_ready(Duration::from_secs(30)).await?;
     Ok(Running {
         ingest,
@@ -444,6 +458,169 @@ async fn a_database_outage_gives_503_and_ingest_recovers_without_a_restart() -> 
     );
     ensure!(count(&db, &schema, "sensor = 'after'").await? == 10);
     drop(db);
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+/// The container limits of the tenant's `ingest` Deployment.
+async fn container_limits(client: &kube::Client, namespace: &str) -> Result<cgroup::Limits> {
+    let deployment =
+        kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), namespace)
+            .get("ingest")
+            .await?;
+    let limits = deployment
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.containers.into_iter().next())
+        .and_then(|container| container.resources)
+        .and_then(|resources| resources.limits)
+        .context("the ingest container has limits")?;
+    let cpu = &limits.get("cpu").context("a CPU limit")?.0;
+    let cpu_millis = match cpu.strip_suffix('m') {
+        Some(millis) => millis.parse()?,
+        None => cpu.parse::<u64>()? * 1000,
+    };
+    Ok(cgroup::Limits {
+        memory_bytes: smartregion_e2e::workload::memory_bytes(
+            &limits.get("memory").context("a memory limit")?.0,
+        )?,
+        cpu_millis,
+    })
+}
+
+/// An NGSI-v2 notification just under the 8 MiB body limit, as Orion sends them for
+/// entities with long text attributes: `entities` entities, each one number (sensor
+/// `<prefix>-<n>`) and text filling the rest.
+fn near_limit_notification(prefix: &str, entities: usize) -> String {
+    let text = "t".repeat(8 * 1024 * 1024 / entities - 512);
+    let data: Vec<Value> = (0..entities)
+        .map(|n| {
+            json!({
+                "id": format!("{prefix}-{n}"),
+                "type": "AirQualityObserved",
+                "NO2": {"type": "Number", "value": n,
+                        "metadata": {"TimeInstant": {"type": "DateTime", "value": "2026-11-23T10:00:00Z"}}},
+                "description": {"type": "Text", "value": text},
+            })
+        })
+        .collect();
+    let body = json!({ "subscriptionId": "sub-memory", "data": data }).to_string();
+    assert!(body.len() < 8 * 1024 * 1024, "{} bytes", body.len());
+    body
+}
+
+/// What killed the ingest service under its own pod limits (24 concurrent near-limit
+/// bodies, OOM-killed at 256Mi) many times over: every request gets an answer the
+/// sender can act on, the process is never OOM-killed, and every acknowledged row is
+/// stored.
+#[tokio::test]
+async fn inside_its_pods_limits_near_limit_bodies_get_answers_and_nothing_is_oom_killed()
+-> Result<()> {
+    const SENDERS: usize = 96;
+    const ENTITIES: usize = 20;
+    let client = client().await?;
+    let shard = unique_name("memory");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("memory");
+    let tenant = example("prato", &name, &shard)?;
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let limits = container_limits(&client, &format!("srt-{name}")).await?;
+    let cgroup = Cgroup::create(&name, limits)?;
+    let Running {
+        mut ingest,
+        key,
+        schema,
+    } = start_ingest_in(shared(), &client, &tenant, Some(&cgroup)).await?;
+    let url = ingest.url("/v2/notify");
+    let started = std::time::Instant::now();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let (url, key) = (url.clone(), key.clone());
+            tokio::spawn(async move {
+                let body = near_limit_notification(&format!("mem-{sender}"), ENTITIES);
+                let auth = format!("Bearer {key}");
+                let answer = HttpClient::new()
+                    .post(&url, &[("authorization", auth.as_str())], body)
+                    .await
+                    .with_context(|| format!("sender {sender} got no answer"))?;
+                anyhow::Ok((
+                    sender,
+                    answer.status,
+                    answer.headers.contains_key("retry-after"),
+                ))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.push(sender.await??);
+    }
+    let elapsed = started.elapsed();
+    let peak = cgroup.peak_bytes()?;
+    let oom_kills = cgroup.oom_kills()?;
+    let mut by_status = std::collections::BTreeMap::new();
+    for (_, status, _) in &answers {
+        *by_status.entry(*status).or_insert(0) += 1;
+    }
+    eprintln!(
+        "{SENDERS} near-limit bodies in {elapsed:?} under {} MiB / {}m: answers {by_status:?}, \
+         peak {:.1} MiB, OOM kills {oom_kills}, CPU throttled {} times",
+        limits.memory_bytes >> 20,
+        limits.cpu_millis,
+        peak as f64 / (1 << 20) as f64,
+        cgroup.throttled()?,
+    );
+    ensure!(
+        oom_kills == 0,
+        "the kernel OOM-killed in the ingest's cgroup"
+    );
+    ensure!(
+        ingest.running(),
+        "the ingest process died:\n{}",
+        ingest.logs()
+    );
+    ensure!(
+        peak < limits.memory_bytes,
+        "peak {peak} reached the limit {}",
+        limits.memory_bytes
+    );
+    for (sender, status, retry_after) in &answers {
+        ensure!(
+            matches!(status, 200..=299 | 429 | 503),
+            "sender {sender}: {status}, not an answer a sender retries or is done with"
+        );
+        if matches!(status, 429 | 503) {
+            ensure!(
+                *retry_after,
+                "sender {sender}: {status} without Retry-After"
+            );
+        }
+    }
+    let acknowledged = answers
+        .iter()
+        .filter(|(_, status, _)| (200..300).contains(status))
+        .count();
+    ensure!(
+        acknowledged > 0,
+        "some bodies were committed: {by_status:?}"
+    );
+    let db = database(&shared().database_url).await?;
+    for (sender, status, _) in &answers {
+        let stored = count(&db, &schema, &format!("sensor LIKE 'mem-{sender}-%'")).await?;
+        let expected = if (200..300).contains(status) {
+            ENTITIES as i64
+        } else {
+            0
+        };
+        ensure!(
+            stored == expected,
+            "sender {sender} ({status}): {stored} rows stored, {expected} expected"
+        );
+    }
+    ingest.kill()?;
+    drop(ingest);
+    cgroup.remove()?;
     delete_and_wait(&client, &name).await?;
     Ok(())
 }

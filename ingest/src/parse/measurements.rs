@@ -20,45 +20,52 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Measurement, Parsed, Refusal, json_number, kind, metric_name, optional_str,
-    parse_json, sensor_id, timestamp, unit_name,
+    BodyError, Limits, Measurement, Parsed, Refusal, json_number, kind, metric_name, optional_str,
+    sensor_id, timestamp, unit_name, within,
 };
 
 /// Parses a `/v1/measurements` body. `received` is not needed by this format (every
 /// item carries its time); it is taken for symmetry with the other parsers.
-pub fn parse_measurements(body: &[u8], _received: Timestamp) -> Result<Parsed, BodyError> {
-    let items = match parse_json(body)? {
-        Value::Array(items) => items,
-        Value::Object(mut wrapper) => match wrapper.remove("measurements") {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(BodyError::Shape(format!(
-                    "\"measurements\" must be an array, found {}",
-                    kind(&other)
-                )));
-            }
-            None => {
-                return Err(BodyError::Shape(
-                    "an object body needs a \"measurements\" array".to_owned(),
-                ));
-            }
-        },
-        other => {
-            return Err(BodyError::Shape(format!(
-                "expected an array of measurements or {{\"measurements\": [...]}}, found {}",
-                kind(&other)
-            )));
-        }
+pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
+    parse_measurements_within(body, received, &Limits::default())
+}
+
+/// As [`parse_measurements`], stopping with [`BodyError::TooManyRows`] past `limits`.
+pub fn parse_measurements_within(
+    body: &[u8],
+    _received: Timestamp,
+    limits: &Limits,
+) -> Result<Parsed, BodyError> {
+    let shape = Shape {
+        bare_array: true,
+        items_key: Some("measurements"),
+        string_key: None,
     };
     let mut parsed = Parsed::default();
-    for (index, item) in items.iter().enumerate() {
-        match measurement(item) {
-            Ok(row) => parsed.rows.push(row),
+    let outline = stream::items(body, &shape, &mut |index, item| {
+        match measurement(&item) {
+            Ok(row) => parsed.row(row),
             Err(refusal) => parsed.reject(index, refusal),
         }
+        within(&parsed, limits)
+    })?;
+    match (outline.body_kind, outline.items) {
+        ("an array", _) | (_, Member::Array) => Ok(parsed),
+        ("an object", Member::Absent) => Err(BodyError::Shape(
+            "an object body needs a \"measurements\" array".to_owned(),
+        )),
+        ("an object", Member::Other(kind)) => Err(BodyError::Shape(format!(
+            "\"measurements\" must be an array, found {kind}"
+        ))),
+        ("an object", _) => Err(BodyError::Shape(
+            "\"measurements\" appears more than once".to_owned(),
+        )),
+        (kind, _) => Err(BodyError::Shape(format!(
+            "expected an array of measurements or {{\"measurements\": [...]}}, found {kind}"
+        ))),
     }
-    Ok(parsed)
 }
 
 fn measurement(item: &Value) -> Result<Measurement, Refusal> {

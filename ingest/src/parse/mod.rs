@@ -18,9 +18,11 @@
 //! - value: a finite number;
 //! - time: RFC 3339 with an offset (`2026-11-23T10:00:00Z`, `2026-11-23T11:00:00+01:00`).
 
+pub mod cost;
 pub mod measurements;
 pub mod ngsi;
 pub mod senml;
+mod stream;
 
 #[cfg(test)]
 mod samples;
@@ -75,32 +77,93 @@ pub struct Ignored {
     pub reason: String,
 }
 
+/// Most explanations (rejected plus ignored) one answer lists; the others are counted
+/// in [`Parsed::unlisted`]. A body of millions of bad items must not need millions of
+/// explanations in memory (nor in the answer).
+pub const MAX_EXPLANATIONS: usize = 1000;
+
+/// What one parse may produce: the HTTP layer stops a body early when it carries more
+/// rows than the request could ever be allowed (its answer would be a 413 anyway), so
+/// the memory a parse takes is bounded by the limits, not by the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rows: usize::MAX,
+        }
+    }
+}
+
 /// The outcome of a body that was JSON of the right shape.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Parsed {
     pub rows: Vec<Measurement>,
+    /// At most [`MAX_EXPLANATIONS`] together with `ignored`, the first ones in the body.
     pub rejected: Vec<Rejected>,
     pub ignored: Vec<Ignored>,
+    /// Explanations left out of `rejected` and `ignored` (beyond [`MAX_EXPLANATIONS`]).
+    pub unlisted_rejected: usize,
+    pub unlisted_ignored: usize,
 }
 
 impl Parsed {
+    fn row(&mut self, row: Measurement) {
+        self.rows.push(row);
+    }
+
+    fn explained(&self) -> usize {
+        self.rejected.len() + self.ignored.len()
+    }
+
     fn reject(&mut self, index: usize, refusal: Refusal) {
+        if self.explained() >= MAX_EXPLANATIONS {
+            self.unlisted_rejected += 1;
+            return;
+        }
         let Refusal { field, reason } = refusal;
         self.rejected.push(Rejected {
             index,
-            field,
+            field: short(field),
             reason,
         });
     }
 
     fn ignore(&mut self, index: usize, refusal: Refusal) {
+        if self.explained() >= MAX_EXPLANATIONS {
+            self.unlisted_ignored += 1;
+            return;
+        }
         let Refusal { field, reason } = refusal;
         self.ignored.push(Ignored {
             index,
-            field,
+            field: short(field),
             reason,
         });
     }
+
+    /// Every item refused, also those not listed.
+    pub fn rejected_count(&self) -> usize {
+        self.rejected.len() + self.unlisted_rejected
+    }
+
+    pub fn ignored_count(&self) -> usize {
+        self.ignored.len() + self.unlisted_ignored
+    }
+}
+
+/// Field names in explanations come from the body (NGSI attribute names); a few hundred
+/// characters name any field, so the explanation of a huge key stays small.
+fn short(mut field: String) -> String {
+    const MAX_CHARS: usize = 256;
+    if let Some((cut, _)) = field.char_indices().nth(MAX_CHARS) {
+        field.truncate(cut);
+        field.push('…');
+    }
+    field
 }
 
 /// A body refused as a whole: nothing in it is stored.
@@ -117,6 +180,9 @@ pub enum BodyError {
     /// required).
     #[error("wrong body shape: {0}")]
     Shape(String),
+    /// More rows than [`Limits::max_rows`]: parsing stopped there.
+    #[error("more than {0} rows in one request; send smaller batches")]
+    TooManyRows(usize),
 }
 
 /// Runs the three parsers on `data` and discards the results: the single entry point for
@@ -150,21 +216,27 @@ impl Refusal {
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, BodyError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let (line, column) = (error.line(), error.column());
-        let full = error.to_string();
-        // serde_json appends the position to its message; it has fields of its own here.
-        let message = full
-            .strip_suffix(&format!(" at line {line} column {column}"))
-            .unwrap_or(&full)
-            .to_owned();
-        BodyError::Json {
-            line,
-            column,
-            message,
-        }
-    })
+fn json_error(error: serde_json::Error) -> BodyError {
+    let (line, column) = (error.line(), error.column());
+    let full = error.to_string();
+    // serde_json appends the position to its message; it has fields of its own here.
+    let message = full
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&full)
+        .to_owned();
+    BodyError::Json {
+        line,
+        column,
+        message,
+    }
+}
+
+/// Hands `item` to `read` unless the rows are already over `limits`.
+fn within(parsed: &Parsed, limits: &Limits) -> Result<(), BodyError> {
+    if parsed.rows.len() > limits.max_rows {
+        return Err(BodyError::TooManyRows(limits.max_rows));
+    }
+    Ok(())
 }
 
 /// "a string", "an object"...: for reasons that say what was found instead.
@@ -290,8 +362,9 @@ mod tests {
 
     #[test]
     fn json_errors_carry_line_and_column_once() {
-        let error = parse_json(b"[\n  {\"sensor\": \"a\",\n   \"metric\" \"x\"}\n]")
-            .expect_err("missing colon");
+        // Also when the items before the error were read already (item by item).
+        let body = b"[{\"sensor\": \"a\"},\n  {\"sensor\": \"a\",\n   \"metric\" \"x\"}\n]";
+        let error = parse_measurements(body, Timestamp::UNIX_EPOCH).expect_err("missing colon");
         assert_eq!(
             error,
             BodyError::Json {

@@ -36,9 +36,10 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name, parse_json,
-    sensor_id, timestamp, unit_name,
+    BodyError, Limits, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name,
+    sensor_id, timestamp, unit_name, within,
 };
 
 /// Entity attributes that describe the entity or carry times: never stored as metrics.
@@ -59,35 +60,53 @@ pub fn parse_ngsi_notification(
     body: &[u8],
     received: Timestamp,
 ) -> Result<NgsiNotification, BodyError> {
-    let Value::Object(mut notification) = parse_json(body)? else {
+    parse_ngsi_notification_within(body, received, &Limits::default())
+}
+
+/// As [`parse_ngsi_notification`], stopping with [`BodyError::TooManyRows`] past `limits`.
+pub fn parse_ngsi_notification_within(
+    body: &[u8],
+    received: Timestamp,
+    limits: &Limits,
+) -> Result<NgsiNotification, BodyError> {
+    let shape = Shape {
+        bare_array: false,
+        items_key: Some("data"),
+        string_key: Some("subscriptionId"),
+    };
+    let mut parsed = Parsed::default();
+    let outline = stream::items(body, &shape, &mut |index, entity| {
+        read_entity(index, &entity, received, &mut parsed);
+        within(&parsed, limits)
+    })?;
+    if outline.body_kind != "an object" {
         return Err(BodyError::Shape(
             "expected an NGSI-v2 notification: {\"subscriptionId\": ..., \"data\": [...]}"
                 .to_owned(),
         ));
-    };
-    let subscription_id = match notification.remove("subscriptionId") {
-        Some(Value::String(id)) => id,
-        Some(other) => {
+    }
+    let subscription_id = match outline.string {
+        Some(Ok(id)) => id,
+        Some(Err(kind)) => {
             return Err(BodyError::Shape(format!(
-                "\"subscriptionId\" must be a string, found {}",
-                kind(&other)
+                "\"subscriptionId\" must be a string, found {kind}"
             )));
         }
         None => return Err(BodyError::Shape("missing \"subscriptionId\"".to_owned())),
     };
-    let entities = match notification.remove("data") {
-        Some(Value::Array(entities)) => entities,
-        Some(other) => {
+    match outline.items {
+        Member::Array => {}
+        Member::Other(kind) => {
             return Err(BodyError::Shape(format!(
-                "\"data\" must be an array of entities, found {}",
-                kind(&other)
+                "\"data\" must be an array of entities, found {kind}"
             )));
         }
-        None => return Err(BodyError::Shape("missing \"data\"".to_owned())),
-    };
-    let mut parsed = Parsed::default();
-    for (index, entity) in entities.iter().enumerate() {
-        read_entity(index, entity, received, &mut parsed);
+        Member::Absent => return Err(BodyError::Shape("missing \"data\"".to_owned())),
+        Member::Repeated => {
+            return Err(BodyError::Shape(
+                "\"data\" appears more than once".to_owned(),
+            ));
+        }
     }
     Ok(NgsiNotification {
         subscription_id,
@@ -121,7 +140,7 @@ fn read_entity(index: usize, entity: &Value, received: Timestamp, parsed: &mut P
             continue;
         }
         match read_attribute(&sensor, name, attribute, attributes, received) {
-            Reading::Row(row) => parsed.rows.push(row),
+            Reading::Row(row) => parsed.row(row),
             Reading::Ignored(reason) => parsed.ignore(index, Refusal::new(name, reason)),
             Reading::Rejected(reason) => parsed.reject(index, Refusal::new(name, reason)),
         }

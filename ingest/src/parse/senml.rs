@@ -30,9 +30,10 @@
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
+use super::stream::{self, Shape};
 use super::{
-    BodyError, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name,
-    optional_number, optional_str, parse_json, sensor_id, unit_name,
+    BodyError, Limits, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name,
+    optional_number, optional_str, sensor_id, unit_name, within,
 };
 
 /// RFC 8428 §4.5.3: smaller times are relative to "now", the time of receipt here.
@@ -43,35 +44,49 @@ const VALUE_FIELDS: [&str; 4] = ["v", "vs", "vb", "vd"];
 
 /// Parses a SenML JSON pack; `received` is "now" for relative times.
 pub fn parse_senml(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
-    let records = match parse_json(body)? {
-        Value::Array(records) => records,
-        other => {
-            return Err(BodyError::Shape(format!(
-                "expected a SenML pack (a JSON array of records), found {}",
-                kind(&other)
-            )));
-        }
+    parse_senml_within(body, received, &Limits::default())
+}
+
+/// As [`parse_senml`], stopping with [`BodyError::TooManyRows`] past `limits`.
+pub fn parse_senml_within(
+    body: &[u8],
+    received: Timestamp,
+    limits: &Limits,
+) -> Result<Parsed, BodyError> {
+    let shape = Shape {
+        bare_array: true,
+        items_key: None,
+        string_key: None,
     };
     let mut base = Base::default();
     let mut parsed = Parsed::default();
-    for (index, record) in records.iter().enumerate() {
-        let Value::Object(fields) = record else {
-            let reason = format!("expected a SenML record object, found {}", kind(record));
+    let outline = stream::items(body, &shape, &mut |index, record| {
+        let Value::Object(fields) = &record else {
+            let reason = format!("expected a SenML record object, found {}", kind(&record));
             parsed.reject(index, Refusal::new("", reason));
-            continue;
+            return Ok(());
         };
         // Before the record's own checks: a refused record still sets the base its sender
         // meant for the records after it.
         base.update(index, fields);
         match read_record(fields, &base, received) {
             Ok(reading) => {
-                parsed.rows.extend(reading.row);
+                if let Some(row) = reading.row {
+                    parsed.row(row);
+                }
                 for ignored in reading.ignored {
                     parsed.ignore(index, ignored);
                 }
             }
             Err(refusal) => parsed.reject(index, refusal),
         }
+        within(&parsed, limits)
+    })?;
+    if outline.body_kind != "an array" {
+        return Err(BodyError::Shape(format!(
+            "expected a SenML pack (a JSON array of records), found {}",
+            outline.body_kind
+        )));
     }
     Ok(parsed)
 }

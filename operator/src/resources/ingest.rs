@@ -15,9 +15,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceFieldSelector,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -116,6 +116,19 @@ fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
         value(env::SCHEMA, schema),
         value(env::LISTEN, format!("0.0.0.0:{}", config.ingest_port)),
         value(env::RATE, tenant.limits.ingest_rate.to_string()),
+        // The memory budget of requests in flight is a share of the container's limit.
+        EnvVar {
+            name: env::MEMORY_LIMIT.to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    container_name: Some(INGEST.to_string()),
+                    resource: "limits.memory".to_string(),
+                    divisor: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
     ];
     if !tenant.ingest.formats.is_empty() {
         let formats: Vec<&str> = tenant
