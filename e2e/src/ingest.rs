@@ -174,3 +174,24 @@ impl Drop for Ingest {
 }
 
 pub use crate::http::{Answer, HttpClient};
+
+/// An NGSI-v2 notification just under the 8 MiB body limit, as Orion sends them for
+/// entities with long text attributes: `entities` entities, each one number (sensor
+/// `<prefix>-<n>`) and text filling the rest.
+pub fn near_limit_notification(prefix: &str, entities: usize) -> String {
+    let text = "t".repeat(8 * 1024 * 1024 / entities - 512);
+    let data: Vec<serde_json::Value> = (0..entities)
+        .map(|n| {
+            serde_json::json!({
+                "id": format!("{prefix}-{n}"),
+                "type": "AirQualityObserved",
+                "NO2": {"type": "Number", "value": n,
+                        "metadata": {"TimeInstant": {"type": "DateTime", "value": "2026-11-23T10:00:00Z"}}},
+                "description": {"type": "Text", "value": text},
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "subscriptionId": "sub-memory", "data": data }).to_string();
+    assert!(body.len() < 8 * 1024 * 1024, "{} bytes", body.len());
+    body
+}

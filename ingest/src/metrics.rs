@@ -30,6 +30,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     rows: Family<RowLabels, Counter>,
     commits: Family<CommitLabels, Counter>,
+    staged_commits: Counter,
     commit_rows: Histogram,
     commit_seconds: Histogram,
 }
@@ -50,6 +51,13 @@ impl Default for Metrics {
         );
         registry.register("rows", "Items received, by outcome", rows.clone());
         registry.register("commits", "Group commits, by result", commits.clone());
+        let staged_commits = Counter::default();
+        registry.register(
+            "staged_commits",
+            "Group commits that met a row already stored and were redone the staged, \
+             duplicate-skipping way",
+            staged_commits.clone(),
+        );
         registry.register(
             "commit_rows",
             "Rows in one group commit",
@@ -65,6 +73,7 @@ impl Default for Metrics {
             requests,
             rows,
             commits,
+            staged_commits,
             commit_rows,
             commit_seconds,
         }
@@ -85,6 +94,10 @@ impl Metrics {
         self.rows
             .get_or_create(&RowLabels { outcome })
             .inc_by(count as u64);
+    }
+
+    pub fn staged_commit(&self) {
+        self.staged_commits.inc();
     }
 
     pub fn observe_commit(&self, rows: usize, took: Duration, ok: bool) {

@@ -1,13 +1,24 @@
-//! Group commit: rows of concurrent requests are written together, one binary COPY into a
-//! staging table and one `INSERT ... ON CONFLICT DO NOTHING` per transaction, and every
-//! request is answered only after the commit that holds its rows (or with the error that
-//! prevented it). Talks to the database; owns the writer connections.
+//! Group commit: rows of concurrent requests are written together in one transaction, and
+//! every request is answered only after the commit that holds its rows (or with the error
+//! that prevented it). Talks to the database; owns the writer connections.
+//!
+//! Two ways to write a batch. New rows, the common case, go by one binary COPY straight
+//! into `measurements`: what a COPY costs, nothing more. A batch that holds a row already
+//! stored (a retried request, the same reading sent twice) fails that COPY on the unique
+//! key; it is then redone the staged way: COPY into a session's temporary table and
+//! `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, which skips duplicates. Either way a
+//! retried batch stores nothing new, and only a commit acknowledges.
+//!
+//! A writer that finds no other writer busy commits what is queued at once; only while
+//! another commit is under way does it wait up to the flush interval for company (under
+//! load, requests coalesce; a lone sender never waits for nobody).
 //!
 //! Bounded: the rows waiting for a commit never exceed the queue size; a request that
 //! cannot get room in time is refused as busy (503), so memory stays flat under overload.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::pin_mut;
@@ -78,6 +89,7 @@ impl Writer {
         let (queue, receiver) = mpsc::channel(settings.queue_rows.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let healthy = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicUsize::new(0));
         let statements = Arc::new(Statements::new(&settings.schema));
         tokio::spawn(probe(settings.clone(), healthy.clone()));
         for index in 0..settings.writers.max(1) {
@@ -88,7 +100,9 @@ impl Writer {
                 healthy: healthy.clone(),
                 metrics: metrics.clone(),
                 statements: statements.clone(),
-                client: None,
+                busy: busy.clone(),
+                session: None,
+                known_sensors: HashSet::new(),
             };
             tokio::spawn(task.run());
         }
@@ -147,6 +161,11 @@ impl Writer {
 pub struct Statements {
     /// Run once per session.
     pub staging: String,
+    /// Binary COPY of (sensor, metric, time, value, received_at) straight into
+    /// measurements: new rows only (a duplicate fails it).
+    pub copy_direct: String,
+    /// New sensors into the catalog, given as a `text[]`.
+    pub sensors_direct: String,
     /// Binary COPY of (sensor, metric, time, value, received_at) into the staging table.
     pub copy: String,
     /// From staging into measurements, duplicates absorbed.
@@ -159,6 +178,13 @@ impl Statements {
     pub fn new(schema: &str) -> Statements {
         let schema = postgres_protocol::escape::escape_identifier(schema);
         Statements {
+            copy_direct: format!(
+                "COPY {schema}.measurements (sensor, metric, time, value, received_at) \
+                 FROM STDIN (FORMAT binary)"
+            ),
+            sensors_direct: format!(
+                "INSERT INTO {schema}.sensors (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+            ),
             // Per session, emptied at every commit: a batch never sees another's rows.
             staging: "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (sensor text, metric text, \
                       time timestamptz, value double precision, received_at timestamptz) \
@@ -188,7 +214,34 @@ struct WriterTask {
     healthy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     statements: Arc<Statements>,
-    client: Option<tokio_postgres::Client>,
+    /// Writers committing now (this one included while it does).
+    busy: Arc<AtomicUsize>,
+    session: Option<Session>,
+    /// Sensors this writer saw committed to the catalog: a batch of known sensors skips
+    /// the catalog statement. Cleared when it grows past [`KNOWN_SENSORS`].
+    known_sensors: HashSet<String>,
+}
+
+/// Most sensors a writer remembers as catalogued.
+const KNOWN_SENSORS: usize = 100_000;
+
+/// A connection with its statements prepared.
+struct Session {
+    client: tokio_postgres::Client,
+    copy_direct: tokio_postgres::Statement,
+    sensors_direct: tokio_postgres::Statement,
+    copy: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+    sensors: tokio_postgres::Statement,
+}
+
+/// How a batch is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// COPY into measurements; fails on a duplicate.
+    Direct,
+    /// COPY into staging, then insert skipping duplicates.
+    Staged,
 }
 
 impl WriterTask {
@@ -200,6 +253,7 @@ impl WriterTask {
             let rows: usize = batch.iter().map(|job| job.rows.len()).sum();
             let started = Instant::now();
             let result = self.commit(&batch).await;
+            self.busy.fetch_sub(1, Ordering::Relaxed);
             self.metrics
                 .observe_commit(rows, started.elapsed(), result.is_ok());
             self.healthy.store(
@@ -212,83 +266,97 @@ impl WriterTask {
         }
     }
 
-    /// Waits for a first job, then takes what else arrives within the flush interval, up
-    /// to the batch size. Other writers commit meanwhile; this one holds the queue.
+    /// Waits for a first job and takes what else is queued. Only when another writer is
+    /// committing (there is load) does it wait up to the flush interval for more, up to
+    /// the batch size; alone, it commits at once. Other writers commit meanwhile; this
+    /// one holds the queue. Counts itself busy before it lets go of the queue.
     async fn collect(&self) -> Option<Vec<Job>> {
         let mut receiver = self.receiver.lock().await;
         let first = receiver.recv().await?;
         let mut rows = first.rows.len();
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.settings.flush;
         while rows < self.settings.max_batch_rows {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(job)) => {
+            match receiver.try_recv() {
+                Ok(job) => {
                     rows += job.rows.len();
                     batch.push(job);
                 }
-                Ok(None) | Err(_) => break,
+                Err(_) => break,
             }
         }
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            let deadline = tokio::time::Instant::now() + self.settings.flush;
+            while rows < self.settings.max_batch_rows {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(job)) => {
+                        rows += job.rows.len();
+                        batch.push(job);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        self.busy.fetch_add(1, Ordering::Relaxed);
         Some(batch)
     }
 
-    async fn connect(&mut self) -> Result<&mut tokio_postgres::Client, tokio_postgres::Error> {
+    async fn connect(&mut self) -> Result<&mut Session, tokio_postgres::Error> {
         if self
-            .client
+            .session
             .as_ref()
-            .is_some_and(|client| client.is_closed())
+            .is_some_and(|session| session.client.is_closed())
         {
-            self.client = None;
+            self.session = None;
         }
-        if self.client.is_none() {
+        if self.session.is_none() {
             let client = connect(&self.settings).await?;
             client.batch_execute(&self.statements.staging).await?;
+            let statements = &self.statements;
+            let text_array = [Type::TEXT_ARRAY];
+            let session = Session {
+                copy_direct: client.prepare(&statements.copy_direct).await?,
+                sensors_direct: client
+                    .prepare_typed(&statements.sensors_direct, &text_array)
+                    .await?,
+                copy: client.prepare(&statements.copy).await?,
+                insert: client.prepare(&statements.insert).await?,
+                sensors: client.prepare(&statements.sensors).await?,
+                client,
+            };
             info!(writer = self.index, "connected to the database");
-            self.client = Some(client);
+            self.session = Some(session);
         }
-        Ok(self.client.as_mut().expect("connected above"))
+        Ok(self.session.as_mut().expect("connected above"))
     }
 
     async fn commit(&mut self, batch: &[Job]) -> Result<(), WriteError> {
-        let statements = self.statements.clone();
-        let outcome = async {
-            let client = self.connect().await?;
-            let transaction = client.transaction().await?;
-            let sink = transaction.copy_in(&statements.copy).await?;
-            let writer = BinaryCopyInWriter::new(
-                sink,
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TIMESTAMPTZ,
-                    Type::FLOAT8,
-                    Type::TIMESTAMPTZ,
-                ],
-            );
-            pin_mut!(writer);
-            for job in batch {
-                for row in &job.rows {
-                    let time = SystemTime::from(row.time);
-                    writer
-                        .as_mut()
-                        .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
-                        .await?;
-                }
-            }
-            writer.finish().await?;
-            transaction.execute(&statements.insert, &[]).await?;
-            transaction.execute(&statements.sensors, &[]).await?;
-            transaction.commit().await
+        let mut outcome = self.write(batch, Path::Direct).await;
+        if outcome
+            .as_ref()
+            .is_err_and(|error| error.code() == Some(&SqlState::UNIQUE_VIOLATION))
+        {
+            // A row is already stored: nothing of the first try was committed; redo it
+            // the way that skips duplicates.
+            self.metrics.staged_commit();
+            outcome = self.write(batch, Path::Staged).await;
         }
-        .await;
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(new_sensors) => {
+                if self.known_sensors.len() + new_sensors.len() > KNOWN_SENSORS {
+                    self.known_sensors.clear();
+                }
+                self.known_sensors.extend(new_sensors);
+                Ok(())
+            }
             Err(error) => {
-                if self.client.as_ref().is_none_or(|client| client.is_closed())
+                if self
+                    .session
+                    .as_ref()
+                    .is_none_or(|session| session.client.is_closed())
                     || error.code().is_none()
                 {
                     // The session is gone or unusable; the next batch connects afresh.
-                    self.client = None;
+                    self.session = None;
                 }
                 warn!(writer = self.index, error = %error_text(&error), "commit failed; nothing of the batch was acknowledged");
                 if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
@@ -298,6 +366,69 @@ impl WriterTask {
                 }
             }
         }
+    }
+
+    /// One transaction writing `batch` by `path`; the sensors it catalogued on success.
+    async fn write(
+        &mut self,
+        batch: &[Job],
+        path: Path,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        let new_sensors: Vec<String> = {
+            let mut seen = HashSet::new();
+            batch
+                .iter()
+                .flat_map(|job| &job.rows)
+                .map(|row| row.sensor.as_str())
+                .filter(|sensor| !self.known_sensors.contains(*sensor) && seen.insert(*sensor))
+                .map(str::to_owned)
+                .collect()
+        };
+        let session = self.connect().await?;
+        let transaction = session.client.transaction().await?;
+        let copy = match path {
+            Path::Direct => &session.copy_direct,
+            Path::Staged => &session.copy,
+        };
+        let sink = transaction.copy_in(copy).await?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::FLOAT8,
+                Type::TIMESTAMPTZ,
+            ],
+        );
+        pin_mut!(writer);
+        for job in batch {
+            for row in &job.rows {
+                let time = SystemTime::from(row.time);
+                writer
+                    .as_mut()
+                    .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
+                    .await?;
+            }
+        }
+        writer.finish().await?;
+        match path {
+            Path::Direct => {
+                if !new_sensors.is_empty() {
+                    transaction
+                        .execute(&session.sensors_direct, &[&new_sensors])
+                        .await?;
+                }
+            }
+            Path::Staged => {
+                transaction.execute(&session.insert, &[]).await?;
+                if !new_sensors.is_empty() {
+                    transaction.execute(&session.sensors, &[]).await?;
+                }
+            }
+        }
+        transaction.commit().await?;
+        Ok(new_sensors)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use smartregion_e2e::cgroup::{self, Cgroup};
-use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env};
+use smartregion_e2e::ingest::{HttpClient, Ingest, deployment_env, near_limit_notification};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{Cluster, PostgresServer, shared, unique_name, wait};
 
@@ -486,27 +486,6 @@ async fn container_limits(client: &kube::Client, namespace: &str) -> Result<cgro
         )?,
         cpu_millis,
     })
-}
-
-/// An NGSI-v2 notification just under the 8 MiB body limit, as Orion sends them for
-/// entities with long text attributes: `entities` entities, each one number (sensor
-/// `<prefix>-<n>`) and text filling the rest.
-fn near_limit_notification(prefix: &str, entities: usize) -> String {
-    let text = "t".repeat(8 * 1024 * 1024 / entities - 512);
-    let data: Vec<Value> = (0..entities)
-        .map(|n| {
-            json!({
-                "id": format!("{prefix}-{n}"),
-                "type": "AirQualityObserved",
-                "NO2": {"type": "Number", "value": n,
-                        "metadata": {"TimeInstant": {"type": "DateTime", "value": "2026-11-23T10:00:00Z"}}},
-                "description": {"type": "Text", "value": text},
-            })
-        })
-        .collect();
-    let body = json!({ "subscriptionId": "sub-memory", "data": data }).to_string();
-    assert!(body.len() < 8 * 1024 * 1024, "{} bytes", body.len());
-    body
 }
 
 /// What killed the ingest service under its own pod limits (24 concurrent near-limit

@@ -52,6 +52,13 @@ fn the_ingest_deployments_environment_is_what_the_ingest_binary_reads() -> Resul
         };
         let value = match (var.value, var.value_from) {
             (Some(value), None) => value,
+            // The downward API gives the container's limit in bytes.
+            (None, Some(source)) if source.resource_field_ref.is_some() => {
+                let resource = source.resource_field_ref.expect("checked");
+                ensure!(resource.resource == "limits.memory", "{resource:?}");
+                ensure!(resource.container_name.as_deref() == Some("ingest"));
+                "268435456".into()
+            }
             // What the Secrets hold, as the database step writes them.
             (None, Some(_)) => match var.name.as_str() {
                 "PGPORT" => "5432".into(),
@@ -67,6 +74,10 @@ fn the_ingest_deployments_environment_is_what_the_ingest_binary_reads() -> Resul
     }
     let cli = IngestCli::try_parse_from(&args)?;
     ensure!(cli.tenant == "prato");
+    ensure!(
+        cli.memory_limit_bytes == Some(268_435_456),
+        "the Deployment passes the memory limit"
+    );
     ensure!(cli.listen.port() == smartregion_contract::env::INGEST_PORT);
     ensure!(cli.formats == [IngestFormat::Measurements, IngestFormat::SenML]);
     ensure!(cli.mqtt_url.as_deref() == Some("mqtts://broker.example.it"));
