@@ -183,6 +183,7 @@ async fn run(cluster: &Cluster) -> Result<()> {
             },
         },
         None,
+        &provision::WriterLogins::first(&db),
         &Passwords {
             writer: &password,
             reader: &password,
@@ -217,7 +218,7 @@ async fn run(cluster: &Cluster) -> Result<()> {
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", config.get_ports()[0].to_string())
         .env("PGDATABASE", "smartregion")
-        .env("PGUSER", &db.writer)
+        .env("PGUSER", &db.writer_logins[0])
         .env("PGPASSWORD", &password)
         .env("SMARTREGION_LOG_FORMAT", "json")
         .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 use smartregion_e2e::{shared, unique_name};
+use smartregion_operator::database::logins::WriterLogins;
 use smartregion_operator::database::names::{TenantDb, quote};
 use smartregion_operator::database::new_password;
 use smartregion_operator::database::provision::{Desired, Passwords, ensure_schema_exists};
@@ -60,7 +61,17 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
         writer: &writer_password,
         reader: &reader_password,
     };
-    let first = ensure_schema_exists(admin, &db, &desired(), None, &passwords, false, true).await?;
+    let first = ensure_schema_exists(
+        admin,
+        &db,
+        &desired(),
+        None,
+        &WriterLogins::first(&db),
+        &passwords,
+        false,
+        true,
+    )
+    .await?;
     assert!(first.changed && first.passwords_set);
     Ok(Tenant {
         db,
@@ -72,8 +83,11 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
 async fn drop_tenant(admin: &Client, db: &TenantDb) -> Result<()> {
     admin
         .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {w}, {r}, {o}; DROP ROLE {w}, {r}, {o}",
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {l1}, {l2}, {w}, {r}, {o}; \
+             DROP ROLE {l1}, {l2}, {w}, {r}, {o}",
             quote(&db.schema),
+            l1 = quote(&db.writer_logins[0]),
+            l2 = quote(&db.writer_logins[1]),
             w = quote(&db.writer),
             r = quote(&db.reader),
             o = quote(&db.owner),
@@ -107,6 +121,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &a.db,
         &desired(),
         Some(Table::Partitioned),
+        &WriterLogins::first(&a.db),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
@@ -128,6 +143,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &a.db,
         &more,
         Some(Table::Partitioned),
+        &WriterLogins::first(&a.db),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
@@ -140,13 +156,13 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     let limit: i32 = admin
         .query_one(
             "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
-            &[&a.db.writer],
+            &[&a.db.writer_logins[0]],
         )
         .await?
         .get(0);
     assert_eq!(limit, 9);
 
-    let writer = login(&config, &a.db.writer, &a.writer_password).await?;
+    let writer = login(&config, &a.db.writer_logins[0], &a.writer_password).await?;
     let insert = "INSERT INTO measurements (sensor, metric, time, value) VALUES ($1, $2, $3::text::timestamptz, $4) ON CONFLICT DO NOTHING";
     let stored = writer
         .execute(
@@ -234,7 +250,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     )?;
     // Wrong password: refused.
     assert!(
-        login(&config, &a.db.writer, &b.writer_password)
+        login(&config, &a.db.writer_logins[0], &b.writer_password)
             .await
             .is_err()
     );
