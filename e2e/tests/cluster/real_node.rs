@@ -376,7 +376,7 @@ fn reported(line: &str, key: &str) -> Result<u64> {
 /// can no longer log in afterwards.
 #[tokio::test]
 async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -> Result<()> {
-    const LOAD_SECONDS: u64 = 100;
+    const LOAD_SECONDS: u64 = 60;
     let client = client().await?;
     let shard = unique_name("real-rotate-load");
     let _operator = real_node_operator(&shard)?;
@@ -384,6 +384,8 @@ async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -
     let mut manifest = example("prato", &name, &shard)?;
     // Two pods, so the roll-out replaces one while the other serves.
     manifest["spec"]["ingest"] = json!({ "replicas": 2 });
+    // Only the rotation may fail a request here, not the tier's rate quota (429).
+    manifest["spec"]["quotas"] = json!({ "ingestRate": 1_000_000 });
     apply_tenant(&client, &manifest).await?;
     let tenant = wait_ready(&client, &name)
         .await
@@ -433,6 +435,20 @@ async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -
         .map(|pod| pod.uid().unwrap_or_default())
         .collect();
     ensure!(old_pods.len() == 2, "two ingest pods before: {old_pods:?}");
+    for pod in ingest_pods(&client, &name).await? {
+        let spec = pod.spec.context("a pod without a spec")?;
+        let sleep = spec.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+            .and_then(|pre_stop| pre_stop.sleep.as_ref())
+            .map(|sleep| sleep.seconds);
+        ensure!(
+            sleep == Some(5) && spec.termination_grace_period_seconds == Some(35),
+            "the API server kept the preStop sleep and the grace period: {sleep:?}, {:?}",
+            spec.termination_grace_period_seconds
+        );
+    }
 
     let sensor = "rotation-load-001";
     let seconds = LOAD_SECONDS.to_string();
@@ -479,6 +495,9 @@ async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -
         let rotated = std::time::Instant::now();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        // The roll-out's timeline, printed as it changes.
+        let seen = std::sync::Mutex::new(String::new());
+        let seen = &seen;
         wait::until(
             "every old ingest pod gone (terminating ones too), the new ones Ready, and the old login retired",
             Duration::from_secs(LOAD_SECONDS - 10),
@@ -492,6 +511,26 @@ async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -
                 );
                 async move {
                     let all = pods.list(&ListParams::default().labels(INGEST_PODS)).await?.items;
+                    let now: Vec<String> = all
+                        .iter()
+                        .map(|pod| {
+                            format!(
+                                "{}{}{}{}",
+                                pod.name_any(),
+                                if old_pods.contains(&pod.uid().unwrap_or_default()) { "(old)" } else { "" },
+                                if pod.metadata.deletion_timestamp.is_some() { " terminating" } else { "" },
+                                if is_pod_ready(pod) { " ready" } else { "" },
+                            )
+                        })
+                        .collect();
+                    let now = now.join(", ");
+                    {
+                        let mut last = seen.lock().expect("not poisoned");
+                        if *last != now {
+                            eprintln!("{:>6.1?} pods: {now}", rotated.elapsed());
+                            *last = now;
+                        }
+                    }
                     let wanted = deployments
                         .get("ingest")
                         .await?
