@@ -37,6 +37,28 @@ enum Probe {
         #[arg(long, default_value_t = 1)]
         attempts: u32,
     },
+    /// POSTs measurements to a URL without pause for a while, each request on a new
+    /// connection (so the Service spreads them over the pods, as many senders would) and
+    /// with one new row; succeeds when every request was answered 2xx. Prints the count
+    /// of every status and of transport errors, and the first failures.
+    Load {
+        url: String,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The rows' sensor; request `i` carries its metric `load-<i>` at `--time`.
+        #[arg(long)]
+        sensor: String,
+        /// RFC 3339 time of the rows.
+        #[arg(long, default_value = "2026-12-01T00:00:00Z")]
+        time: String,
+        /// How long to keep sending.
+        #[arg(long = "for")]
+        seconds: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: u32,
+    },
     /// Opens a TCP connection; succeeds when it is accepted.
     Connect {
         /// HOST:PORT (a name is looked up first).
@@ -91,6 +113,119 @@ fn post(url: &str, headers: &[String], body: &str, attempts: u32) -> Result<Stri
     )
 }
 
+/// What a load run saw.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    /// Answers by status code.
+    statuses: std::collections::BTreeMap<u16, u64>,
+    transport_errors: u64,
+    /// The first few failures, for the report.
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn failed(&mut self, what: String) {
+        if self.failures.len() < 10 {
+            self.failures.push(what);
+        }
+    }
+
+    fn line(&self) -> String {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(status, count)| format!("{status}={count}"))
+            .collect();
+        let acknowledged: u64 = self
+            .statuses
+            .iter()
+            .filter(|(status, _)| (200..300).contains(*status))
+            .map(|(_, count)| count)
+            .sum();
+        format!(
+            "sent={} acknowledged={acknowledged} statuses=[{}] transport_errors={} failures={:?}",
+            self.sent,
+            statuses.join(","),
+            self.transport_errors,
+            self.failures
+        )
+    }
+
+    fn all_acknowledged(&self) -> bool {
+        self.sent > 0
+            && self.transport_errors == 0
+            && self
+                .statuses
+                .keys()
+                .all(|status| (200..300).contains(status))
+    }
+}
+
+struct Load<'a> {
+    url: &'a str,
+    headers: &'a [String],
+    sensor: &'a str,
+    time: &'a str,
+    seconds: u64,
+    concurrency: u32,
+}
+
+fn load(load: &Load) -> Result<String> {
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let tally = std::sync::Mutex::new(Tally::default());
+    let deadline = std::time::Instant::now() + Duration::from_secs(load.seconds);
+    // No pooled connections: each request opens its own.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into();
+    std::thread::scope(|scope| {
+        for _ in 0..load.concurrency.max(1) {
+            scope.spawn(|| {
+                while std::time::Instant::now() < deadline {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let body = format!(
+                        r#"[{{"sensor":"{}","metric":"load-{index}","time":"{}","value":{index}}}]"#,
+                        load.sensor, load.time
+                    );
+                    let mut request = agent.post(load.url).header("Connection", "close");
+                    for header in load.headers {
+                        if let Some((name, value)) = header.split_once(':') {
+                            request = request.header(name.trim(), value.trim());
+                        }
+                    }
+                    let outcome = request.content_type("application/json").send(&body);
+                    let mut tally = tally.lock().expect("no thread panics holding it");
+                    tally.sent += 1;
+                    match outcome {
+                        Ok(mut response) => {
+                            let status = response.status().as_u16();
+                            *tally.statuses.entry(status).or_default() += 1;
+                            if !(200..300).contains(&status) {
+                                let text = response.body_mut().read_to_string().unwrap_or_default();
+                                tally.failed(format!("request {index}: {status} {text}"));
+                            }
+                        }
+                        Err(error) => {
+                            tally.transport_errors += 1;
+                            tally.failed(format!("request {index}: {error}"));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let tally = tally.into_inner().expect("no thread panicked");
+    if tally.all_acknowledged() {
+        Ok(tally.line())
+    } else {
+        bail!("{}", tally.line())
+    }
+}
+
 fn addresses(target: &str) -> Result<Vec<SocketAddr>> {
     let found: Vec<SocketAddr> = target
         .to_socket_addrs()
@@ -140,6 +275,21 @@ fn run(probe: &Probe) -> Result<String> {
             body,
             attempts,
         } => post(url, headers, body, *attempts),
+        Probe::Load {
+            url,
+            headers,
+            sensor,
+            time,
+            seconds,
+            concurrency,
+        } => load(&Load {
+            url,
+            headers,
+            sensor,
+            time,
+            seconds: *seconds,
+            concurrency: *concurrency,
+        }),
         Probe::Connect { target, timeout_ms } => {
             connect(target, Duration::from_millis(*timeout_ms))
         }
@@ -161,4 +311,32 @@ fn main() -> ExitCode {
     // Outside a pod the file may not exist; the line above is the outcome then.
     let _ = std::fs::write(&cli.message_file, &line);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_succeeds_only_when_every_request_was_acknowledged() {
+        let mut tally = Tally::default();
+        assert!(!tally.all_acknowledged(), "nothing sent");
+        tally.sent = 2;
+        tally.statuses.insert(200, 2);
+        assert!(tally.all_acknowledged());
+        tally.statuses.insert(503, 1);
+        assert!(!tally.all_acknowledged());
+        assert!(
+            tally.line().contains("statuses=[200=2,503=1]"),
+            "{}",
+            tally.line()
+        );
+        let mut broken = Tally {
+            sent: 1,
+            transport_errors: 1,
+            ..Tally::default()
+        };
+        broken.statuses.clear();
+        assert!(!broken.all_acknowledged());
+    }
 }

@@ -227,7 +227,13 @@ async fn notify_matrix(
     for (entities, senders) in NOTIFY_RUNS {
         let per_worker = (400_000 / (entities * senders)).clamp(3, 4_000);
         let prepared = (0..senders)
-            .map(|worker| notifications(&format!("{who}-e{entities}c{senders}-w{worker}"), entities, per_worker))
+            .map(|worker| {
+                notifications(
+                    &format!("{who}-e{entities}c{senders}-w{worker}"),
+                    entities,
+                    per_worker,
+                )
+            })
             .collect();
         let figures = send(url, headers, prepared, entities).await?;
         eprintln!(
@@ -353,7 +359,7 @@ fn ingest_env(
         ("PGHOST", "127.0.0.1".to_string()),
         ("PGPORT", port.to_string()),
         ("PGDATABASE", "smartregion".to_string()),
-        ("PGUSER", db.writer.clone()),
+        ("PGUSER", db.writer_logins[0].clone()),
         ("PGPASSWORD", password.to_string()),
         ("SMARTREGION_LOG_FORMAT", "json".to_string()),
     ]
@@ -463,6 +469,7 @@ async fn run(cluster: &Cluster) -> Result<()> {
             },
         },
         None,
+        &provision::WriterLogins::first(&db),
         &Passwords {
             writer: &password,
             reader: &password,
@@ -581,7 +588,12 @@ async fn run(cluster: &Cluster) -> Result<()> {
     drop(telegraf);
 
     let notify = match std::env::var_os("SMARTREGION_BENCH_QUANTUMLEAP") {
-        Some(command) => Some(quantumleap(cluster, &postgres, &admin, &db, &password, pg_port, &command).await?),
+        Some(command) => Some(
+            quantumleap(
+                cluster, &postgres, &admin, &db, &password, pg_port, &command,
+            )
+            .await?,
+        ),
         None => {
             eprintln!(
                 "bench-ingest: SMARTREGION_BENCH_QUANTUMLEAP is not set: no QuantumLeap figures (docs/benchmarks.md says how to install it)"
@@ -893,7 +905,12 @@ async fn quantumleap(
     let address = format!("127.0.0.1:{port}");
     wait::until("QuantumLeap to listen", Duration::from_secs(60), || {
         let address = address.clone();
-        async move { Ok(tokio::net::TcpStream::connect(&address).await.ok().map(|_| ())) }
+        async move {
+            Ok(tokio::net::TcpStream::connect(&address)
+                .await
+                .ok()
+                .map(|_| ()))
+        }
     })
     .await?;
     let ql_headers = vec![
@@ -902,7 +919,13 @@ async fn quantumleap(
     ];
     let ql_url = format!("http://{address}/v2/notify");
     // Its first notification creates the schema and table.
-    send(&ql_url, &ql_headers, vec![notifications("ql-warmup", 1, 3)], 1).await?;
+    send(
+        &ql_url,
+        &ql_headers,
+        vec![notifications("ql-warmup", 1, 3)],
+        1,
+    )
+    .await?;
     let ql = notify_matrix("quantumleap", &ql_url, &ql_headers).await?;
     let stored: i64 = ql_db
         .query_one("SELECT count(*) FROM mtbench.etairqualityobserved", &[])

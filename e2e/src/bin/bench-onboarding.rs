@@ -215,7 +215,14 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
             async move {
                 for (db, desired, limits) in &chunk {
                     provision::ensure_schema_exists(
-                        client, db, desired, None, &passwords, false, true,
+                        client,
+                        db,
+                        desired,
+                        None,
+                        &provision::WriterLogins::first(db),
+                        &passwords,
+                        false,
+                        true,
                     )
                     .await?;
                     provision::ensure_partitions(

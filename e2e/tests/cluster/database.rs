@@ -1,8 +1,9 @@
 //! Tenant schemas on the real PostgreSQL: created idempotently, usable with the tenant's
 //! own credentials exactly as a client would use them, and isolated from each other.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use smartregion_e2e::{shared, unique_name};
+use smartregion_operator::database::logins::WriterLogins;
 use smartregion_operator::database::names::{TenantDb, quote};
 use smartregion_operator::database::new_password;
 use smartregion_operator::database::provision::{Desired, Passwords, ensure_schema_exists};
@@ -60,7 +61,17 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
         writer: &writer_password,
         reader: &reader_password,
     };
-    let first = ensure_schema_exists(admin, &db, &desired(), None, &passwords, false, true).await?;
+    let first = ensure_schema_exists(
+        admin,
+        &db,
+        &desired(),
+        None,
+        &WriterLogins::first(&db),
+        &passwords,
+        false,
+        true,
+    )
+    .await?;
     assert!(first.changed && first.passwords_set);
     Ok(Tenant {
         db,
@@ -72,8 +83,11 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
 async fn drop_tenant(admin: &Client, db: &TenantDb) -> Result<()> {
     admin
         .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {w}, {r}, {o}; DROP ROLE {w}, {r}, {o}",
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {l1}, {l2}, {w}, {r}, {o}; \
+             DROP ROLE {l1}, {l2}, {w}, {r}, {o}",
             quote(&db.schema),
+            l1 = quote(&db.writer_logins[0]),
+            l2 = quote(&db.writer_logins[1]),
             w = quote(&db.writer),
             r = quote(&db.reader),
             o = quote(&db.owner),
@@ -107,6 +121,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &a.db,
         &desired(),
         Some(Table::Partitioned),
+        &WriterLogins::first(&a.db),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
@@ -128,6 +143,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
         &a.db,
         &more,
         Some(Table::Partitioned),
+        &WriterLogins::first(&a.db),
         &Passwords {
             writer: "unused-unused-unused-unused-unused",
             reader: "unused-unused-unused-unused-unused",
@@ -140,13 +156,13 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     let limit: i32 = admin
         .query_one(
             "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
-            &[&a.db.writer],
+            &[&a.db.writer_logins[0]],
         )
         .await?
         .get(0);
     assert_eq!(limit, 9);
 
-    let writer = login(&config, &a.db.writer, &a.writer_password).await?;
+    let writer = login(&config, &a.db.writer_logins[0], &a.writer_password).await?;
     let insert = "INSERT INTO measurements (sensor, metric, time, value) VALUES ($1, $2, $3::text::timestamptz, $4) ON CONFLICT DO NOTHING";
     let stored = writer
         .execute(
@@ -234,7 +250,7 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     )?;
     // Wrong password: refused.
     assert!(
-        login(&config, &a.db.writer, &b.writer_password)
+        login(&config, &a.db.writer_logins[0], &b.writer_password)
             .await
             .is_err()
     );
@@ -244,5 +260,181 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     drop(other_reader);
     drop_tenant(&admin, &a.db).await?;
     drop_tenant(&admin, &b.db).await?;
+    Ok(())
+}
+
+/// `ensure_schema_exists` as the database step calls it: with the table it finds.
+async fn provision_with(
+    admin: &mut Client,
+    db: &TenantDb,
+    logins: &WriterLogins,
+    writer: &str,
+    reader: &str,
+    rotate: bool,
+) -> Result<smartregion_operator::database::provision::Provisioned> {
+    let table = smartregion_operator::database::provision::inspect_table(admin, db, false).await?;
+    let passwords = Passwords { writer, reader };
+    Ok(ensure_schema_exists(
+        admin,
+        db,
+        &desired(),
+        table,
+        logins,
+        &passwords,
+        rotate,
+        true,
+    )
+    .await?)
+}
+
+/// What a rotation does to the roles, on the real PostgreSQL, from a tenant of an earlier
+/// release (its writer role logs in itself): the migration is a rotation like any other.
+/// Each step is recognised as current afterwards (no re-provisioning loop), both logins
+/// write while the previous one waits, and a retired login is refused.
+#[tokio::test]
+async fn a_rotation_hands_over_between_logins_and_migrates_an_old_writer() -> Result<()> {
+    use smartregion_operator::database::logins::{Plan, SecretLogin, plan};
+    use smartregion_operator::database::provision::ensure_logins_retired;
+    let (config, mut admin) = admin().await?;
+    let db = TenantDb::for_tenant(&TenantName::parse(&unique_name("migrate"))?);
+    // An earlier release's writer: a login role holding the privileges itself.
+    let old_password = new_password();
+    admin
+        .batch_execute(&smartregion_operator::database::sql::create_login_role(
+            &db.writer,
+            &smartregion_operator::database::scram_verifier(&old_password),
+        ))
+        .await?;
+    let reader_password = new_password();
+    let legacy = WriterLogins {
+        active: db.writer.clone(),
+        retiring: Vec::new(),
+    };
+    provision_with(
+        &mut admin,
+        &db,
+        &legacy,
+        &old_password,
+        &reader_password,
+        false,
+    )
+    .await?;
+    let settled = provision_with(
+        &mut admin,
+        &db,
+        &legacy,
+        &old_password,
+        &reader_password,
+        false,
+    )
+    .await?;
+    assert!(
+        !settled.changed,
+        "the old shape with the new roles is current"
+    );
+    let insert =
+        "INSERT INTO measurements (sensor, metric, time, value) VALUES ($1, 'pm10', now(), 1)";
+    login(&config, &db.writer, &old_password)
+        .await?
+        .execute(insert, &[&"before"])
+        .await?;
+
+    // The first rotation: to the first login, the old writer still logging in.
+    let secret = SecretLogin {
+        user: db.writer.clone(),
+        retiring: Vec::new(),
+    };
+    let Plan::Issue(rotated) = plan(&db, Some(&secret), true, &[]) else {
+        bail!("a rotation issues a login");
+    };
+    assert_eq!(rotated.active, db.writer_logins[0]);
+    let new_password = new_password();
+    let issued = provision_with(
+        &mut admin,
+        &db,
+        &rotated,
+        &new_password,
+        &reader_password,
+        true,
+    )
+    .await?;
+    assert!(issued.passwords_set);
+    let settled = provision_with(
+        &mut admin,
+        &db,
+        &rotated,
+        &new_password,
+        &reader_password,
+        false,
+    )
+    .await?;
+    assert!(!settled.changed, "the handover state is current");
+    let old = login(&config, &db.writer, &old_password).await?;
+    let new = login(&config, &db.writer_logins[0], &new_password).await?;
+    old.execute(insert, &[&"old-during"]).await?;
+    // The privileges and the settings reach the login role.
+    new.execute(insert, &[&"new-during"]).await?;
+    let timeout: String = new.query_one("SHOW statement_timeout", &[]).await?.get(0);
+    assert_eq!(timeout, "30s");
+
+    ensure_logins_retired(&mut admin, &db, &rotated.retiring).await?;
+    ensure!(
+        old.is_closed() || old.execute(insert, &[&"old-after"]).await.is_err(),
+        "the old session ended"
+    );
+    ensure!(
+        login(&config, &db.writer, &old_password).await.is_err(),
+        "the retired login is refused"
+    );
+    let current = WriterLogins {
+        active: rotated.active.clone(),
+        retiring: Vec::new(),
+    };
+    let settled = provision_with(
+        &mut admin,
+        &db,
+        &current,
+        &new_password,
+        &reader_password,
+        false,
+    )
+    .await?;
+    assert!(
+        !settled.changed,
+        "after the retirement the new shape is current"
+    );
+    login(&config, &db.writer_logins[0], &new_password)
+        .await?
+        .execute(insert, &[&"new-after"])
+        .await?;
+
+    // The next rotation goes to the second login and back.
+    let secret = SecretLogin {
+        user: current.active.clone(),
+        retiring: Vec::new(),
+    };
+    let Plan::Issue(next) = plan(&db, Some(&secret), true, &[]) else {
+        bail!("a rotation issues a login");
+    };
+    assert_eq!(
+        (next.active.as_str(), next.retiring.as_slice()),
+        (
+            db.writer_logins[1].as_str(),
+            [db.writer_logins[0].clone()].as_slice()
+        )
+    );
+    drop(new);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP OWNED BY {l1}, {l2}, {w}, {r}, {o}; \
+             DROP ROLE {l1}, {l2}, {w}, {r}, {o}",
+            quote(&db.schema),
+            l1 = quote(&db.writer_logins[0]),
+            l2 = quote(&db.writer_logins[1]),
+            w = quote(&db.writer),
+            r = quote(&db.reader),
+            o = quote(&db.owner),
+        ))
+        .await?;
     Ok(())
 }

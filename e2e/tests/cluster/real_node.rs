@@ -259,8 +259,10 @@ async fn rotation_replaces_real_pods_that_write_with_the_new_password_and_suspen
                 "smartregion.toscana.it/rotate-credentials": "2026-12-01" } } })),
         )
         .await?;
-    // Only new pods, all Ready: the old password no longer logs in, so a pod that is Ready
-    // (its readiness probe checks the database) logs in with the new one.
+    // Only new pods, all Ready (their readiness probe checks the database); that they
+    // write with the new credentials is checked below, and that the old login stops
+    // working once the roll-out is over in
+    // `a_rotation_under_continuous_load_through_the_service_fails_no_write`.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace_of(&name));
     wait::until(
         "the rotation to replace every ingest pod with a Ready one",
@@ -340,6 +342,293 @@ async fn rotation_replaces_real_pods_that_write_with_the_new_password_and_suspen
     );
     assert_eq!(rows_of(&name, "resumed-aq-001").await?, 1);
 
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+/// Logs in to the tenants' database as `user` with `password`, from the host.
+async fn login_as(
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = shared()
+        .database_url
+        .parse()
+        .expect("the harness's database URL parses");
+    config.user(user).password(password);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The number after `key=` in the probe's load report.
+fn reported(line: &str, key: &str) -> Result<u64> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{key}=")))
+        .with_context(|| format!("no {key} in {line:?}"))?
+        .parse()
+        .with_context(|| format!("{key} in {line:?}"))
+}
+
+/// Issue #15: senders keep posting through the tenant's Service, from a client pod, while
+/// the credentials rotate and every ingest pod is replaced. No request fails (no non-2xx,
+/// no transport error), every acknowledged row is stored, and the login the old pods used
+/// can no longer log in afterwards.
+#[tokio::test]
+async fn a_rotation_under_continuous_load_through_the_service_fails_no_write() -> Result<()> {
+    const LOAD_SECONDS: u64 = 60;
+    let client = client().await?;
+    let shard = unique_name("real-rotate-load");
+    let _operator = real_node_operator(&shard)?;
+    let name = unique_name("real-rotate-load");
+    let mut manifest = example("prato", &name, &shard)?;
+    // Two pods, so the roll-out replaces one while the other serves.
+    manifest["spec"]["ingest"] = json!({ "replicas": 2 });
+    // Only the rotation may fail a request here, not the tier's rate quota (429).
+    manifest["spec"]["quotas"] = json!({ "ingestRate": 1_000_000 });
+    apply_tenant(&client, &manifest).await?;
+    let tenant = wait_ready(&client, &name)
+        .await
+        .with_context(|| format!("tenant {name} with two real ingest pods"))?;
+    let namespace = namespace_of(&name);
+    let endpoint = tenant
+        .status
+        .as_ref()
+        .and_then(|status| status.ingest_endpoint.clone())
+        .context("no status.ingestEndpoint")?;
+    let url = format!("{endpoint}/v1/measurements");
+    let auth = format!("Authorization: Bearer {}", api_key(&client, &name).await?);
+    let sender = ClientPod::start(
+        &client,
+        &namespace,
+        "sender",
+        json!({ "app.kubernetes.io/name": "probe" }),
+        true,
+    )
+    .await?;
+    // The Service's name resolves and reaches a pod before the load starts.
+    let body = json!([{ "sensor": "warm-up", "metric": "pm10", "time": "2026-12-01T10:00:00Z", "value": 1.0 }])
+        .to_string();
+    let warm = sender
+        .probe(&[
+            "post",
+            &url,
+            "--header",
+            &auth,
+            "--body",
+            &body,
+            "--attempts",
+            "30",
+        ])
+        .await?;
+    ensure!(warm.succeeded, "the warm-up POST: {}", warm.message);
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let before = secrets.get("db-writer").await?;
+    let (old_user, old_password) = (
+        secret_text(&before, "user")?,
+        secret_text(&before, "password")?,
+    );
+    let old_pods: Vec<String> = ingest_pods(&client, &name)
+        .await?
+        .iter()
+        .map(|pod| pod.uid().unwrap_or_default())
+        .collect();
+    ensure!(old_pods.len() == 2, "two ingest pods before: {old_pods:?}");
+    for pod in ingest_pods(&client, &name).await? {
+        let spec = pod.spec.context("a pod without a spec")?;
+        let sleep = spec.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+            .and_then(|pre_stop| pre_stop.sleep.as_ref())
+            .map(|sleep| sleep.seconds);
+        ensure!(
+            sleep == Some(5) && spec.termination_grace_period_seconds == Some(35),
+            "the API server kept the preStop sleep and the grace period: {sleep:?}, {:?}",
+            spec.termination_grace_period_seconds
+        );
+    }
+
+    let sensor = "rotation-load-001";
+    let seconds = LOAD_SECONDS.to_string();
+    let load = {
+        let (sender, url, auth, seconds) = (&sender, url.clone(), auth.clone(), seconds.clone());
+        async move {
+            sender
+                .probe(&[
+                    "load",
+                    &url,
+                    "--header",
+                    &auth,
+                    "--sensor",
+                    sensor,
+                    "--for",
+                    &seconds,
+                    "--concurrency",
+                    "4",
+                ])
+                .await
+        }
+    };
+    let roll_out = async {
+        let name = &name;
+        let load_started = std::time::Instant::now();
+        // The old pods are busy when the rotation starts.
+        wait::until(
+            "the load to store its first rows",
+            Duration::from_secs(30),
+            || {
+                let name = name.clone();
+                async move { Ok((rows_of(&name, sensor).await? >= 50).then_some(())) }
+            },
+        )
+        .await?;
+        tenants(&client)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": {
+                    "smartregion.toscana.it/rotate-credentials": "2026-12-01-load" } } })),
+            )
+            .await?;
+        let rotated = std::time::Instant::now();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        // The roll-out's timeline, printed as it changes.
+        let seen = std::sync::Mutex::new(String::new());
+        let seen = &seen;
+        wait::until(
+            "every old ingest pod gone (terminating ones too), the new ones Ready, and the old login retired",
+            Duration::from_secs(LOAD_SECONDS - 10),
+            || {
+                let (pods, deployments, secrets, old_pods, old_user) = (
+                    pods.clone(),
+                    deployments.clone(),
+                    secrets.clone(),
+                    old_pods.clone(),
+                    old_user.clone(),
+                );
+                async move {
+                    let all = pods.list(&ListParams::default().labels(INGEST_PODS)).await?.items;
+                    let now: Vec<String> = all
+                        .iter()
+                        .map(|pod| {
+                            format!(
+                                "{}{}{}{}",
+                                pod.name_any(),
+                                if old_pods.contains(&pod.uid().unwrap_or_default()) { "(old)" } else { "" },
+                                if pod.metadata.deletion_timestamp.is_some() { " terminating" } else { "" },
+                                if is_pod_ready(pod) { " ready" } else { "" },
+                            )
+                        })
+                        .collect();
+                    let now = now.join(", ");
+                    {
+                        let mut last = seen.lock().expect("not poisoned");
+                        if *last != now {
+                            eprintln!("{:>6.1?} pods: {now}", rotated.elapsed());
+                            *last = now;
+                        }
+                    }
+                    let wanted = deployments
+                        .get("ingest")
+                        .await?
+                        .spec
+                        .and_then(|spec| spec.replicas)
+                        .unwrap_or(0);
+                    let replaced = all.len() == wanted as usize
+                        && all.iter().all(|pod| {
+                            !old_pods.contains(&pod.uid().unwrap_or_default())
+                                && pod.metadata.deletion_timestamp.is_none()
+                                && is_pod_ready(pod)
+                        });
+                    let writer = secrets.get("db-writer").await?;
+                    let retired = secret_text(&writer, "user")? != old_user
+                        && writer
+                            .annotations()
+                            .get("smartregion.toscana.it/retiring-logins")
+                            .is_some_and(|value| value.is_empty());
+                    let can_login: bool = admin()
+                        .await?
+                        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&old_user])
+                        .await?
+                        .get(0);
+                    Ok((replaced && retired && !can_login).then_some(()))
+                }
+            },
+        )
+        .await?;
+        let done = std::time::Instant::now();
+        ensure!(
+            done.duration_since(load_started) < Duration::from_secs(LOAD_SECONDS),
+            "the roll-out ended after the load did"
+        );
+        anyhow::Ok((
+            done.duration_since(rotated),
+            done.duration_since(load_started),
+        ))
+    };
+    let (load, roll_out) = tokio::join!(load, roll_out);
+    let (roll_out_time, into_load) = roll_out?;
+    let load = load?;
+    eprintln!(
+        "rotation under load: roll-out and retirement took {roll_out_time:?} (done {into_load:?} into a {LOAD_SECONDS} s load); {}",
+        load.message
+    );
+    ensure!(
+        load.succeeded,
+        "every request during the rotation was answered 2xx: {}",
+        load.message
+    );
+    let sent = reported(&load.message, "sent")?;
+    let acknowledged = reported(&load.message, "acknowledged")?;
+    assert_eq!(reported(&load.message, "transport_errors")?, 0);
+    assert_eq!(acknowledged, sent, "{}", load.message);
+    ensure!(sent > 100, "a continuous load: {}", load.message);
+    assert_eq!(
+        rows_of(&name, sensor).await? as u64,
+        acknowledged,
+        "every acknowledged row is in the database"
+    );
+
+    // The old login is gone for good; the new one works.
+    let after = secrets.get("db-writer").await?;
+    let (new_user, new_password) = (
+        secret_text(&after, "user")?,
+        secret_text(&after, "password")?,
+    );
+    ensure!(
+        new_user != old_user && new_password != old_password,
+        "a new login"
+    );
+    let refused = login_as(&old_user, &old_password)
+        .await
+        .err()
+        .context("the old login still logs in")?;
+    // No password (28P01), and no LOGIN behind it (28000) either.
+    ensure!(
+        [
+            tokio_postgres::error::SqlState::INVALID_PASSWORD,
+            tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        ]
+        .iter()
+        .any(|code| refused.code() == Some(code)),
+        "the old login is refused for its credentials: {refused}"
+    );
+    login_as(&new_user, &new_password)
+        .await
+        .context("the new login logs in")?;
+    // Role names only: no credential reached the tenant's status.
+    let status = serde_json::to_string(&tenants(&client).get(&name).await?.status)?;
+    for secret in [&old_password, &new_password] {
+        ensure!(
+            !status.contains(secret.as_str()),
+            "a password in the status"
+        );
+    }
+
+    sender.delete().await?;
     delete_and_wait(&client, &name).await?;
     Ok(())
 }

@@ -419,14 +419,30 @@ async fn rotation_refuses_the_old_password_and_never_shows_either() -> Result<()
     })
     .await?;
 
-    match connect(&plain(&old_uri)).await {
-        Err(error)
-            if error
-                .downcast_ref::<tokio_postgres::Error>()
-                .and_then(|e| e.code())
-                == Some(&SqlState::INVALID_PASSWORD) => {}
-        other => bail!("the old password must be refused, got {other:?}"),
-    }
+    // The old login keeps working while ingest pods that use it are left (a rotation
+    // fails no write), and is refused once they are gone.
+    wait::until(
+        "the old writer password to be refused once the pods rolled",
+        READY_TIMEOUT,
+        || {
+            let old_uri = plain(&old_uri);
+            async move {
+                match connect(&old_uri).await {
+                    Ok(_) => Ok(None),
+                    Err(error)
+                        if error
+                            .downcast_ref::<tokio_postgres::Error>()
+                            .and_then(|e| e.code())
+                            == Some(&SqlState::INVALID_PASSWORD) =>
+                    {
+                        Ok(Some(()))
+                    }
+                    Err(other) => bail!("the old password must be refused, got {other:?}"),
+                }
+            }
+        },
+    )
+    .await?;
     let new_uri = secret_value(&client, &name, "db-writer", "uri").await?;
     ensure!(new_uri.contains(&new_password));
     let writer = connect(&plain(&new_uri)).await?;
@@ -544,6 +560,8 @@ async fn retain_keeps_the_data_for_a_recreated_tenant_and_delete_leaves_nothing(
             &[&vec![
                 format!("{schema}_owner"),
                 format!("{schema}_writer"),
+                format!("{schema}_writer_1"),
+                format!("{schema}_writer_2"),
                 format!("{schema}_reader"),
             ]],
         )

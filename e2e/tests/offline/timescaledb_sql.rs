@@ -150,10 +150,18 @@ async fn provision(
         writer: "writer-password-writer-password-writer",
         reader: "reader-password-reader-password-reader",
     };
-    let provisioned =
-        provision::ensure_schema_exists(client, db, &desired, table, &passwords, rotate, true)
-            .await
-            .context("the operator's provisioning")?;
+    let provisioned = provision::ensure_schema_exists(
+        client,
+        db,
+        &desired,
+        table,
+        &provision::WriterLogins::first(db),
+        &passwords,
+        rotate,
+        true,
+    )
+    .await
+    .context("the operator's provisioning")?;
     let changes = provision::ensure_hypertable(client, db, hypertable, &timescaledb)
         .await
         .context("the operator's hypertable settings")?;
@@ -354,7 +362,7 @@ async fn provisioning_gives_the_owner_jobs_it_can_run_and_settings_reach_them() 
     ensure!(changes.is_empty(), "settled: {changes:?}");
 
     // The jobs run as their owner and do their work.
-    as_login(&client, &db.writer).await?;
+    as_login(&client, &db.writer_logins[0]).await?;
     ingest(&mut client, &db.schema, &hourly(40)).await?;
     as_login(&client, &db.owner).await?;
     // One CALL per request: the jobs commit, which a multi-statement request forbids.
@@ -391,7 +399,7 @@ async fn writers_readers_and_compressed_chunks_behave_as_on_any_table() -> Resul
     provision(&mut client, &own, &settings(), false).await?;
     provision(&mut client, &other, &settings(), false).await?;
 
-    as_login(&client, &own.writer).await?;
+    as_login(&client, &own.writer_logins[0]).await?;
     let rows = hourly(20);
     ingest(&mut client, &own.schema, &rows).await?;
     // A retried batch stores nothing new.
@@ -412,7 +420,7 @@ async fn writers_readers_and_compressed_chunks_behave_as_on_any_table() -> Resul
             &[&format!("{}.measurements", quote(&own.schema))],
         )
         .await?;
-    as_login(&client, &own.writer).await?;
+    as_login(&client, &own.writer_logins[0]).await?;
     let old = SystemTime::now() - std::time::Duration::from_secs(10 * 86_400 + 1800);
     let into_compressed = vec![
         ("sensor-new".to_string(), old, 1.0),
@@ -481,7 +489,7 @@ async fn writers_readers_and_compressed_chunks_behave_as_on_any_table() -> Resul
     // Quota or suspension: the writer loses INSERT, on the hypertable and its chunks.
     as_admin(&client).await?;
     ensure!(provision::ensure_writes_allowed(&client, &own, false).await?);
-    as_login(&client, &own.writer).await?;
+    as_login(&client, &own.writer_logins[0]).await?;
     expect_denied(
         "a refused writer ingests",
         ingest(&mut client, &own.schema, &hourly(1)).await,
@@ -584,7 +592,7 @@ async fn retain_pauses_adoption_resumes_and_delete_leaves_the_database_as_it_was
     let before = catalog_rows(&client).await?;
 
     provision(&mut client, &db, &settings(), false).await?;
-    as_login(&client, &db.writer).await?;
+    as_login(&client, &db.writer_logins[0]).await?;
     ingest(&mut client, &db.schema, &hourly(20)).await?;
     client.batch_execute("DISCARD TEMP").await?;
     as_login(&client, &db.owner).await?;
@@ -608,7 +616,10 @@ async fn retain_pauses_adoption_resumes_and_delete_leaves_the_database_as_it_was
         .iter()
         .map(|row| row.get(0))
         .collect();
-    ensure!(logins == [false, false, false], "{logins:?}");
+    ensure!(
+        logins.len() == db.roles().len() && logins.iter().all(|login| !login),
+        "{logins:?}"
+    );
     let paused = jobs(&client, &db).await?;
     ensure!(
         paused.len() == 2 && paused.iter().all(|job| !job.4),

@@ -1,7 +1,7 @@
 //! The tenant's part of the shared PostgreSQL/TimescaleDB database: schema, roles,
 //! tables and credentials (docs/database.md).
 //!
-//! [`names`], [`sql`], [`storage`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
+//! [`names`], [`logins`], [`sql`], [`storage`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
 //! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the
 //! database. No user-typed text ever reaches SQL: identifiers come from the validated
 //! tenant name and are quoted, values are bound parameters, and the only literals spliced
@@ -9,6 +9,7 @@
 //! that this code computed itself.
 
 pub mod connect;
+pub mod logins;
 pub mod names;
 pub mod partitions;
 pub mod provision;

@@ -1,11 +1,13 @@
 //! Acts on the database: `inspect_table`, `ensure_schema_exists`, `ensure_hypertable`,
 //! `ensure_partitions`, `ensure_writes_allowed`, `measure_schema_bytes`, `rows_inserted`,
-//! `ensure_logins_disabled` and `ensure_schema_absent`. Each is idempotent; changes run in one transaction under the
+//! `writer_logins_enabled`, `ensure_logins_retired`, `ensure_logins_disabled` and
+//! `ensure_schema_absent`. Each is idempotent; changes run in one transaction under the
 //! tenant's advisory lock, and a tenant already in the desired state costs reads only.
 
 use jiff::Timestamp;
 use tokio_postgres::{Client, GenericClient};
 
+pub use super::logins::WriterLogins;
 use super::names::{TenantDb, quote};
 use super::partitions::{self, Partition};
 use super::scram_verifier;
@@ -69,7 +71,8 @@ async fn explain_refusal(client: &Client, db: &TenantDb, error: &tokio_postgres:
     }
 }
 
-/// Passwords for login roles that are created now (or rotated); never logged.
+/// Passwords for login roles that are created now (or rotated); never logged. The
+/// writer's is for the active one of `WriterLogins`.
 pub struct Passwords<'a> {
     pub writer: &'a str,
     pub reader: &'a str,
@@ -143,20 +146,28 @@ async fn current_user(client: &impl GenericClient) -> Result<String, tokio_postg
 }
 
 /// Brings the tenant's roles, schema and tables to the desired state. Login roles that
-/// do not exist yet get `passwords`; existing ones keep theirs (adoption after a Retain,
-/// or a later reconcile) unless `rotate` is set. `table` is what [`inspect_table`] found;
-/// a table created now lets the writer INSERT only if `writable` (suspension, quota).
+/// do not exist yet get `passwords` (the writer's goes to `logins.active`); existing ones
+/// keep theirs (adoption after a Retain, or a later reconcile) unless `rotate` is set.
+/// Only the writer roles `logins` names can log in. `table` is what [`inspect_table`]
+/// found; a table created now lets the writer INSERT only if `writable` (suspension, quota).
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure_schema_exists(
     client: &mut Client,
     db: &TenantDb,
     desired: &Desired,
     table: Option<Table>,
+    logins: &WriterLogins,
     passwords: &Passwords<'_>,
     rotate: bool,
     writable: bool,
 ) -> Result<Provisioned> {
     let wrap = failed("provision the roles, schema and tables", db);
-    if !rotate && table.is_some() && is_current(client, db, desired).await.map_err(&wrap)? {
+    if !rotate
+        && table.is_some()
+        && is_current(client, db, desired, logins)
+            .await
+            .map_err(&wrap)?
+    {
         return Ok(Provisioned::default());
     }
     let transaction = client.transaction().await.map_err(&wrap)?;
@@ -177,27 +188,37 @@ pub async fn ensure_schema_exists(
     if !exists(&db.owner) {
         statements.push(sql::create_owner_role(&db.owner));
     }
-    let mut passwords_set = false;
-    for (role, password) in [
-        (&db.writer, passwords.writer),
-        (&db.reader, passwords.reader),
-    ] {
-        if !exists(role) {
-            statements.push(sql::create_login_role(role, &scram_verifier(password)));
-            passwords_set = true;
-        } else if rotate {
-            statements.push(sql::set_password(role, &scram_verifier(password)));
-            passwords_set = true;
+    for role in db.writer_roles() {
+        if !exists(&role) {
+            statements.push(sql::create_nologin_role(&role));
         }
+    }
+    // The writer's roles are created without a password; the active login gets the
+    // writer's. The others keep theirs: pods may still be using a retiring one.
+    let mut passwords_set = false;
+    if rotate || !exists(&logins.active) {
+        let verifier = scram_verifier(passwords.writer);
+        statements.push(sql::set_password(&logins.active, &verifier));
+        passwords_set = true;
+    }
+    if !exists(&db.reader) {
+        let verifier = scram_verifier(passwords.reader);
+        statements.push(sql::create_login_role(&db.reader, &verifier));
+        passwords_set = true;
+    } else if rotate {
+        let verifier = scram_verifier(passwords.reader);
+        statements.push(sql::set_password(&db.reader, &verifier));
+        passwords_set = true;
     }
     // The admin acts as the owner, and may end the login roles' sessions (Retain) and
     // drop what they own (Delete); a no-op for a superuser.
-    statements.push(sql::grant_roles_to_admin(db));
+    statements.push(sql::grant_roles_to_admin(&db.roles()));
     statements.extend(sql::schema_statements(
         db,
         &desired.limits,
         desired.layout.storage(),
         desired.timescaledb_schema.as_deref(),
+        logins,
         &admin,
     ));
     let new_table = !table_exists(&transaction, db, "measurements")
@@ -268,6 +289,7 @@ async fn is_current(
     client: &Client,
     db: &TenantDb,
     desired: &Desired,
+    logins: &WriterLogins,
 ) -> Result<bool, tokio_postgres::Error> {
     // The login roles' settings as PostgreSQL stores them, computed by the server
     // (identifiers in the search path as quote_ident writes them).
@@ -276,7 +298,10 @@ async fn is_current(
             "SELECT r.rolname::text, r.rolcanlogin, r.rolconnlimit, \
                     coalesce(s.setconfig, '{}'::text[]), \
                     ARRAY['search_path=' || concat_ws(', ', quote_ident($2), quote_ident($3)), \
-                          'statement_timeout=' || $4] \
+                          'statement_timeout=' || $4], \
+                    r.rolname = $5 OR r.rolinherit AND EXISTS (\
+                        SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
+                        WHERE m.member = r.oid AND g.rolname = $5) \
              FROM pg_roles r \
              LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 \
              WHERE r.rolname = ANY($1)",
@@ -285,18 +310,27 @@ async fn is_current(
                 &db.schema,
                 &desired.timescaledb_schema,
                 &desired.limits.statement_timeout_ms.to_string(),
+                &db.writer,
             ],
         )
         .await?;
     let role_ok = |name: &str| {
         roles.iter().any(|row| {
-            let (rolname, login, limit, mut config, mut wanted): (
+            let (rolname, login, limit, mut config, mut wanted, writes): (
                 String,
                 bool,
                 i32,
                 Vec<String>,
                 Vec<String>,
-            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+                bool,
+            ) = (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            );
             config.sort();
             wanted.sort();
             rolname == name
@@ -306,11 +340,16 @@ async fn is_current(
                         Storage::Partitions => !login,
                     }
                 } else {
-                    login && limit == desired.limits.connection_limit && config == wanted
+                    let writer_role = db.writer_roles().iter().any(|role| role == name);
+                    let login_wanted = !writer_role || logins.enabled(name);
+                    login == login_wanted
+                        && (!writer_role || writes)
+                        && limit == desired.limits.connection_limit
+                        && config == wanted
                 }
         })
     };
-    if !(role_ok(&db.owner) && role_ok(&db.writer) && role_ok(&db.reader)) {
+    if !db.roles().iter().all(|role| role_ok(role)) {
         return Ok(false);
     }
     let owner: Option<String> = client
@@ -611,13 +650,11 @@ pub async fn ensure_logins_disabled(
     if existing.is_empty() {
         return Ok(());
     }
-    if existing.len() == 3 {
-        // Tenants provisioned before the admin was made a member of every role.
-        client
-            .batch_execute(&sql::grant_roles_to_admin(db))
-            .await
-            .map_err(&wrap)?;
-    }
+    // Tenants provisioned before the admin was made a member of every role.
+    client
+        .batch_execute(&sql::grant_roles_to_admin(&existing))
+        .await
+        .map_err(&wrap)?;
     for role in &existing {
         client
             .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(role)))
@@ -647,29 +684,69 @@ pub async fn ensure_logins_disabled(
 /// not). Re-provisioning gives the login back once the privileges hold again.
 pub async fn ensure_writer_locked_out(client: &Client, db: &TenantDb) -> Result<()> {
     let wrap = failed("lock the writer out", db);
-    let login: Option<bool> = client
-        .query_opt(
-            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
-            &[&db.writer],
+    for role in writer_logins_enabled(client, db).await? {
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(&role)))
+            .await
+            .map_err(&wrap)?;
+    }
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&db.writer_roles()],
         )
         .await
-        .map_err(&wrap)?
-        .map(|row| row.get(0));
-    if login == Some(true) {
-        client
-            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote(&db.writer)))
+        .map_err(&wrap)?;
+    Ok(())
+}
+
+/// The writer's roles that can log in now.
+pub async fn writer_logins_enabled(client: &Client, db: &TenantDb) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND rolcanlogin",
+            &[&db.writer_roles()],
+        )
+        .await
+        .map_err(failed("read the writer's logins", db))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Retires writer logins a rotation replaced, once no pod uses them: no LOGIN, no
+/// password, and their sessions end. Under the tenant's lock; idempotent. `roles` are
+/// writer roles (never the owner or reader: the caller checked).
+pub async fn ensure_logins_retired(
+    client: &mut Client,
+    db: &TenantDb,
+    roles: &[String],
+) -> Result<()> {
+    let wrap = failed("retire the writer's previous login", db);
+    let transaction = client.transaction().await.map_err(&wrap)?;
+    lock(&transaction, db).await.map_err(&wrap)?;
+    for role in roles {
+        let exists = transaction
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
             .await
-            .map_err(&wrap)?;
+            .map_err(&wrap)?
+            .is_some();
+        if exists {
+            transaction
+                .batch_execute(&sql::retire_login(role))
+                .await
+                .map_err(&wrap)?;
+        }
     }
-    if login.is_some() {
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                &[&db.writer],
-            )
-            .await
-            .map_err(&wrap)?;
-    }
+    transaction.commit().await.map_err(&wrap)?;
+    // After the commit: a session opened meanwhile would otherwise survive.
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&roles],
+        )
+        .await
+        .map_err(&wrap)?;
     Ok(())
 }
 
@@ -692,7 +769,12 @@ pub async fn ensure_schema_absent(
         ))
         .await
         .map_err(&wrap)?;
-    for role in [&db.writer, &db.reader, &db.owner] {
+    // Members before the role they are members of; the owner, who owns the rest, last.
+    let roles = db
+        .writer_logins
+        .iter()
+        .chain([&db.writer, &db.reader, &db.owner]);
+    for role in roles {
         let exists = transaction
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
             .await

@@ -4,6 +4,7 @@
 //! TimescaleDB-specific text is in [`super::timescale`], the partitions' in
 //! [`super::partitions`].
 
+use super::logins::WriterLogins;
 use super::names::{TenantDb, quote};
 use super::partitions::Partition;
 use super::timescale::OWNER_CONNECTION_LIMIT;
@@ -52,6 +53,9 @@ pub fn owner_login_statement(db: &TenantDb, storage: Storage) -> String {
 /// jobs: [`super::timescale::plan`] changes those only where they differ, so job ids and
 /// schedules survive every re-provisioning.
 ///
+/// `logins`: which of the writer's roles may log in (the others lose LOGIN here, but
+/// their sessions and passwords are [`retire_login`]'s business).
+///
 /// `admin` is the role the statements start as (`current_user`); after the owner's
 /// part they return to it with `SET LOCAL ROLE` rather than `RESET ROLE`, which would go
 /// back to the session's login even where the caller had set another role.
@@ -60,6 +64,7 @@ pub fn schema_statements(
     limits: &RoleLimits,
     storage: Storage,
     timescaledb_schema: Option<&str>,
+    logins: &WriterLogins,
     admin: &str,
 ) -> Vec<String> {
     let (schema, owner, writer, reader) = (
@@ -128,10 +133,23 @@ pub fn schema_statements(
         as_role(admin),
     ]);
     let search_path = search_path(db, timescaledb_schema);
-    for role in [&writer, &reader] {
+    // The login roles get the writer's privileges through membership, but role settings
+    // do not pass through it: each role has its own limit, timeout and search path.
+    let login_roles = db.writer_logins.iter().map(|role| quote(role));
+    statements.push(format!(
+        "GRANT {writer} TO {}",
+        login_roles.collect::<Vec<_>>().join(", ")
+    ));
+    let roles = db
+        .writer_roles()
+        .into_iter()
+        .map(|role| (quote(&role), logins.enabled(&role)))
+        .chain([(reader.clone(), true)]);
+    for (role, login) in roles {
+        let login = if login { "LOGIN" } else { "NOLOGIN" };
         statements.extend([
             format!(
-                "ALTER ROLE {role} LOGIN CONNECTION LIMIT {}",
+                "ALTER ROLE {role} {login} INHERIT CONNECTION LIMIT {}",
                 limits.connection_limit
             ),
             format!(
@@ -163,6 +181,18 @@ pub fn writes_statement(db: &TenantDb, allowed: bool) -> String {
     }
 }
 
+/// A role of the writer's that cannot log in yet (the writer role of a new tenant, a
+/// login role before its first rotation).
+pub fn create_nologin_role(role: &str) -> String {
+    format!("CREATE ROLE {} NOLOGIN", quote(role))
+}
+
+/// A writer login a rotation replaced, once no pod uses it: no login, and no password
+/// that a copy of the old Secret could still use.
+pub fn retire_login(role: &str) -> String {
+    format!("ALTER ROLE {} NOLOGIN PASSWORD NULL", quote(role))
+}
+
 /// `CREATE ROLE` for a login role whose password is given as a SCRAM verifier.
 pub fn create_login_role(role: &str, verifier: &str) -> String {
     format!(
@@ -184,13 +214,10 @@ pub fn set_password(role: &str, verifier: &str) -> String {
 /// The admin becomes a member of the tenant's roles: it creates objects as the owner,
 /// ends the login roles' sessions on Retain and drops what they own on Delete, none of
 /// which a non-superuser may do for a role it is not a member of.
-pub fn grant_roles_to_admin(db: &TenantDb) -> String {
-    format!(
-        "GRANT {}, {}, {} TO CURRENT_USER",
-        quote(&db.owner),
-        quote(&db.writer),
-        quote(&db.reader)
-    )
+/// `roles`: the tenant's roles that exist.
+pub fn grant_roles_to_admin(roles: &[String]) -> String {
+    let roles: Vec<String> = roles.iter().map(|role| quote(role)).collect();
+    format!("GRANT {} TO CURRENT_USER", roles.join(", "))
 }
 
 pub fn create_owner_role(role: &str) -> String {
@@ -243,7 +270,18 @@ mod tests {
             statement_timeout_ms: 30_000,
         };
         let timescaledb = (storage == Storage::Hypertable).then_some("public");
-        schema_statements(&db, &limits, storage, timescaledb, "smartregion_admin")
+        let logins = WriterLogins {
+            active: db.writer_logins[1].clone(),
+            retiring: vec![db.writer.clone()],
+        };
+        schema_statements(
+            &db,
+            &limits,
+            storage,
+            timescaledb,
+            &logins,
+            "smartregion_admin",
+        )
     }
 
     #[test]
@@ -284,6 +322,39 @@ mod tests {
 
     fn statements_for_partitions() -> Vec<String> {
         statements(Storage::Partitions)
+    }
+
+    #[test]
+    fn each_writer_role_has_its_own_settings_and_only_the_wanted_ones_log_in() {
+        let all = statements(Storage::Partitions).join(";\n");
+        assert!(
+            all.contains(
+                "GRANT \"t_select_writer\" TO \"t_select_writer_1\", \"t_select_writer_2\""
+            )
+        );
+        for (role, login) in [
+            ("t_select_writer", "LOGIN"),
+            ("t_select_writer_1", "NOLOGIN"),
+            ("t_select_writer_2", "LOGIN"),
+            ("t_select_reader", "LOGIN"),
+        ] {
+            assert!(
+                all.contains(&format!(
+                    "ALTER ROLE \"{role}\" {login} INHERIT CONNECTION LIMIT 10"
+                )),
+                "{role}: {all}"
+            );
+            assert!(all.contains(&format!(
+                "ALTER ROLE \"{role}\" SET statement_timeout = 30000"
+            )));
+            assert!(all.contains(&format!(
+                "ALTER ROLE \"{role}\" SET search_path = \"t_select\""
+            )));
+        }
+        assert_eq!(
+            retire_login("t_select_writer_1"),
+            "ALTER ROLE \"t_select_writer_1\" NOLOGIN PASSWORD NULL"
+        );
     }
 
     #[test]

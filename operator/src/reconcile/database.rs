@@ -15,6 +15,7 @@ use tracing::info;
 use super::status::{Observed, Reason, WITHIN_QUOTA};
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
 use crate::database::connect::{Database, Extension};
+use crate::database::logins::{self, Plan, SecretLogin, WriterLogins};
 use crate::database::names::TenantDb;
 use crate::database::new_password;
 use crate::database::provision::{self, Desired, Passwords};
@@ -24,7 +25,8 @@ use crate::database::storage::{self, Layout};
 use crate::database::timescale::HypertableSettings;
 use crate::metrics::ErrorLabel;
 use crate::resources::secrets::{
-    READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, database_secret, password_of,
+    READER_SECRET, RETIRING_ANNOTATION, ROTATION_ANNOTATION, WRITER_SECRET, database_secret,
+    password_of, retiring_of, user_of,
 };
 use crate::tenant::{TenantName, Validated};
 
@@ -40,6 +42,8 @@ pub enum Error {
     Storage(#[from] storage::Error),
     #[error("failed to read Secret {0}")]
     ReadSecret(String, #[source] kube::Error),
+    #[error("failed to record on Secret {WRITER_SECRET} that the previous login is retired")]
+    RecordRetired(#[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] super::apply::Error),
 }
@@ -54,6 +58,7 @@ impl Error {
             Error::Inspect(_) => ErrorLabel::DatabaseProvision,
             Error::Storage(_) => ErrorLabel::DatabaseStorage,
             Error::ReadSecret(..) => ErrorLabel::ReadSecret,
+            Error::RecordRetired(_) => ErrorLabel::Apply,
             Error::Apply(error) => error.metric_label(),
         }
     }
@@ -80,6 +85,9 @@ pub struct Outcome {
     pub within_quota: Observed,
     /// Kubernetes writes made (0 in the steady state).
     pub writes: usize,
+    /// Writer logins a rotation replaced that wait for the ingest pods to roll; a
+    /// rotation asked for meanwhile waits too.
+    pub retiring: Vec<String>,
 }
 
 /// The tenant's database objects as its tier and spec want them. Connection limit: room
@@ -138,7 +146,7 @@ pub async fn ensure_database(
         .get(ROTATE_CREDENTIALS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    let credentials = credentials(&secrets, &rotation).await?;
+    let credentials = credentials(&connection, &db, &secrets, &rotation).await?;
 
     let desired = desired(
         validated,
@@ -150,6 +158,7 @@ pub async fn ensure_database(
         &db,
         &desired,
         found.table,
+        &credentials.logins,
         &Passwords {
             writer: &credentials.writer,
             reader: &credentials.reader,
@@ -159,7 +168,10 @@ pub async fn ensure_database(
     )
     .await?;
     if provisioned.changed {
-        info!(schema = %db.schema, storage = ?found.layout.storage(), passwords_issued = provisioned.passwords_set, "database objects provisioned");
+        info!(schema = %db.schema, storage = ?found.layout.storage(), passwords_issued = provisioned.passwords_set, writer_login = %credentials.logins.active, retiring = ?credentials.logins.retiring, "database objects provisioned");
+    }
+    if credentials.deferred {
+        info!(schema = %db.schema, retiring = ?credentials.logins.retiring, "rotation waits until the previous login is retired");
     }
     maintain_storage(&mut connection, &db, &found.layout, &desired).await?;
 
@@ -174,9 +186,14 @@ pub async fn ensure_database(
     let inserted = provision::rows_inserted(&connection, &db, &found.layout).await?;
 
     let mut writes = 0;
-    for (name, user, password) in [
-        (WRITER_SECRET, &db.writer, &credentials.writer),
-        (READER_SECRET, &db.reader, &credentials.reader),
+    for (name, user, password, retiring) in [
+        (
+            WRITER_SECRET,
+            &credentials.logins.active,
+            &credentials.writer,
+            Some(credentials.logins.retiring.as_slice()),
+        ),
+        (READER_SECRET, &db.reader, &credentials.reader, None),
     ] {
         let secret = database_secret(
             validated,
@@ -184,7 +201,8 @@ pub async fn ensure_database(
             &database.endpoint,
             user,
             password,
-            &rotation,
+            &credentials.issued_for,
+            retiring,
         );
         writes += super::apply::ensure(&secrets, &secret).await?;
     }
@@ -209,7 +227,58 @@ pub async fn ensure_database(
             held.within,
         ),
         writes,
+        retiring: credentials.logins.retiring,
     })
+}
+
+/// Retires the writer logins a rotation replaced, once the ingest step saw every pod
+/// run from the current template (`rolled_out_with`: the resourceVersion of the
+/// `db-writer` Secret that template was made from). The Secret then records that
+/// nothing is pending any more; if it changed since, this waits for the next reconcile.
+/// Returns the logins retired.
+pub async fn ensure_previous_logins_retired(
+    client: &Client,
+    database: &Database,
+    validated: &Validated,
+    rolled_out_with: &str,
+) -> Result<Vec<String>, Error> {
+    let db = TenantDb::for_tenant(&validated.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
+    let Some(writer) = secrets
+        .get_opt(WRITER_SECRET)
+        .await
+        .map_err(|source| Error::ReadSecret(WRITER_SECRET.to_string(), source))?
+    else {
+        return Ok(Vec::new());
+    };
+    if writer.metadata.resource_version.as_deref() != Some(rolled_out_with) {
+        return Ok(Vec::new());
+    }
+    let user = user_of(&writer).unwrap_or_default();
+    let retiring: Vec<String> = retiring_of(&writer)
+        .into_iter()
+        .filter(|role| *role != user && db.writer_roles().contains(role))
+        .collect();
+    if retiring.is_empty() {
+        return Ok(retiring);
+    }
+    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    provision::ensure_logins_retired(&mut connection, &db, &retiring).await?;
+    // Only if the Secret is still the one the pods rolled onto.
+    let patch = serde_json::json!({ "metadata": {
+        "resourceVersion": rolled_out_with,
+        "annotations": { RETIRING_ANNOTATION: "" },
+    } });
+    secrets
+        .patch(
+            WRITER_SECRET,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::RecordRetired)?;
+    info!(schema = %db.schema, retired = ?retiring, "previous writer login retired");
+    Ok(retiring)
 }
 
 /// The tenant's table and storage as found, with the rules already held on an existing
@@ -310,16 +379,28 @@ async fn maintain_storage(
     Ok(())
 }
 
-/// The passwords to provision with, and whether they are new (to be issued).
+/// The passwords to provision with, whether they are new (to be issued), and the
+/// writer's logins.
 struct Credentials {
     writer: String,
     reader: String,
     issue: bool,
+    /// A rotation asked for waits for the previous one's retirement.
+    deferred: bool,
+    logins: WriterLogins,
+    /// The rotate-credentials value the Secrets are issued for.
+    issued_for: String,
 }
 
 /// The passwords in the tenant's Secrets, or new ones when a Secret is missing or the
-/// rotate-credentials annotation has a value they were not issued for.
-async fn credentials(secrets: &Api<Secret>, rotation: &str) -> Result<Credentials, Error> {
+/// rotate-credentials annotation has a value they were not issued for — unless the
+/// previous rotation still waits for the pods ([`logins::plan`]).
+async fn credentials(
+    connection: &tokio_postgres::Client,
+    db: &TenantDb,
+    secrets: &Api<Secret>,
+    rotation: &str,
+) -> Result<Credentials, Error> {
     let read = |name: &'static str| async move {
         secrets
             .get_opt(name)
@@ -327,17 +408,52 @@ async fn credentials(secrets: &Api<Secret>, rotation: &str) -> Result<Credential
             .map_err(|source| Error::ReadSecret(name.to_string(), source))
     };
     let (writer, reader) = (read(WRITER_SECRET).await?, read(READER_SECRET).await?);
-    Ok(match current_passwords(&writer, &reader, rotation) {
-        Some((writer, reader)) => Credentials {
+    let current = current_passwords(&writer, &reader, rotation);
+    let stored = stored_passwords(&writer, &reader);
+    // Only a Secret with both a user and a password says which login pods use.
+    let login = writer
+        .as_ref()
+        .zip(stored.as_ref())
+        .and_then(|(secret, _)| {
+            Some(SecretLogin {
+                user: user_of(secret)?,
+                retiring: retiring_of(secret),
+            })
+        });
+    let can_login = match login {
+        Some(_) => Vec::new(),
+        None => provision::writer_logins_enabled(connection, db).await?,
+    };
+    let plan = logins::plan(db, login.as_ref(), current.is_none(), &can_login);
+    let issued = |logins: WriterLogins| Credentials {
+        writer: new_password(),
+        reader: new_password(),
+        issue: true,
+        deferred: false,
+        logins,
+        issued_for: rotation.to_string(),
+    };
+    Ok(match (plan, current, stored) {
+        (Plan::Keep(logins), Some((writer, reader)), _) => Credentials {
             writer,
             reader,
             issue: false,
+            deferred: false,
+            logins,
+            issued_for: rotation.to_string(),
         },
-        None => Credentials {
-            writer: new_password(),
-            reader: new_password(),
-            issue: true,
+        (Plan::Deferred(logins), _, Some((writer_password, reader_password))) => Credentials {
+            writer: writer_password,
+            reader: reader_password,
+            issue: false,
+            deferred: true,
+            logins,
+            // Still what they were issued for, so the rotation is noticed once it may run.
+            issued_for: issued_for(&writer),
         },
+        (Plan::Issue(logins), ..) => issued(logins),
+        // Not reached: a plan to keep needs current passwords, one to defer stored ones.
+        (_, _, _) => issued(WriterLogins::first(db)),
     })
 }
 
@@ -421,23 +537,28 @@ fn current_passwords(
     reader: &Option<Secret>,
     rotation: &str,
 ) -> Option<(String, String)> {
-    let issued_for = |secret: &Option<Secret>| {
-        secret
-            .as_ref()
-            .and_then(|s| s.annotations().get(ROTATION_ANNOTATION).cloned())
-            .unwrap_or_default()
-    };
-    match (
-        writer.as_ref().and_then(password_of),
-        reader.as_ref().and_then(password_of),
-    ) {
-        (Some(writer_password), Some(reader_password))
-            if issued_for(writer) == rotation && issued_for(reader) == rotation =>
-        {
-            Some((writer_password, reader_password))
+    match stored_passwords(writer, reader) {
+        Some(passwords) if issued_for(writer) == rotation && issued_for(reader) == rotation => {
+            Some(passwords)
         }
         _ => None,
     }
+}
+
+/// The passwords in both Secrets, whatever they were issued for.
+fn stored_passwords(writer: &Option<Secret>, reader: &Option<Secret>) -> Option<(String, String)> {
+    writer
+        .as_ref()
+        .and_then(password_of)
+        .zip(reader.as_ref().and_then(password_of))
+}
+
+/// The rotate-credentials value a Secret was issued for.
+fn issued_for(secret: &Option<Secret>) -> String {
+    secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(ROTATION_ANNOTATION).cloned())
+        .unwrap_or_default()
 }
 
 /// The WithinQuota condition. Its message changes only with the whole percentage, so a

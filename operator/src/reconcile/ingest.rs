@@ -3,14 +3,15 @@
 //!
 //! Makes sure the Secret `ingest-keys` exists (created once, never overwritten: the
 //! tenant's admins add keys to it), applies the Deployment with a checksum of both
-//! Secrets in its pod template, and reads the rollout off the Deployment's status.
-//! [`secrets_checksum`] and [`readiness`] are pure. Never logs, reports or returns a
+//! Secrets in its pod template, reads the rollout off the Deployment's status, and says
+//! whether every ingest pod (terminating ones too) runs from that template, which is
+//! when a rotated writer login may retire. [`secrets_checksum`] and [`readiness`] are pure. Never logs, reports or returns a
 //! value of a Secret.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 use tracing::info;
@@ -19,9 +20,11 @@ use super::apply;
 use super::status::{INGEST_READY, Observed, Reason};
 use super::validate::Validated;
 use crate::config::Config;
+use crate::database::logins::retirement_due;
 use crate::metrics::ErrorLabel;
 use crate::resources::ingest::{
-    KEYS_SECRET, ingest_deployment, ingest_endpoint, ingest_keys_secret, ingest_replicas,
+    KEYS_SECRET, SECRETS_CHECKSUM_ANNOTATION, ingest_deployment, ingest_endpoint,
+    ingest_keys_secret, ingest_replicas, pod_labels,
 };
 use crate::resources::secrets::WRITER_SECRET;
 
@@ -36,6 +39,8 @@ pub enum Error {
     CreateKeys(#[source] kube::Error),
     #[error("Secret {KEYS_SECRET} was created and deleted by someone else meanwhile")]
     KeysVanished,
+    #[error("failed to list the ingest pods")]
+    ListPods(#[source] kube::Error),
     #[error(transparent)]
     Apply(#[from] apply::Error),
 }
@@ -44,6 +49,7 @@ impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::ReadSecret(..) => ErrorLabel::ReadSecret,
+            Error::ListPods(_) => ErrorLabel::Read,
             Error::CreateKeys(_) | Error::KeysVanished => ErrorLabel::CreateIngestKeys,
             Error::Apply(error) => error.metric_label(),
         }
@@ -55,7 +61,7 @@ impl Error {
             Error::ReadSecret(..) | Error::CreateKeys(_) | Error::KeysVanished => {
                 Reason::SecretsFailed
             }
-            Error::Apply(_) => Reason::ApplyFailed,
+            Error::Apply(_) | Error::ListPods(_) => Reason::ApplyFailed,
         }
     }
 }
@@ -68,6 +74,9 @@ pub struct Outcome {
     pub endpoint: String,
     /// Kubernetes writes made (0 in the steady state).
     pub writes: usize,
+    /// The resourceVersion of the `db-writer` Secret, when no ingest pod is left that
+    /// was started from an older pod template (none at all counts).
+    pub rolled_out_with: Option<String>,
 }
 
 /// A new API key from the thread-local CSPRNG, like the database passwords.
@@ -76,10 +85,12 @@ pub fn new_api_key() -> String {
 }
 
 /// Makes the tenant's ingest Deployment match its spec and the current Secrets.
+/// `retiring`: a rotated writer login waits for the pods, so they are looked at.
 pub async fn ensure_ingest(
     client: &Client,
     tenant: &Validated,
     config: &Config,
+    retiring: bool,
 ) -> Result<Outcome, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace);
     let endpoint = ingest_endpoint(tenant);
@@ -96,8 +107,10 @@ pub async fn ensure_ingest(
             ),
             endpoint,
             writes: 0,
+            rolled_out_with: None,
         });
     };
+    let writer_version = writer.metadata.resource_version.clone();
     let (keys, created) = ensure_keys_exist(&secrets, tenant).await?;
     let mut read = vec![writer, keys];
     if let Some(name) = tenant
@@ -120,6 +133,7 @@ pub async fn ensure_ingest(
                 ),
                 endpoint,
                 writes: created,
+                rolled_out_with: None,
             });
         };
         read.push(credentials);
@@ -134,10 +148,40 @@ pub async fn ensure_ingest(
             "ingest Deployment applied"
         );
     }
+    if !retiring {
+        return Ok(Outcome {
+            readiness: readiness(&current, tenant),
+            endpoint,
+            writes: applied + created,
+            rolled_out_with: None,
+        });
+    }
+    // Read from the API server, not a cache: a pod missed here would keep the old login
+    // in use after its retirement.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &tenant.namespace);
+    let selector = pod_labels(tenant)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::ListPods)?;
+    let checksums: Vec<Option<&str>> = listed
+        .items
+        .iter()
+        .map(|pod| {
+            pod.annotations()
+                .get(SECRETS_CHECKSUM_ANNOTATION)
+                .map(String::as_str)
+        })
+        .collect();
     Ok(Outcome {
         readiness: readiness(&current, tenant),
         endpoint,
         writes: applied + created,
+        rolled_out_with: writer_version.filter(|_| retirement_due(&checksum, &checksums)),
     })
 }
 

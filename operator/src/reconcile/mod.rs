@@ -105,7 +105,28 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     };
     let namespace = namespace_step(context, &validated).await;
     let database = database_step(context, tenant, &validated, &namespace).await;
-    let ingest = ingest_step(context, &validated, &namespace).await;
+    let retiring = database
+        .done()
+        .is_some_and(|outcome| !outcome.retiring.is_empty());
+    let ingest = ingest_step(context, &validated, &namespace, retiring).await;
+    // A rotated writer login retires once no ingest pod may still use it; until then the
+    // tenant is looked at again soon (a pod that finally goes changes nothing watched).
+    let retired = match ingest.done().and_then(|o| o.rolled_out_with.as_deref()) {
+        Some(version) if retiring => match context.database.as_ref() {
+            Some(shared) => Some(
+                database::ensure_previous_logins_retired(
+                    &context.client,
+                    shared,
+                    &validated,
+                    version,
+                )
+                .await,
+            ),
+            None => None,
+        },
+        _ => None,
+    };
+    let still_retiring = retiring && !matches!(&retired, Some(Ok(roles)) if !roles.is_empty());
 
     let observation = observe(tenant, context, &validated, &namespace, &database, &ingest);
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
@@ -125,8 +146,18 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     namespace.into_result()?;
     database.into_result()?;
     ingest.into_result()?;
+    if let Some(Err(error)) = retired {
+        warn!(error = %error_chain(&error), "retiring the previous writer login failed");
+        return Err(error.into());
+    }
+    if still_retiring {
+        return Ok(Action::requeue(context.requeue.min(RETIREMENT_POLL)));
+    }
     Ok(Action::requeue(context.requeue))
 }
+
+/// How often a tenant whose rotated writer login waits for the pods is looked at.
+const RETIREMENT_POLL: Duration = Duration::from_secs(3);
 
 /// A spec that can never succeed as written: said in a condition, and nothing to retry
 /// until the spec changes.
@@ -235,6 +266,7 @@ async fn ingest_step(
     context: &Context,
     validated: &Validated,
     namespace: &Step<apply::Outcome, apply::Error>,
+    retiring: bool,
 ) -> Step<ingest::Outcome, ingest::Error> {
     if context.database.is_none() {
         return Step::Skipped;
@@ -246,7 +278,7 @@ async fn ingest_step(
             "the ingest part waits until the namespace is in place",
         ));
     }
-    match ingest::ensure_ingest(&context.client, validated, &context.config).await {
+    match ingest::ensure_ingest(&context.client, validated, &context.config, retiring).await {
         Ok(outcome) => {
             let readiness = outcome.readiness.clone();
             Step::Done(outcome, vec![readiness])

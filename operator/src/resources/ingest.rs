@@ -15,9 +15,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceFieldSelector,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceFieldSelector, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -182,6 +183,16 @@ fn probe(path: &str) -> Probe {
     }
 }
 
+/// Seconds a stopping ingest pod keeps serving before it gets SIGTERM: the time the
+/// endpoint controller and every node's kube-proxy take to stop sending it new
+/// connections once it is terminating. Kubernetes' own `sleep` action: the image has no
+/// shell to run one.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+
+/// The whole stop of a pod: the pre-stop sleep, then up to the login roles' statement
+/// timeout (30 s) for requests in flight to commit (the ingest drains them on SIGTERM).
+pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SLEEP_SECONDS + 30;
+
 /// Deployment `ingest`. `secrets_checksum` (see `reconcile::ingest::secrets_checksum`)
 /// goes into the pod template, so the pods roll whenever the Secrets they read change.
 pub fn ingest_deployment(
@@ -219,6 +230,17 @@ pub fn ingest_deployment(
         // /readyz fails while the database is unreachable, so the Service stops sending
         // data that could not be committed anyway.
         readiness_probe: Some(probe("/readyz")),
+        // A roll-out (a rotation, say) must not refuse a request: requests keep arriving
+        // for a moment after the pod is marked terminating.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
@@ -238,6 +260,7 @@ pub fn ingest_deployment(
     };
     let pod = PodSpec {
         service_account_name: Some(INGEST_SERVICE_ACCOUNT.into()),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         // Ingest never talks to the Kubernetes API.
         automount_service_account_token: Some(false),
         // Pod Security `restricted`, which the tenant namespace enforces.
@@ -551,6 +574,19 @@ mod tests {
         );
         let suspended = validated(tenant("prato").tier(Tier::Medium).suspended());
         assert!(ingest_pdb(&suspended).is_none(), "no pods, no budget");
+    }
+
+    #[test]
+    fn a_stopping_pod_keeps_serving_until_its_endpoints_are_gone_then_drains() {
+        let pod = pod_spec(&deployment(&validated(tenant("prato"))));
+        let pre_stop = pod.containers[0]
+            .lifecycle
+            .clone()
+            .and_then(|lifecycle| lifecycle.pre_stop)
+            .expect("a preStop action");
+        assert_eq!(pre_stop.sleep.map(|sleep| sleep.seconds), Some(5));
+        assert!(pre_stop.exec.is_none(), "the image has no shell");
+        assert_eq!(pod.termination_grace_period_seconds, Some(35));
     }
 
     #[test]

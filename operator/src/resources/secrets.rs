@@ -17,6 +17,11 @@ pub const READER_SECRET: &str = "db-reader";
 /// they were issued for, so a new value is noticed without any other state.
 pub const ROTATION_ANNOTATION: &str = "smartregion.toscana.it/issued-for-rotation";
 
+/// Annotation on `db-writer`: the writer logins a rotation replaced and that are not yet
+/// retired (comma-separated role names, empty when none). Role names only, never a
+/// credential; it is what lets a restarted operator finish a rotation.
+pub const RETIRING_ANNOTATION: &str = "smartregion.toscana.it/retiring-logins";
+
 /// Key of the CA bundle in the Secrets, when the operator was given one.
 pub const CA_KEY: &str = "ca.crt";
 
@@ -27,6 +32,7 @@ pub fn database_secret(
     user: &str,
     password: &str,
     rotation: &str,
+    retiring: Option<&[String]>,
 ) -> Secret {
     let uri = format!(
         "postgresql://{user}:{password}@{}:{}/{}?sslmode={}",
@@ -48,7 +54,14 @@ pub fn database_secret(
         data.insert(CA_KEY.to_string(), ByteString(bundle.clone().into_bytes()));
     }
     let mut metadata = object_meta(tenant, name, true);
-    metadata.annotations = Some([(ROTATION_ANNOTATION.to_string(), rotation.to_string())].into());
+    let mut annotations = BTreeMap::from([(ROTATION_ANNOTATION.to_string(), rotation.to_string())]);
+    if let Some(retiring) = retiring {
+        annotations.insert(
+            RETIRING_ANNOTATION.to_string(),
+            crate::database::logins::format_retiring(retiring),
+        );
+    }
+    metadata.annotations = Some(annotations);
     Secret {
         metadata,
         type_: Some("Opaque".into()),
@@ -59,7 +72,27 @@ pub fn database_secret(
 
 /// The password stored in a Secret, if any.
 pub fn password_of(secret: &Secret) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get("password")?;
+    value_of(secret, "password")
+}
+
+/// The user stored in a Secret, if any.
+pub fn user_of(secret: &Secret) -> Option<String> {
+    value_of(secret, "user")
+}
+
+/// The logins `db-writer` says are being retired.
+pub fn retiring_of(secret: &Secret) -> Vec<String> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(RETIRING_ANNOTATION))
+        .map(|value| crate::database::logins::parse_retiring(value))
+        .unwrap_or_default()
+}
+
+fn value_of(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
 
@@ -86,6 +119,7 @@ mod tests {
             "t_prato_writer",
             "pw",
             "",
+            Some(&["t_prato_writer".to_string()]),
         )
     }
 
@@ -106,6 +140,8 @@ mod tests {
             )
         );
         assert_eq!(value(&secret, CA_KEY), None);
+        assert_eq!(user_of(&secret).as_deref(), Some("t_prato_writer"));
+        assert_eq!(retiring_of(&secret), ["t_prato_writer"]);
     }
 
     #[test]
