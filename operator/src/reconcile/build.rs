@@ -10,6 +10,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::validate::Validated;
 use crate::config::Config;
+use crate::resources::exposure::{self, Exposed};
 use crate::resources::{ingest, namespace, network, quota, rbac, service_account};
 
 /// Every child a tenant should have. `apply` destructures it without `..`, so a kind
@@ -26,6 +27,8 @@ pub struct Children {
     pub ingest_service: Service,
     /// Only while more than one ingest pod runs.
     pub ingest_pdb: Option<PodDisruptionBudget>,
+    /// Only while ingest is exposed (`--ingest-gateway` or `--ingress-class`).
+    pub exposure: Option<Exposed>,
     // Not here: the ingest Deployment, which needs a checksum of the database Secrets
     // (`reconcile::ingest`), and the Secrets themselves, whose values are not pure.
 }
@@ -41,6 +44,7 @@ pub fn children(tenant: &Validated, config: &Config) -> Children {
         admin_bindings: rbac::admin_bindings(tenant),
         ingest_service: ingest::ingest_service(tenant),
         ingest_pdb: ingest::ingest_pdb(tenant),
+        exposure: exposure::exposure(tenant, config),
     }
 }
 

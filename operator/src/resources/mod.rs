@@ -4,6 +4,8 @@
 //! configuration: no client, no clock, no randomness. [`object_meta`] gives every child
 //! its name, namespace, labels and owner reference.
 
+pub mod exposure;
+pub mod gateway_api;
 pub mod ingest;
 pub mod namespace;
 pub mod network;
