@@ -22,6 +22,7 @@ pub mod apply;
 pub mod bench;
 pub mod chart_operator;
 pub mod cluster;
+pub mod gateway_api;
 pub mod helm;
 pub mod http;
 pub mod image;
