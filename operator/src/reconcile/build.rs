@@ -40,7 +40,7 @@ pub fn children(tenant: &Validated, config: &Config) -> Children {
         resource_quota: quota::resource_quota(tenant),
         limit_range: quota::limit_range(tenant),
         network_policies: network::network_policies(tenant, config),
-        admin_role: rbac::admin_role(tenant),
+        admin_role: rbac::admin_role(tenant, config),
         admin_bindings: rbac::admin_bindings(tenant),
         ingest_service: ingest::ingest_service(tenant),
         ingest_pdb: ingest::ingest_pdb(tenant),
@@ -261,6 +261,44 @@ mod tests {
             assert!(!rule.verbs.iter().any(|v| v == "*"), "no wildcard verbs");
             assert!(!resources.iter().any(|r| r == "*"), "no wildcard resources");
         }
+    }
+
+    #[test]
+    fn the_exposure_kind_is_the_operators_and_only_readable_by_admins() {
+        let writable = |config: &Config, resource: &str| {
+            let (_, children) = build(&tenant("prato").build(), config);
+            let rules = children.admin_role.rules.unwrap();
+            let rules: Vec<_> = rules
+                .iter()
+                .filter(|rule| rule.resources.iter().flatten().any(|r| r == resource))
+                .collect();
+            (
+                !rules.is_empty(),
+                rules
+                    .iter()
+                    .any(|rule| rule.verbs.iter().any(|v| v == "patch")),
+            )
+        };
+        let with = |flags: crate::config::ExposureFlags| Config {
+            exposure: crate::config::Exposure::from_flags(&flags).unwrap(),
+            ..Config::default()
+        };
+        let ingress = with(crate::config::ExposureFlags {
+            ingress_class: Some("nginx".into()),
+            domain: Some("ingest.example.it".into()),
+            from_namespace: Some("ingress-nginx".into()),
+            ..Default::default()
+        });
+        let gateway = with(crate::config::ExposureFlags {
+            gateway: Some("gw/public".into()),
+            domain: Some("ingest.example.it".into()),
+            ..Default::default()
+        });
+        assert_eq!(writable(&Config::default(), "ingresses"), (true, true));
+        assert_eq!(writable(&Config::default(), "httproutes"), (false, false));
+        assert_eq!(writable(&ingress, "ingresses"), (true, false));
+        assert_eq!(writable(&gateway, "httproutes"), (true, false));
+        assert_eq!(writable(&gateway, "ingresses"), (true, true));
     }
 
     #[test]
