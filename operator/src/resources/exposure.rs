@@ -19,7 +19,7 @@ use super::gateway_api::{
     ParentReference,
 };
 use super::ingest::{INGEST, SERVICE_PORT};
-use super::object_meta;
+use super::{object_meta, with_desired_digest};
 use crate::config::{Config, Exposure, ExposureVia, GatewayRef};
 use crate::tenant::Validated;
 
@@ -55,13 +55,15 @@ pub fn exposure(tenant: &Validated, config: &Config) -> Option<Exposed> {
         return None;
     }
     Some(match &exposure.via {
-        ExposureVia::Gateway(gateway) => Exposed::Route(http_route(tenant, exposure, gateway)),
+        ExposureVia::Gateway(gateway) => {
+            Exposed::Route(with_desired_digest(http_route(tenant, exposure, gateway)))
+        }
         ExposureVia::Ingress { class, annotations } => {
             let mut ingress = ingress(tenant, exposure, class);
             if !annotations.is_empty() {
                 ingress.metadata.annotations = Some(annotations.clone());
             }
-            Exposed::Ingress(ingress)
+            Exposed::Ingress(with_desired_digest(ingress))
         }
     })
 }
@@ -295,6 +297,34 @@ mod tests {
         assert_eq!(json["apiVersion"], "gateway.networking.k8s.io/v1");
         assert_eq!(json["kind"], "HTTPRoute");
         assert!(json.get("status").is_none());
+    }
+
+    #[test]
+    fn a_changed_configuration_changes_the_digest_so_that_apply_sees_it() {
+        let digest = |config: &Config| {
+            let tenant = prato(config);
+            let meta = match exposure(&tenant, config).unwrap() {
+                Exposed::Route(route) => route.metadata,
+                Exposed::Ingress(ingress) => ingress.metadata,
+            };
+            meta.annotations.unwrap()[crate::resources::DESIRED_DIGEST_ANNOTATION].clone()
+        };
+        // A listener no longer named, an annotation no longer wanted: fields that only
+        // disappear.
+        assert_ne!(
+            digest(&gateway_config(Some("https"))),
+            digest(&gateway_config(None))
+        );
+        let mut fewer = ingress_config();
+        if let Some(Exposure {
+            via: ExposureVia::Ingress { annotations, .. },
+            ..
+        }) = &mut fewer.exposure
+        {
+            annotations.clear();
+        }
+        assert_ne!(digest(&ingress_config()), digest(&fewer));
+        assert_eq!(digest(&ingress_config()), digest(&ingress_config()));
     }
 
     #[test]

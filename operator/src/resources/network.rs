@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::object_meta;
+use super::{object_meta, with_desired_digest};
 use crate::config::Config;
 use crate::tenant::Validated;
 
@@ -126,7 +126,7 @@ fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
             ..NetworkPolicyPeer::default()
         }]
     });
-    policy(
+    with_desired_digest(policy(
         tenant,
         ALLOW_INGEST,
         NetworkPolicySpec {
@@ -138,7 +138,7 @@ fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
             }]),
             ..NetworkPolicySpec::default()
         },
-    )
+    ))
 }
 
 /// The namespace of this name (by the label the API server sets on every namespace).
@@ -230,6 +230,18 @@ mod tests {
             .unwrap(),
             ..Config::default()
         };
+        let digest = |config: &Config| {
+            let tenant = validate(&tenant("prato").build(), config).unwrap();
+            network_policies(&tenant, config)[1]
+                .metadata
+                .annotations
+                .clone()
+                .unwrap()[crate::resources::DESIRED_DIGEST_ANNOTATION]
+                .clone()
+        };
+        // Turning exposure off removes `from`, which apply sees by the digest only.
+        assert_ne!(digest(&config), digest(&Config::default()));
+        assert_eq!(digest(&config), digest(&config.clone()));
         let exposed = ingest_rule(&config);
         let from = exposed.from.unwrap();
         assert_eq!(from.len(), 1);
