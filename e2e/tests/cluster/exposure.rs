@@ -5,8 +5,10 @@
 //! configured class, annotations and the conventional TLS Secret name (a Secret the
 //! operator never writes); the ingest NetworkPolicy admitting only the controller's
 //! namespace; the route's acceptance, written here as a gateway controller would write
-//! it, read back into the tenant's status. No gateway implementation runs here, so no
-//! request crosses a gateway (docs/exposure.md says what that leaves unproven).
+//! it, read back into the tenant's status; and, on the real node, the exposed ingest
+//! port reached from the gateway's namespace and refused from another one. No gateway
+//! implementation runs here, so no request crosses a gateway (docs/exposure.md says what
+//! that leaves unproven).
 
 use std::time::Duration;
 
@@ -430,5 +432,117 @@ async fn the_operator_refuses_both_exposure_modes_at_once() -> Result<()> {
         logs.contains("--ingest-gateway") && logs.contains("cannot be used with"),
         "{logs}"
     );
+    Ok(())
+}
+
+/// A namespace for the platform's pods (Pod Security `restricted`, as the probe pods
+/// satisfy), without NetworkPolicies.
+async fn platform_namespace(client: &Client, prefix: &str) -> Result<String> {
+    let name = unique_name(prefix);
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": name, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted" } } }))?,
+        )
+        .await?;
+    Ok(name)
+}
+
+#[tokio::test]
+async fn exposed_ingest_admits_the_gateways_namespace_and_no_other_by_traffic() -> Result<()> {
+    use smartregion_e2e::pods::{self, ClientPod};
+    let client = client().await?;
+    gateway_api::install_crds(&client).await?;
+    // The gateway's pods would run here; another platform namespace stands beside it.
+    let gateway_namespace = platform_namespace(&client, "gateway-system").await?;
+    let elsewhere = platform_namespace(&client, "platform").await?;
+    let shard = unique_name("expose-net");
+    let database_port = shared()
+        .database_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .context("no port in the database URL")?
+        .parse()?;
+    let mut flags = pods::real_node_operator_flags(database_port);
+    flags.extend(gateway_flags(&gateway_namespace));
+    let _operator = start(&shard, &flags)?;
+    let name = unique_name("expose-net");
+    let namespace = format!("srt-{name}");
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    let routes: Api<HTTPRoute> = Api::namespaced(client.clone(), &namespace);
+    wait::until("the HTTPRoute ingest", DEADLINE, || {
+        let routes = routes.clone();
+        async move { Ok(routes.get_opt("ingest").await?) }
+    })
+    .await?;
+    gateway_says(&routes, &gateway_namespace, true).await?;
+    wait_ready(&client, &name)
+        .await
+        .context("the tenant with real ingest pods")?;
+
+    let pods_api: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), &namespace);
+    let ingest_ip = pods_api
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=ingest"))
+        .await?
+        .items
+        .iter()
+        .find(|pod| pod.metadata.deletion_timestamp.is_none())
+        .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
+        .context("the ingest pod has no IP")?;
+    let ingest = format!("{ingest_ip}:8080");
+    let (from_gateway, from_elsewhere) = futures::try_join!(
+        ClientPod::start(
+            &client,
+            &gateway_namespace,
+            "client",
+            json!({ "app": "client" }),
+            false
+        ),
+        ClientPod::start(
+            &client,
+            &elsewhere,
+            "client",
+            json!({ "app": "client" }),
+            false
+        ),
+    )?;
+    // The firewall learns a new pod's address a moment after it starts: the first
+    // connection that succeeds proves the rule is there.
+    wait::until(
+        "the gateway's namespace to reach the ingest port",
+        Duration::from_secs(60),
+        || {
+            let (from, target) = (&from_gateway, &ingest);
+            async move { Ok(from.connect(target).await?.succeeded.then_some(())) }
+        },
+    )
+    .await?;
+    // And the other namespace's pod can connect at all (to the gateway's pod, which no
+    // policy guards), so its refusal below is the tenant's policy.
+    let gateway_pod = format!("{}:{}", from_gateway.ip, pods::CLIENT_PORT);
+    wait::until(
+        "the other platform namespace to reach a pod without policies",
+        Duration::from_secs(60),
+        || {
+            let (from, target) = (&from_elsewhere, &gateway_pod);
+            async move { Ok(from.connect(target).await?.succeeded.then_some(())) }
+        },
+    )
+    .await?;
+    let refused = from_elsewhere.connect(&ingest).await?;
+    assert!(
+        !refused.succeeded,
+        "another platform namespace reached the exposed ingest: {}",
+        refused.message
+    );
+
+    delete_and_wait(&client, &name).await?;
+    for namespace in [gateway_namespace, elsewhere] {
+        Api::<Namespace>::all(client.clone())
+            .delete(&namespace, &DeleteParams::default())
+            .await?;
+    }
     Ok(())
 }
