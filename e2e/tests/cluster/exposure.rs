@@ -190,6 +190,18 @@ async fn gateway_says(
     Ok(())
 }
 
+/// Reconciles the operator has finished (the count of its duration histogram).
+async fn reconciles_finished(operator: &Operator) -> Result<u64> {
+    let metrics = operator.metrics().await?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("smartregion_reconcile_duration_seconds_count "))
+        .context("no reconcile duration count in the operator's metrics")?
+        .trim()
+        .parse()
+        .context("a count that is not a number")
+}
+
 #[tokio::test]
 async fn an_httproute_attaches_the_tenant_to_the_platform_gateway_and_goes_when_turned_off()
 -> Result<()> {
@@ -253,6 +265,37 @@ async fn an_httproute_attaches_the_tenant_to_the_platform_gateway_and_goes_when_
         exposure_reason(&ready),
         Some(("True".into(), "RouteAccepted".into()))
     );
+    // Idle reconciles write neither the route nor the ingest policy.
+    let versions = || async {
+        let route = routes.get("ingest").await?.resource_version();
+        let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace)
+            .get("allow-ingest")
+            .await?
+            .resource_version();
+        anyhow::Ok((route, policy))
+    };
+    let before = versions().await?;
+    let finished = reconciles_finished(&operator).await?;
+    tenants(&client)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "annotations": { "e2e.example.org/poke": "1" } } }),
+            ),
+        )
+        .await?;
+    wait::until("a reconcile after the poke", DEADLINE, || {
+        let operator = &operator;
+        async move { Ok((reconciles_finished(operator).await? > finished).then_some(())) }
+    })
+    .await?;
+    assert_eq!(
+        versions().await?,
+        before,
+        "an idle reconcile rewrote a child"
+    );
+
     gateway_says(&routes, &gateway_namespace, false).await?;
     let refused = wait_tenant(&client, &name, "the route refused", |t| {
         exposure_reason(t) == Some(("False".into(), "RouteNotAccepted".into()))
