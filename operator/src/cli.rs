@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DEFAULT_INGEST_IMAGE, ImagePullPolicy};
+use crate::config::{DEFAULT_INGEST_IMAGE, ExposureFlags, ImagePullPolicy};
 use crate::crd::{EntityType, Tier};
 use crate::database::connect::SslMode;
 use crate::database::storage::StorageMode;
@@ -233,9 +233,69 @@ pub struct RunArgs {
     #[arg(long = "ingest-toleration", env = "SMARTREGION_INGEST_TOLERATIONS", value_name = "KEY[=VALUE][:EFFECT]", value_delimiter = ',', value_parser = crate::config::parse_toleration)]
     pub ingest_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 
+    /// Expose every tenant's ingest through this platform Gateway (Gateway API),
+    /// `NAMESPACE/NAME`: an HTTPRoute in each tenant namespace attaches to it
+    /// (docs/exposure.md). Off when neither this nor --ingress-class is set.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_GATEWAY",
+        value_name = "NAMESPACE/NAME",
+        conflicts_with = "ingress_class"
+    )]
+    pub ingest_gateway: Option<String>,
+
+    /// The listener of --ingest-gateway the routes attach to (`sectionName`); every
+    /// listener that admits them when unset.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_GATEWAY_SECTION",
+        value_name = "LISTENER"
+    )]
+    pub ingest_gateway_section: Option<String>,
+
+    /// Expose every tenant's ingest through an Ingress of this class, for clusters
+    /// without Gateway API. Exclusive with --ingest-gateway.
+    #[arg(long, env = "SMARTREGION_INGRESS_CLASS", value_name = "CLASS")]
+    pub ingress_class: Option<String>,
+
+    /// Annotation (KEY=VALUE) on every tenant's Ingress, e.g.
+    /// `cert-manager.io/cluster-issuer=letsencrypt` so that cert-manager issues the
+    /// `ingest-tls` certificate; repeat for more (comma-separated in the environment
+    /// variable).
+    #[arg(long = "ingress-annotation", env = "SMARTREGION_INGRESS_ANNOTATIONS", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = crate::config::parse_annotation)]
+    pub ingress_annotations: Vec<(String, String)>,
+
+    /// Tenant `n` is reached at `https://n.<domain>/` (needed by both exposure modes).
+    #[arg(long, env = "SMARTREGION_INGEST_DOMAIN", value_name = "DOMAIN")]
+    pub ingest_domain: Option<String>,
+
+    /// Namespace of the gateway's or ingress controller's pods, the only namespace the
+    /// ingest NetworkPolicy admits while ingest is exposed; the Gateway's namespace when
+    /// unset (required with --ingress-class).
+    #[arg(
+        long,
+        env = "SMARTREGION_INGRESS_FROM_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub ingress_from_namespace: Option<String>,
+
     /// Log format: json in clusters, text for people.
     #[arg(long, env = smartregion_contract::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The exposure flags, for [`crate::config::Exposure::from_flags`].
+    pub fn exposure_flags(&self) -> ExposureFlags {
+        ExposureFlags {
+            gateway: self.ingest_gateway.clone(),
+            gateway_section: self.ingest_gateway_section.clone(),
+            ingress_class: self.ingress_class.clone(),
+            ingress_annotations: self.ingress_annotations.clone(),
+            domain: self.ingest_domain.clone(),
+            from_namespace: self.ingress_from_namespace.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,5 +350,42 @@ mod tests {
         .unwrap();
         assert_eq!(set.run.ingest_image, "registry.example.it/ingest:1.2.3");
         assert_eq!(set.run.ingest_image_pull_policy, ImagePullPolicy::Always);
+    }
+
+    #[test]
+    fn both_exposure_modes_at_once_are_refused() {
+        let both = Cli::try_parse_from([
+            "smartregion-operator",
+            "--ingest-gateway=gateway-system/public",
+            "--ingress-class=nginx",
+            "--ingest-domain=ingest.example.it",
+        ]);
+        let message = both.unwrap_err().to_string();
+        assert!(message.contains("cannot be used with"), "{message}");
+        let cli = Cli::try_parse_from([
+            "smartregion-operator",
+            "--ingress-class=nginx",
+            "--ingress-annotation=cert-manager.io/cluster-issuer=letsencrypt",
+            "--ingress-annotation=a=b",
+            "--ingest-domain=ingest.example.it",
+            "--ingress-from-namespace=ingress-nginx",
+        ])
+        .unwrap();
+        let flags = cli.run.exposure_flags();
+        assert_eq!(
+            flags.ingress_annotations,
+            vec![
+                (
+                    "cert-manager.io/cluster-issuer".into(),
+                    "letsencrypt".into()
+                ),
+                ("a".into(), "b".into())
+            ]
+        );
+        assert!(
+            crate::config::Exposure::from_flags(&flags)
+                .unwrap()
+                .is_some()
+        );
     }
 }

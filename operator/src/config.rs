@@ -44,6 +44,8 @@ pub enum Error {
     IngestImage(String),
     #[error("tier {tier}: {problem}")]
     Tier { tier: &'static str, problem: String },
+    #[error("ingest exposure: {0}")]
+    Exposure(String),
 }
 
 /// Limits and settings one tier gives a tenant (a preset of the tiers file), and the
@@ -281,6 +283,194 @@ pub struct Config {
     pub ingest_image: String,
     pub ingest_image_pull_policy: ImagePullPolicy,
     pub ingest_placement: Placement,
+    /// How tenants' ingest is reachable from outside the cluster; not at all when unset.
+    pub exposure: Option<Exposure>,
+}
+
+/// The platform Gateway that tenants' HTTPRoutes attach to (`--ingest-gateway`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayRef {
+    pub namespace: String,
+    pub name: String,
+    /// The listener of the Gateway (`parentRefs[].sectionName`); every listener that
+    /// admits the route when unset.
+    pub section_name: Option<String>,
+}
+
+/// Which kind of object exposes a tenant's ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExposureVia {
+    /// An HTTPRoute (Gateway API) attached to a platform Gateway, which terminates TLS.
+    Gateway(GatewayRef),
+    /// An Ingress of this class; TLS from the platform's certificate set-up (e.g.
+    /// cert-manager's ingress-shim, asked for by the annotations).
+    Ingress {
+        class: String,
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// Exposure of every tenant's ingest at `https://<tenant>.<domain>/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exposure {
+    pub via: ExposureVia,
+    /// Tenant `n` is reached at the host `n.<domain>`.
+    pub domain: String,
+    /// Namespace of the pods that forward to ingest (the gateway's or the ingress
+    /// controller's): the only namespace the ingest NetworkPolicy admits then.
+    pub from_namespace: String,
+}
+
+/// The exposure flags as given, before they are checked together ([`Exposure::from_flags`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExposureFlags {
+    pub gateway: Option<String>,
+    pub gateway_section: Option<String>,
+    pub ingress_class: Option<String>,
+    pub ingress_annotations: Vec<(String, String)>,
+    pub domain: Option<String>,
+    pub from_namespace: Option<String>,
+}
+
+/// A DNS label: what namespaces, object names and section names must be.
+fn is_dns_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// Longest `--ingest-domain`: `<tenant>.<domain>` must stay a 253-character DNS name.
+pub const MAX_INGEST_DOMAIN_LEN: usize = 253 - MAX_NAME_LEN - 1;
+
+impl Exposure {
+    /// Checks the exposure flags together: off when none is given; exactly one of
+    /// `--ingest-gateway` and `--ingress-class`, with a domain, and every other flag only
+    /// with the mode it belongs to.
+    pub fn from_flags(flags: &ExposureFlags) -> Result<Option<Exposure>, Error> {
+        let fail = |message: String| Err(Error::Exposure(message));
+        let via = match (&flags.gateway, &flags.ingress_class) {
+            (Some(_), Some(_)) => {
+                return fail(
+                    "--ingest-gateway and --ingress-class are set; expose ingest through \
+                     one of them, not both"
+                        .into(),
+                );
+            }
+            (None, None) => {
+                let stray = [
+                    ("--ingest-domain", flags.domain.is_some()),
+                    ("--ingest-gateway-section", flags.gateway_section.is_some()),
+                    (
+                        "--ingress-annotation",
+                        !flags.ingress_annotations.is_empty(),
+                    ),
+                    ("--ingress-from-namespace", flags.from_namespace.is_some()),
+                ];
+                if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                    return fail(format!(
+                        "{flag} is set but exposure is off; add --ingest-gateway or \
+                         --ingress-class"
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(gateway), None) => {
+                if !flags.ingress_annotations.is_empty() {
+                    return fail(
+                        "--ingress-annotation applies to --ingress-class, not to \
+                         --ingest-gateway"
+                            .into(),
+                    );
+                }
+                let Some((namespace, name)) = gateway
+                    .split_once('/')
+                    .filter(|(ns, name)| is_dns_label(ns) && is_dns_label(name))
+                else {
+                    return fail(format!(
+                        "--ingest-gateway {gateway:?} is not NAMESPACE/NAME of a Gateway"
+                    ));
+                };
+                if let Some(section) = &flags.gateway_section
+                    && !is_dns_label(section)
+                {
+                    return fail(format!(
+                        "--ingest-gateway-section {section:?} is not a listener name"
+                    ));
+                }
+                ExposureVia::Gateway(GatewayRef {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    section_name: flags.gateway_section.clone(),
+                })
+            }
+            (None, Some(class)) => {
+                if flags.gateway_section.is_some() {
+                    return fail(
+                        "--ingest-gateway-section applies to --ingest-gateway, not to \
+                         --ingress-class"
+                            .into(),
+                    );
+                }
+                if !is_dns_subdomain(class) {
+                    return fail(format!(
+                        "--ingress-class {class:?} is not an IngressClass name"
+                    ));
+                }
+                ExposureVia::Ingress {
+                    class: class.clone(),
+                    annotations: flags.ingress_annotations.iter().cloned().collect(),
+                }
+            }
+        };
+        let Some(domain) = &flags.domain else {
+            return fail(
+                "--ingest-domain is required to expose ingest: tenant n is reached at \
+                 https://n.<domain>/"
+                    .into(),
+            );
+        };
+        if domain.len() > MAX_INGEST_DOMAIN_LEN || !is_dns_subdomain(domain) {
+            return fail(format!(
+                "--ingest-domain {domain:?} must be a lower-case DNS name of at most \
+                 {MAX_INGEST_DOMAIN_LEN} characters, such as ingest.smartregion.toscana.it"
+            ));
+        }
+        let from_namespace = match (&flags.from_namespace, &via) {
+            (Some(namespace), _) => namespace.clone(),
+            (None, ExposureVia::Gateway(gateway)) => gateway.namespace.clone(),
+            (None, ExposureVia::Ingress { .. }) => {
+                return fail(
+                    "--ingress-from-namespace is required with --ingress-class: the \
+                     namespace of the ingress controller's pods, which the ingest \
+                     NetworkPolicy admits"
+                        .into(),
+                );
+            }
+        };
+        if !is_dns_label(&from_namespace) {
+            return fail(format!(
+                "--ingress-from-namespace {from_namespace:?} is not a namespace name"
+            ));
+        }
+        Ok(Some(Exposure {
+            via,
+            domain: domain.clone(),
+            from_namespace,
+        }))
+    }
+}
+
+/// A DNS subdomain (RFC 1123): dot-separated DNS labels.
+fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// An annotation `KEY=VALUE` (the `--ingress-annotation` syntax).
+pub fn parse_annotation(text: &str) -> Result<(String, String), String> {
+    parse_node_label(text)
 }
 
 impl Default for Config {
@@ -294,6 +484,7 @@ impl Default for Config {
             ingest_image: DEFAULT_INGEST_IMAGE.into(),
             ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
             ingest_placement: Placement::default(),
+            exposure: None,
         }
     }
 }
@@ -343,6 +534,116 @@ mod tests {
             ("pool".to_string(), "ingest".to_string())
         );
         assert!(parse_node_label("pool").is_err());
+    }
+
+    fn flags(edit: impl FnOnce(&mut ExposureFlags)) -> Result<Option<Exposure>, Error> {
+        let mut flags = ExposureFlags {
+            domain: Some("ingest.example.it".into()),
+            ..ExposureFlags::default()
+        };
+        edit(&mut flags);
+        Exposure::from_flags(&flags)
+    }
+
+    fn refusal(edit: impl FnOnce(&mut ExposureFlags)) -> String {
+        flags(edit).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn exposure_is_off_unless_a_mode_is_given_and_then_exactly_one() {
+        assert_eq!(
+            Exposure::from_flags(&ExposureFlags::default()).unwrap(),
+            None
+        );
+        let both = refusal(|f| {
+            f.gateway = Some("gw/public".into());
+            f.ingress_class = Some("nginx".into());
+        });
+        assert!(both.contains("not both"), "{both}");
+        // A flag of a mode that is not on is a mistake, not something to ignore.
+        assert!(refusal(|_| {}).contains("--ingest-domain is set but exposure is off"));
+        let stray = refusal(|f| {
+            f.gateway = Some("gw/public".into());
+            f.ingress_annotations = vec![("a".into(), "b".into())];
+        });
+        assert!(stray.contains("--ingress-annotation"), "{stray}");
+        let stray = refusal(|f| {
+            f.ingress_class = Some("nginx".into());
+            f.from_namespace = Some("ingress-nginx".into());
+            f.gateway_section = Some("https".into());
+        });
+        assert!(stray.contains("--ingest-gateway-section"), "{stray}");
+    }
+
+    #[test]
+    fn a_gateway_is_namespace_slash_name_and_lends_its_namespace() {
+        let exposure = flags(|f| {
+            f.gateway = Some("gateway-system/public".into());
+            f.gateway_section = Some("https".into());
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            exposure.via,
+            ExposureVia::Gateway(GatewayRef {
+                namespace: "gateway-system".into(),
+                name: "public".into(),
+                section_name: Some("https".into()),
+            })
+        );
+        assert_eq!(exposure.from_namespace, "gateway-system");
+        let own = flags(|f| {
+            f.gateway = Some("gateway-system/public".into());
+            f.from_namespace = Some("envoy-gateway-system".into());
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(own.from_namespace, "envoy-gateway-system");
+        for bad in ["public", "a/b/c", "Gw/public", "/public", "gw/"] {
+            let message = refusal(|f| f.gateway = Some(bad.into()));
+            assert!(message.contains("NAMESPACE/NAME"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_ingress_needs_its_controllers_namespace_and_a_valid_domain() {
+        let missing = refusal(|f| f.ingress_class = Some("nginx".into()));
+        assert!(
+            missing.contains("--ingress-from-namespace is required"),
+            "{missing}"
+        );
+        let exposure = flags(|f| {
+            f.ingress_class = Some("nginx".into());
+            f.from_namespace = Some("ingress-nginx".into());
+            f.ingress_annotations = vec![(
+                "cert-manager.io/cluster-issuer".into(),
+                "letsencrypt".into(),
+            )];
+        })
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            &exposure.via,
+            ExposureVia::Ingress { class, annotations }
+                if class == "nginx" && annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+        ));
+        for domain in [
+            "Ingest.example.it",
+            "ingest..it",
+            "-x.it",
+            &"a.".repeat(110),
+        ] {
+            let message = refusal(|f| {
+                f.gateway = Some("gw/public".into());
+                f.domain = Some(domain.to_string());
+            });
+            assert!(message.contains("--ingest-domain"), "{domain}: {message}");
+        }
+        let message = refusal(|f| {
+            f.gateway = Some("gw/public".into());
+            f.domain = None;
+        });
+        assert!(message.contains("--ingest-domain is required"), "{message}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -32,12 +32,13 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{debug, info, warn};
 
 use crate::cli::RunArgs;
-use crate::config::{Config, Placement, Tiers};
+use crate::config::{Config, Exposure, ExposureVia, Placement, Tiers};
 use crate::crd::{SmartRegionTenant, TENANT_LABEL};
 use crate::database::connect::{Database, Settings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 use crate::resources::MANAGED_SELECTOR;
+use crate::resources::gateway_api::HTTPRoute;
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let config = Config {
@@ -55,12 +56,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
             node_selector: args.ingest_node_selector.iter().cloned().collect(),
             tolerations: args.ingest_tolerations.clone(),
         },
+        exposure: Exposure::from_flags(&args.exposure_flags())?,
     };
     config.check()?;
     let client = Client::try_default()
         .await
         .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
     check_crd_installed(&client).await?;
+    if let Some(Exposure {
+        via: ExposureVia::Gateway(_),
+        ..
+    }) = &config.exposure
+    {
+        check_gateway_api_installed(&client).await?;
+    }
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -168,6 +177,26 @@ async fn check_crd_installed(client: &Client) -> Result<()> {
     }
 }
 
+/// With `--ingest-gateway`, the Gateway API's HTTPRoute must be served.
+async fn check_gateway_api_installed(client: &Client) -> Result<()> {
+    let name = HTTPROUTE_CRD;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!(
+            "--ingest-gateway is set but the CustomResourceDefinition {name} is not \
+             installed; install the Gateway API (standard channel) or expose ingest with \
+             --ingress-class instead (docs/exposure.md)"
+        ),
+        Err(error) => Err(error).context(format!(
+            "failed to check that the CustomResourceDefinition {name} is installed"
+        )),
+    }
+}
+
+/// The Gateway API's HTTPRoute CRD.
+pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
+
 fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<SmartRegionTenant>> {
     object
         .labels()
@@ -184,7 +213,8 @@ async fn controller(
     // Children of tenants outside the selector map to tenants that are not in the
     // controller's cache, which it then skips.
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
-    Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
+    let exposure = context.config.exposure.as_ref().map(|e| e.via.clone());
+    let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
         .watches(
             Api::<Namespace>::all(client.clone()),
             children.clone(),
@@ -240,9 +270,25 @@ async fn controller(
         // changed one rolls the ingest pods.
         .watches(
             Api::<Secret>::all(client.clone()),
+            children.clone(),
+            by_tenant_label,
+        );
+    // Only the kind in use is watched: without the Gateway API's CRDs a watch of
+    // HTTPRoutes would fail forever. A route's status drives ExposureReady.
+    let controller = match exposure {
+        Some(ExposureVia::Gateway(_)) => controller.watches(
+            Api::<HTTPRoute>::all(client.clone()),
             children,
             by_tenant_label,
-        )
+        ),
+        Some(ExposureVia::Ingress { .. }) => controller.watches(
+            Api::<Ingress>::all(client.clone()),
+            children,
+            by_tenant_label,
+        ),
+        None => controller,
+    };
+    controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)

@@ -389,7 +389,7 @@ pub struct SmartRegionTenantStatus {
     pub phase: Option<Phase>,
 
     /// `Ready`, and one condition per part: `NamespaceReady`, `DatabaseReady`,
-    /// `IngestReady`, `WithinQuota`.
+    /// `IngestReady`, `WithinQuota`, and `ExposureReady` while ingest is exposed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -405,6 +405,11 @@ pub struct SmartRegionTenantStatus {
     /// Address of the ingest service inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_endpoint: Option<String>,
+
+    /// How ingest is reached from outside the cluster, while the operator exposes it
+    /// (docs/exposure.md); absent otherwise. `ExposureReady` says whether it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<ExposureStatus>,
 
     /// Measured usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -447,6 +452,28 @@ pub struct DatabaseStatus {
     /// When the credentials were last issued or rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_rotated_at: Option<Time>,
+}
+
+/// How the tenant's ingest is reached from outside the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposureStatus {
+    /// Where senders outside the cluster post, e.g.
+    /// `https://prato.ingest.smartregion.toscana.it/` (then `v1/measurements`,
+    /// `v2/notify`, `v1/senml`).
+    pub url: String,
+    /// The object in the tenant namespace that exposes ingest, named `ingest`.
+    pub kind: ExposureKind,
+}
+
+/// The kind of object that exposes a tenant's ingest.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExposureKind {
+    /// A Gateway API HTTPRoute attached to the platform's Gateway.
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
+    /// A networking.k8s.io/v1 Ingress.
+    Ingress,
 }
 
 /// How a tenant's `measurements` table is stored.

@@ -153,6 +153,111 @@ fn bad_values_are_refused_with_a_message_that_names_them() -> Result<()> {
     .err()
     .context("verify-full without a CA was accepted")?;
     assert!(error.to_string().contains("database.caSecret"), "{error:#}");
+    for (set, says) in [
+        (
+            "ingest.exposure.gateway.ref=gw/public,ingest.exposure.ingress.className=nginx,ingest.exposure.domain=ingest.example.it",
+            "not both",
+        ),
+        (
+            "ingest.exposure.gateway.ref=gw/public",
+            "ingest.exposure.domain",
+        ),
+        (
+            "ingest.exposure.ingress.className=nginx,ingest.exposure.domain=ingest.example.it",
+            "fromNamespace",
+        ),
+        ("ingest.exposure.gateway.ref=public", "ref"),
+    ] {
+        let error = helm::template("sr", "smartregion-system", &[set])
+            .err()
+            .with_context(|| format!("{set} was accepted"))?;
+        assert!(error.to_string().contains(says), "{set}: {error:#}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_chart_configures_the_exposure_of_ingest() -> Result<()> {
+    let names = |objects: &[DynamicObject]| -> Result<Vec<(String, Value)>> {
+        Ok(env_of(of_kind(objects, "Deployment")[0])
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with("SMARTREGION_INGRESS")
+                    || name.starts_with("SMARTREGION_INGEST_G")
+                    || name == "SMARTREGION_INGEST_DOMAIN"
+            })
+            .collect())
+    };
+    let off = apply::documents(&helm::template("sr", "smartregion-system", &[])?)?;
+    assert_eq!(names(&off)?, vec![], "off by default");
+    let gateway = apply::documents(&helm::template(
+        "sr",
+        "smartregion-system",
+        &[
+            "ingest.exposure.domain=ingest.smartregion.toscana.it",
+            "ingest.exposure.gateway.ref=gateway-system/public",
+            "ingest.exposure.gateway.sectionName=https",
+        ],
+    )?)?;
+    assert_eq!(
+        names(&gateway)?,
+        vec![
+            (
+                "SMARTREGION_INGEST_DOMAIN".into(),
+                json!("ingest.smartregion.toscana.it")
+            ),
+            (
+                "SMARTREGION_INGEST_GATEWAY".into(),
+                json!("gateway-system/public")
+            ),
+            ("SMARTREGION_INGEST_GATEWAY_SECTION".into(), json!("https")),
+        ]
+    );
+    let ingress = apply::documents(&helm::template(
+        "sr",
+        "smartregion-system",
+        &[
+            "ingest.exposure.domain=ingest.smartregion.toscana.it",
+            "ingest.exposure.ingress.className=nginx",
+            "ingest.exposure.ingress.annotations.cert-manager\\.io/cluster-issuer=letsencrypt",
+            "ingest.exposure.fromNamespace=ingress-nginx",
+        ],
+    )?)?;
+    assert_eq!(
+        names(&ingress)?,
+        vec![
+            (
+                "SMARTREGION_INGEST_DOMAIN".into(),
+                json!("ingest.smartregion.toscana.it")
+            ),
+            (
+                "SMARTREGION_INGRESS_FROM_NAMESPACE".into(),
+                json!("ingress-nginx")
+            ),
+            ("SMARTREGION_INGRESS_CLASS".into(), json!("nginx")),
+            (
+                "SMARTREGION_INGRESS_ANNOTATIONS".into(),
+                json!("cert-manager.io/cluster-issuer=letsencrypt")
+            ),
+        ]
+    );
+    // What the operator is then allowed: its exposure kinds and nothing more.
+    let role = of_kind(&off, "ClusterRole")[0];
+    let rules = role.data["rules"].as_array().context("rules")?;
+    for (group, resource) in [
+        ("networking.k8s.io", "ingresses"),
+        ("gateway.networking.k8s.io", "httproutes"),
+    ] {
+        let rule = rules
+            .iter()
+            .find(|rule| rule["resources"] == json!([resource]))
+            .with_context(|| format!("no rule for {resource}"))?;
+        assert_eq!(rule["apiGroups"], json!([group]));
+        assert_eq!(
+            rule["verbs"],
+            json!(["get", "list", "watch", "create", "patch", "delete"])
+        );
+    }
     Ok(())
 }
 

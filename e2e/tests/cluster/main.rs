@@ -11,6 +11,7 @@ mod argocd_tracking;
 mod chart;
 mod database;
 mod database_outage;
+mod exposure;
 mod ingest;
 mod ingest_deployment;
 mod ingest_mqtt;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -23,6 +23,8 @@ use super::build::Children;
 use super::validate::Validated;
 use crate::crd::{FIELD_MANAGER, TENANT_LABEL};
 use crate::metrics::ErrorLabel;
+use crate::resources::exposure::Exposed;
+use crate::resources::gateway_api::HTTPRoute;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,10 +65,12 @@ impl Error {
     }
 }
 
-/// How many write requests applying took (0 in the steady state).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How many write requests applying took (0 in the steady state), and the exposure
+/// object as the API server holds it (with the status its controller wrote).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
     pub writes: usize,
+    pub exposure: Option<Exposed>,
 }
 
 pub async fn apply_children(
@@ -84,6 +88,7 @@ pub async fn apply_children(
         admin_bindings,
         ingest_service,
         ingest_pdb,
+        exposure,
     } = children;
     let mut outcome = Outcome::default();
 
@@ -128,6 +133,25 @@ pub async fn apply_children(
             .ensure(&Api::namespaced(client.clone(), ns), binding)
             .await?;
     }
+    // Turned off, or switched to the other mode: the prune removes the object no longer
+    // desired.
+    outcome.exposure = match &exposure {
+        Some(Exposed::Route(route)) => {
+            let (writes, current) = kept
+                .ensure_current(&Api::namespaced(client.clone(), ns), route)
+                .await?;
+            outcome.writes += writes;
+            Some(Exposed::Route(current))
+        }
+        Some(Exposed::Ingress(ingress)) => {
+            let (writes, current) = kept
+                .ensure_current(&Api::namespaced(client.clone(), ns), ingress)
+                .await?;
+            outcome.writes += writes;
+            Some(Exposed::Ingress(current))
+        }
+        None => None,
+    };
     outcome.writes += prune_orphans(client, tenant, &kept).await?;
     Ok(outcome)
 }
@@ -149,6 +173,17 @@ impl Kept {
         ensure(api, desired).await
     }
 
+    async fn ensure_current<K>(&mut self, api: &Api<K>, desired: &K) -> Result<(usize, K), Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        self.0
+            .entry(kind::<K>())
+            .or_default()
+            .insert(desired.name_any());
+        ensure_current(api, desired).await
+    }
+
     fn contains<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
         self.0
             .get(&kind::<K>())
@@ -167,7 +202,9 @@ async fn prune_orphans(client: &Client, tenant: &Validated, kept: &Kept) -> Resu
         + prune::<LimitRange>(client, tenant, kept).await?
         + prune::<NetworkPolicy>(client, tenant, kept).await?
         + prune::<Role>(client, tenant, kept).await?
-        + prune::<RoleBinding>(client, tenant, kept).await?)
+        + prune::<RoleBinding>(client, tenant, kept).await?
+        + prune::<Ingress>(client, tenant, kept).await?
+        + prune::<HTTPRoute>(client, tenant, kept).await?)
 }
 
 fn kind<K: Resource<DynamicType = ()>>() -> String {
@@ -235,14 +272,22 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
     let selector = format!("{TENANT_LABEL}={}", tenant.name);
-    let existing = api
+    let existing = match api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| Error::Read {
-            kind: kind::<K>(),
-            name: selector.clone(),
-            source,
-        })?;
+    {
+        Ok(existing) => existing,
+        // A kind the cluster does not serve (HTTPRoute without the Gateway API's CRDs)
+        // holds nothing to prune.
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(0),
+        Err(source) => {
+            return Err(Error::Read {
+                kind: kind::<K>(),
+                name: selector.clone(),
+                source,
+            });
+        }
+    };
     let mut writes = 0;
     for object in existing.items {
         let name = object.name_any();

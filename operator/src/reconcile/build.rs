@@ -10,6 +10,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use super::validate::Validated;
 use crate::config::Config;
+use crate::resources::exposure::{self, Exposed};
 use crate::resources::{ingest, namespace, network, quota, rbac, service_account};
 
 /// Every child a tenant should have. `apply` destructures it without `..`, so a kind
@@ -26,6 +27,8 @@ pub struct Children {
     pub ingest_service: Service,
     /// Only while more than one ingest pod runs.
     pub ingest_pdb: Option<PodDisruptionBudget>,
+    /// Only while ingest is exposed (`--ingest-gateway` or `--ingress-class`).
+    pub exposure: Option<Exposed>,
     // Not here: the ingest Deployment, which needs a checksum of the database Secrets
     // (`reconcile::ingest`), and the Secrets themselves, whose values are not pure.
 }
@@ -37,10 +40,11 @@ pub fn children(tenant: &Validated, config: &Config) -> Children {
         resource_quota: quota::resource_quota(tenant),
         limit_range: quota::limit_range(tenant),
         network_policies: network::network_policies(tenant, config),
-        admin_role: rbac::admin_role(tenant),
+        admin_role: rbac::admin_role(tenant, config),
         admin_bindings: rbac::admin_bindings(tenant),
         ingest_service: ingest::ingest_service(tenant),
         ingest_pdb: ingest::ingest_pdb(tenant),
+        exposure: exposure::exposure(tenant, config),
     }
 }
 
@@ -257,6 +261,44 @@ mod tests {
             assert!(!rule.verbs.iter().any(|v| v == "*"), "no wildcard verbs");
             assert!(!resources.iter().any(|r| r == "*"), "no wildcard resources");
         }
+    }
+
+    #[test]
+    fn the_exposure_kind_is_the_operators_and_only_readable_by_admins() {
+        let writable = |config: &Config, resource: &str| {
+            let (_, children) = build(&tenant("prato").build(), config);
+            let rules = children.admin_role.rules.unwrap();
+            let rules: Vec<_> = rules
+                .iter()
+                .filter(|rule| rule.resources.iter().flatten().any(|r| r == resource))
+                .collect();
+            (
+                !rules.is_empty(),
+                rules
+                    .iter()
+                    .any(|rule| rule.verbs.iter().any(|v| v == "patch")),
+            )
+        };
+        let with = |flags: crate::config::ExposureFlags| Config {
+            exposure: crate::config::Exposure::from_flags(&flags).unwrap(),
+            ..Config::default()
+        };
+        let ingress = with(crate::config::ExposureFlags {
+            ingress_class: Some("nginx".into()),
+            domain: Some("ingest.example.it".into()),
+            from_namespace: Some("ingress-nginx".into()),
+            ..Default::default()
+        });
+        let gateway = with(crate::config::ExposureFlags {
+            gateway: Some("gw/public".into()),
+            domain: Some("ingest.example.it".into()),
+            ..Default::default()
+        });
+        assert_eq!(writable(&Config::default(), "ingresses"), (true, true));
+        assert_eq!(writable(&Config::default(), "httproutes"), (false, false));
+        assert_eq!(writable(&ingress, "ingresses"), (true, false));
+        assert_eq!(writable(&gateway, "httproutes"), (true, false));
+        assert_eq!(writable(&gateway, "ingresses"), (true, true));
     }
 
     #[test]

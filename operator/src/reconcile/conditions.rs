@@ -18,6 +18,9 @@ pub enum ConditionType {
     DatabaseReady,
     WithinQuota,
     IngestReady,
+    /// Only while ingest is exposed: the HTTPRoute accepted by its Gateway, or the
+    /// Ingress in place.
+    ExposureReady,
 }
 
 impl ConditionType {
@@ -57,6 +60,11 @@ pub enum Reason {
     Available,
     Unavailable,
     ScaledToZero,
+    // ExposureReady
+    RouteAccepted,
+    WaitingForGateway,
+    RouteNotAccepted,
+    IngressApplied,
 }
 
 impl Reason {
@@ -75,6 +83,7 @@ impl Reason {
                 | Reason::WaitingForNamespace
                 | Reason::WaitingForDatabase
                 | Reason::WaitingForMqttCredentials
+                | Reason::WaitingForGateway
         )
     }
 
@@ -138,7 +147,20 @@ pub struct Observation {
     pub usage: Option<crate::crd::Usage>,
     /// The ingest Service's address, once the ingest step ran.
     pub ingest_endpoint: Option<String>,
+    /// How ingest is exposed, once the namespace step ran.
+    pub exposure: ExposureSeen,
     pub conditions: Vec<Observed>,
+}
+
+/// What the namespace step found of the exposure.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ExposureSeen {
+    /// The step did not get that far: status keeps what it said.
+    #[default]
+    NotObserved,
+    /// Not exposed: status drops `exposure` and `ExposureReady`.
+    Off,
+    On(crate::crd::ExposureStatus),
 }
 
 /// The tenant's phase and `Ready` condition from its parts' conditions.

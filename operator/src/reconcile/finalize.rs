@@ -168,6 +168,7 @@ async fn terminating(
         database: None,
         usage: None,
         ingest_endpoint: None,
+        exposure: Default::default(),
         conditions: vec![ready],
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;

@@ -11,6 +11,7 @@ pub mod build;
 pub mod conditions;
 pub mod context;
 pub mod database;
+pub mod exposure;
 pub mod finalize;
 pub mod ingest;
 pub mod status;
@@ -174,6 +175,7 @@ async fn report_invalid(
         database: None,
         usage: None,
         ingest_endpoint: None,
+        exposure: conditions::ExposureSeen::NotObserved,
         conditions: vec![Observed::not_ok(READY, Reason::InvalidSpec, message)],
     };
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
@@ -190,17 +192,19 @@ async fn namespace_step(
 ) -> Step<apply::Outcome, apply::Error> {
     let children = build::children(validated, &context.config);
     match apply::apply_children(&context.client, validated, children).await {
-        Ok(outcome) => Step::Done(
-            outcome,
-            vec![Observed::ok(
+        Ok(outcome) => {
+            let applied = Observed::ok(
                 NAMESPACE_READY,
                 Reason::Applied,
                 format!(
                     "namespace {} with quota, limits, network policies and admin access is in place",
                     validated.namespace
                 ),
-            )],
-        ),
+            );
+            let (_, exposure) =
+                exposure::observe(validated, &context.config, outcome.exposure.as_ref());
+            Step::Done(outcome, std::iter::once(applied).chain(exposure).collect())
+        }
         Err(error @ apply::Error::NamespaceTerminating(_)) => Step::Failed(
             Observed::not_ok(
                 NAMESPACE_READY,
@@ -329,6 +333,12 @@ fn observe(
             }),
         }),
         ingest_endpoint: ingest.done().map(|outcome| outcome.endpoint.clone()),
+        exposure: namespace
+            .done()
+            .map(|outcome| {
+                exposure::observe(validated, &context.config, outcome.exposure.as_ref()).0
+            })
+            .unwrap_or_default(),
         conditions: std::iter::once(ready)
             .chain(parts.into_iter().cloned())
             .collect(),

@@ -12,13 +12,14 @@ use serde_json::json;
 
 use crate::crd::{SmartRegionTenant, SmartRegionTenantStatus};
 
-pub use super::conditions::{ConditionType, Observation, Observed, Reason};
+pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason};
 
 pub const READY: ConditionType = ConditionType::Ready;
 pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
 pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
 pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
 pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
+pub const EXPOSURE_READY: ConditionType = ConditionType::ExposureReady;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -85,7 +86,27 @@ pub fn desired_status(
     if observation.ingest_endpoint.is_some() {
         status.ingest_endpoint = observation.ingest_endpoint.clone();
     }
+    match &observation.exposure {
+        ExposureSeen::NotObserved => {}
+        ExposureSeen::Off => {
+            status.exposure = None;
+            status
+                .conditions
+                .retain(|c| c.type_ != ConditionType::ExposureReady.as_str());
+        }
+        ExposureSeen::On(exposure) => status.exposure = Some(exposure.clone()),
+    }
     status
+}
+
+/// The merge patch that stores `status`: a field it no longer has (`exposure` once
+/// exposure is off) is removed by an explicit null, which merge patches need.
+pub fn status_patch(status: &SmartRegionTenantStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).expect("status serializes");
+    if status.exposure.is_none() {
+        value["exposure"] = serde_json::Value::Null;
+    }
+    json!({ "status": value })
 }
 
 /// Writes the status if it changed and announces a phase change with an Event.
@@ -111,7 +132,7 @@ pub async fn update(
     api.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(status_patch(&status)),
     )
     .await
     .map_err(|source| Error {
@@ -192,6 +213,7 @@ mod tests {
             database: None,
             usage: None,
             ingest_endpoint: None,
+            exposure: Default::default(),
             conditions: vec![observed],
         }
     }
@@ -241,6 +263,47 @@ mod tests {
         });
         let next = desired_status(Some(&previous), Some(1), &observation(true), &time(300));
         assert!(next.conditions.iter().any(|c| c.type_ == "DatabaseReady"));
+    }
+
+    #[test]
+    fn turning_exposure_off_removes_its_url_and_condition() {
+        let mut exposed = observation(true);
+        exposed.exposure = ExposureSeen::On(crate::crd::ExposureStatus {
+            url: "https://prato.ingest.example.it/".into(),
+            kind: crate::crd::ExposureKind::HttpRoute,
+        });
+        exposed.conditions.push(Observed::ok(
+            EXPOSURE_READY,
+            Reason::RouteAccepted,
+            "accepted",
+        ));
+        let on = desired_status(None, Some(1), &exposed, &time(100));
+        assert!(on.exposure.is_some());
+        let patch = status_patch(&on);
+        assert_eq!(patch["status"]["exposure"]["kind"], "HTTPRoute");
+        // A step that did not get as far as the exposure leaves it as it was.
+        let unknown = desired_status(Some(&on), Some(1), &observation(true), &time(200));
+        assert_eq!(unknown.exposure, on.exposure);
+        assert!(
+            unknown
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ExposureReady")
+        );
+
+        let mut off = observation(true);
+        off.exposure = ExposureSeen::Off;
+        let off = desired_status(Some(&on), Some(2), &off, &time(300));
+        assert_eq!(off.exposure, None);
+        assert!(!off.conditions.iter().any(|c| c.type_ == "ExposureReady"));
+        // A merge patch only removes what it sets to null.
+        assert!(status_patch(&off)["status"]["exposure"].is_null());
+        assert!(
+            status_patch(&off)["status"]
+                .as_object()
+                .unwrap()
+                .contains_key("exposure")
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! configuration: no client, no clock, no randomness. [`object_meta`] gives every child
 //! its name, namespace, labels and owner reference.
 
+pub mod exposure;
+pub mod gateway_api;
 pub mod ingest;
 pub mod namespace;
 pub mod network;
@@ -15,6 +17,8 @@ pub mod service_account;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Serialize;
 
 use crate::crd::{MANAGED_BY, TENANT_LABEL};
 use crate::tenant::Validated;
@@ -31,6 +35,31 @@ pub fn labels(tenant: &Validated) -> BTreeMap<String, String> {
         ),
         (TENANT_LABEL.to_string(), tenant.name.to_string()),
     ])
+}
+
+/// Annotation with a digest of the rest of a child as desired, on children whose fields
+/// come and go with the configuration (the exposure objects, the ingest NetworkPolicy).
+pub const DESIRED_DIGEST_ANNOTATION: &str = "smartregion.toscana.it/desired-digest";
+
+/// `object` with [`DESIRED_DIGEST_ANNOTATION`] set. `apply` skips a child that already
+/// holds every desired field, so it cannot see a field that is no longer desired (a
+/// NetworkPolicy's `from` once exposure is off, a removed annotation). The digest changes
+/// with every change of the desired object, so the change is applied, and server-side
+/// apply removes what the operator no longer sets.
+pub fn with_desired_digest<K: Resource + Serialize>(mut object: K) -> K {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(&object).expect("objects serialize");
+    let digest = Sha256::digest(&json);
+    let hex: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(DESIRED_DIGEST_ANNOTATION.to_string(), hex);
+    object
 }
 
 /// Name, namespace (the tenant's, unless the kind is cluster-scoped), labels and the

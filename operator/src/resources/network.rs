@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::object_meta;
+use super::{object_meta, with_desired_digest};
 use crate::config::Config;
 use crate::tenant::Validated;
 
@@ -117,35 +117,42 @@ fn deny_from_other_namespaces(tenant: &Validated) -> NetworkPolicy {
     )
 }
 
+/// The ingest port, open to the platform; while ingest is exposed (`config.exposure`),
+/// open only to the namespace of the gateway or ingress controller that forwards to it.
 fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
-    policy(
+    let from = config.exposure.as_ref().map(|exposure| {
+        vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_named(&exposure.from_namespace)),
+            ..NetworkPolicyPeer::default()
+        }]
+    });
+    with_desired_digest(policy(
         tenant,
         ALLOW_INGEST,
         NetworkPolicySpec {
             pod_selector: Some(ingest_pods()),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
+                from,
                 ports: Some(vec![port("TCP", config.ingest_port)]),
-                ..NetworkPolicyIngressRule::default()
             }]),
             ..NetworkPolicySpec::default()
         },
-    )
+    ))
+}
+
+/// The namespace of this name (by the label the API server sets on every namespace).
+fn namespace_named(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some([("kubernetes.io/metadata.name".to_string(), name.to_string())].into()),
+        ..LabelSelector::default()
+    }
 }
 
 fn restrict_egress(tenant: &Validated, config: &Config) -> NetworkPolicy {
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(
-                    [(
-                        "kubernetes.io/metadata.name".to_string(),
-                        "kube-system".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..LabelSelector::default()
-            }),
+            namespace_selector: Some(namespace_named("kube-system")),
             ..NetworkPolicyPeer::default()
         }]),
         ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
@@ -198,6 +205,67 @@ mod tests {
             .into_iter()
             .find(|policy| policy.metadata.name.as_deref() == Some(ALLOW_MQTT))
             .and_then(|policy| policy.spec)
+    }
+
+    fn ingest_rule(config: &Config) -> NetworkPolicyIngressRule {
+        let tenant = validate(&tenant("prato").build(), config).unwrap();
+        network_policies(&tenant, config)
+            .into_iter()
+            .find(|policy| policy.metadata.name.as_deref() == Some(ALLOW_INGEST))
+            .and_then(|policy| policy.spec?.ingress)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn exposed_ingest_admits_the_controllers_namespace_and_nothing_more() {
+        let open = ingest_rule(&Config::default());
+        assert_eq!(open.from, None, "unexposed: open to the platform");
+        let config = Config {
+            exposure: crate::config::Exposure::from_flags(&crate::config::ExposureFlags {
+                gateway: Some("gateway-system/public".into()),
+                domain: Some("ingest.example.it".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+            ..Config::default()
+        };
+        let digest = |config: &Config| {
+            let tenant = validate(&tenant("prato").build(), config).unwrap();
+            network_policies(&tenant, config)[1]
+                .metadata
+                .annotations
+                .clone()
+                .unwrap()[crate::resources::DESIRED_DIGEST_ANNOTATION]
+                .clone()
+        };
+        // Turning exposure off removes `from`, which apply sees by the digest only.
+        assert_ne!(digest(&config), digest(&Config::default()));
+        assert_eq!(digest(&config), digest(&config.clone()));
+        let exposed = ingest_rule(&config);
+        let from = exposed.from.unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0].pod_selector, None);
+        assert_eq!(from[0].ip_block, None);
+        let labels = from[0]
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .clone()
+            .unwrap();
+        assert_eq!(
+            labels,
+            [(
+                "kubernetes.io/metadata.name".to_string(),
+                "gateway-system".to_string()
+            )]
+            .into()
+        );
+        assert_eq!(
+            exposed.ports.unwrap()[0].port,
+            Some(IntOrString::Int(config.ingest_port.into()))
+        );
     }
 
     #[test]

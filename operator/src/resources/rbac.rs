@@ -7,7 +7,9 @@
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use sha2::{Digest, Sha256};
 
+use super::exposure::GATEWAY_GROUP;
 use super::object_meta;
+use crate::config::{Config, ExposureVia};
 use crate::tenant::Validated;
 
 pub const ADMIN_ROLE: &str = "tenant-admin";
@@ -37,45 +39,56 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-pub fn admin_role(tenant: &Validated) -> Role {
+/// The tenant admins' Role. While the operator exposes ingest, the kind it exposes it
+/// with is the operator's: admins may read it, not write it (an Ingress of theirs could
+/// claim another tenant's host on the shared controller).
+pub fn admin_role(tenant: &Validated, config: &Config) -> Role {
+    let ingresses = match config.exposure.as_ref().map(|exposure| &exposure.via) {
+        Some(ExposureVia::Ingress { .. }) => READ,
+        _ => ALL,
+    };
+    let mut rules = vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "services",
+                "configmaps",
+                "secrets",
+                "persistentvolumeclaims",
+            ],
+            ALL,
+        ),
+        rule(
+            &[""],
+            &["pods/log", "events", "endpoints", "serviceaccounts"],
+            READ,
+        ),
+        rule(&["", "events.k8s.io"], &["events"], READ),
+        rule(
+            &["apps"],
+            &["deployments", "statefulsets", "replicasets", "daemonsets"],
+            ALL,
+        ),
+        rule(&["batch"], &["jobs", "cronjobs"], ALL),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], ALL),
+        rule(&["policy"], &["poddisruptionbudgets"], ALL),
+        rule(&["networking.k8s.io"], &["ingresses"], ingresses),
+        // What the operator manages is visible but not editable.
+        rule(&[""], &["resourcequotas", "limitranges"], READ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["roles", "rolebindings"],
+            READ,
+        ),
+    ];
+    if let Some(ExposureVia::Gateway(_)) = config.exposure.as_ref().map(|exposure| &exposure.via) {
+        rules.push(rule(&[GATEWAY_GROUP], &["httproutes"], READ));
+    }
     Role {
         metadata: object_meta(tenant, ADMIN_ROLE, true),
-        rules: Some(vec![
-            rule(
-                &[""],
-                &[
-                    "pods",
-                    "services",
-                    "configmaps",
-                    "secrets",
-                    "persistentvolumeclaims",
-                ],
-                ALL,
-            ),
-            rule(
-                &[""],
-                &["pods/log", "events", "endpoints", "serviceaccounts"],
-                READ,
-            ),
-            rule(&["", "events.k8s.io"], &["events"], READ),
-            rule(
-                &["apps"],
-                &["deployments", "statefulsets", "replicasets", "daemonsets"],
-                ALL,
-            ),
-            rule(&["batch"], &["jobs", "cronjobs"], ALL),
-            rule(&["autoscaling"], &["horizontalpodautoscalers"], ALL),
-            rule(&["policy"], &["poddisruptionbudgets"], ALL),
-            rule(&["networking.k8s.io"], &["ingresses"], ALL),
-            // What the operator manages is visible but not editable.
-            rule(&[""], &["resourcequotas", "limitranges"], READ),
-            rule(&["networking.k8s.io"], &["networkpolicies"], READ),
-            rule(
-                &["rbac.authorization.k8s.io"],
-                &["roles", "rolebindings"],
-                READ,
-            ),
-        ]),
+        rules: Some(rules),
     }
 }
 

@@ -1,7 +1,8 @@
 -- Argo CD health check for smartregion.toscana.it/SmartRegionTenant.
 --
 -- Reads only what smartregion-operator writes: status.observedGeneration, status.phase
--- and the conditions Ready, NamespaceReady, DatabaseReady, WithinQuota and IngestReady.
+-- and the conditions Ready, NamespaceReady, DatabaseReady, WithinQuota, IngestReady and
+-- ExposureReady.
 -- Uses only Lua 5.1's base library (no string, no os), so it runs as an argocd-cm
 -- customization without useOpenLibs. docs/argocd.md has the full table.
 local hs = {}
@@ -14,6 +15,7 @@ local waiting = {
   WaitingForNamespace = true,
   WaitingForDatabase = true,
   WaitingForMqttCredentials = true,
+  WaitingForGateway = true,
 }
 
 local function find_condition(conditions, type_)
