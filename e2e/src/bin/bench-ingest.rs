@@ -20,7 +20,7 @@ use std::pin::pin;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use smartregion_e2e::cgroup::{self, Cgroup};
 use smartregion_e2e::ingest::{HttpClient, Ingest, near_limit_notification};
@@ -770,6 +770,7 @@ fn telegraf_version(binary: &std::path::Path) -> Result<String> {
 struct Telegraf {
     child: std::process::Child,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl Telegraf {
@@ -815,7 +816,8 @@ impl Telegraf {
 "#
             ),
         )?;
-        let log = std::fs::File::create(cluster.state_dir.join("telegraf.log"))?;
+        let log_path = cluster.state_dir.join("telegraf.log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary)
             .arg("--config")
             .arg(&file)
@@ -823,7 +825,11 @@ impl Telegraf {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        Ok(Telegraf { child, port })
+        Ok(Telegraf {
+            child,
+            port,
+            log: log_path,
+        })
     }
 
     fn url(&self) -> String {
