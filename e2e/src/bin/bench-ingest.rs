@@ -852,6 +852,12 @@ impl Telegraf {
             }
         })
         .await
+        .with_context(|| {
+            format!(
+                "Telegraf did not start; its log:\n{}",
+                smartregion_e2e::process::log_tail(&self.log, 20)
+            )
+        })
     }
 
     fn kill(&mut self) -> Result<()> {
