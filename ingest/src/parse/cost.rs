@@ -3,7 +3,7 @@
 //! pod's memory budget first (or refuse the body) instead of finding out from the
 //! kernel's OOM killer.
 //!
-//! The bound follows how the parse allocates ([`super::stream`]): one item at a time as a
+//! The bound follows how the parse allocates (`parse::stream`): one item at a time as a
 //! `serde_json::Value`, so the largest item counts, not their sum; then the rows and at
 //! most [`MAX_EXPLANATIONS`] explanations it keeps. The constants are what `Value`,
 //! `BTreeMap` and `Vec` take on a 64-bit target, rounded up, with growth counted at its

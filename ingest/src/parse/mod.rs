@@ -78,7 +78,7 @@ pub struct Ignored {
 }
 
 /// Most explanations (rejected plus ignored) one answer lists; the others are counted
-/// in [`Parsed::unlisted`]. A body of millions of bad items must not need millions of
+/// in [`Parsed::unlisted_rejected`] and [`Parsed::unlisted_ignored`]. A body of millions of bad items must not need millions of
 /// explanations in memory (nor in the answer).
 pub const MAX_EXPLANATIONS: usize = 1000;
 
