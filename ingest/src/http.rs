@@ -298,10 +298,10 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > app.max_body_bytes) {
-        return Err(Refusal::BodyTooLarge(app.max_body_bytes));
-    }
     let mut stream = body.into_data_stream();
+    if declared.is_some_and(|length| length > app.max_body_bytes) {
+        return Err(drain(app, stream, Refusal::BodyTooLarge(app.max_body_bytes)).await);
+    }
     let first = declared.unwrap_or(CHUNKED_STEP).max(1);
     let mut reservation = match app.memory.reserve(first, app.memory_wait).await {
         Ok(reservation) => reservation,
@@ -332,13 +332,14 @@ async fn read_body(
     Ok((data, reservation))
 }
 
-/// Reads what is left of a refused body without keeping it (at most the size limit's
-/// worth), then hands back the refusal to answer with.
+/// Reads what is left of a refused body without keeping it (at most twice the size
+/// limit's worth: a sender still writing when the answer comes would see a broken pipe
+/// instead of it), then hands back the refusal to answer with.
 async fn drain(app: &App, mut stream: axum::body::BodyDataStream, refusal: Refusal) -> Refusal {
     let mut read = 0usize;
     while let Some(Ok(chunk)) = stream.next().await {
         read += chunk.len();
-        if read > app.max_body_bytes {
+        if read > 2 * app.max_body_bytes {
             break;
         }
     }

@@ -515,25 +515,13 @@ async fn start_as_deployed(
     tenant: &str,
     deployment: &Deployment,
 ) -> Result<smartregion_e2e::ingest::Ingest> {
-    let container = deployment
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .map(|pod| pod.containers[0].clone())
-        .context("no container")?;
-    let secrets = secrets(client, tenant);
-    let mut env = Vec::new();
-    for var in container.env.unwrap_or_default() {
-        let value = match (var.value, var.value_from) {
-            (Some(value), _) => value,
-            (None, Some(source)) => {
-                let selector = source.secret_key_ref.context("only Secret references")?;
-                secret_text(&secrets.get(&selector.name).await?, &selector.key)?
-            }
-            (None, None) => String::new(),
-        };
-        env.push((var.name, value));
-    }
+    let namespace = deployment
+        .metadata
+        .namespace
+        .clone()
+        .with_context(|| format!("the ingest Deployment of {tenant} has no namespace"))?;
+    // As the kubelet resolves it: Secret references, the namespace, the memory limit.
+    let env = smartregion_e2e::ingest::deployment_env(client, &namespace).await?;
     ensure!(
         env.iter()
             .any(|(name, _)| name == smartregion_contract::env::LISTEN),

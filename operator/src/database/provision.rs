@@ -26,9 +26,13 @@ pub struct Error {
 }
 
 impl Error {
-    /// The connection failed, rather than a statement (which would have a SQLSTATE).
+    /// The connection failed, rather than a statement: no SQLSTATE, or one of class 08
+    /// (connection exception) or 57 (the server shutting down or restarting ended it:
+    /// `terminating connection due to administrator command`).
     pub fn is_connection(&self) -> bool {
-        self.source.code().is_none()
+        self.source
+            .code()
+            .is_none_or(|code| matches!(&code.code()[..2], "08" | "57"))
     }
 }
 

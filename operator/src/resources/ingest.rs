@@ -183,6 +183,9 @@ fn probe(path: &str) -> Probe {
     }
 }
 
+/// Seconds before a new ingest pod's first readiness check.
+pub const READY_DELAY_SECONDS: i32 = 3;
+
 /// Seconds a stopping ingest pod keeps serving before it gets SIGTERM: the time the
 /// endpoint controller and every node's kube-proxy take to stop sending it new
 /// connections once it is terminating. Kubernetes' own `sleep` action: the image has no
@@ -228,8 +231,17 @@ pub fn ingest_deployment(
         }),
         liveness_probe: Some(probe("/healthz")),
         // /readyz fails while the database is unreachable, so the Service stops sending
-        // data that could not be committed anyway.
-        readiness_probe: Some(probe("/readyz")),
+        // data that could not be committed anyway. A new pod is first Ready a few seconds
+        // after it starts: the node's network-policy engine programs the rules that
+        // admit its senders asynchronously (kube-router, in the local cluster, refused
+        // connections to a pod Ready 0.6 s earlier under load), and Ready puts it in the
+        // Service at once.
+        // Checked every 2 s (it reads a flag, no query), so Ready follows soon after.
+        readiness_probe: Some(Probe {
+            initial_delay_seconds: Some(READY_DELAY_SECONDS),
+            period_seconds: Some(2),
+            ..probe("/readyz")
+        }),
         // A roll-out (a rotation, say) must not refuse a request: requests keep arriving
         // for a moment after the pod is marked terminating.
         lifecycle: Some(Lifecycle {
