@@ -892,9 +892,12 @@ async fn quantumleap(
     let ql_password = smartregion_operator::database::new_password();
     admin
         .batch_execute(&format!(
-            "CREATE ROLE quantumleap LOGIN PASSWORD '{ql_password}'; \
-             CREATE DATABASE quantumleap OWNER quantumleap"
+            "CREATE ROLE quantumleap LOGIN PASSWORD '{ql_password}'"
         ))
+        .await?;
+    // Not in the same call: CREATE DATABASE refuses to run in a transaction block.
+    admin
+        .batch_execute("CREATE DATABASE quantumleap OWNER quantumleap")
         .await?;
     let ql_db = connect(&postgres.url().replace("/smartregion", "/quantumleap")).await?;
     ql_db
