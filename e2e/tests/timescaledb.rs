@@ -538,7 +538,8 @@ async fn delete_leaves_nothing_of_the_tenant_anywhere_in_the_database() -> Resul
         .iter()
         .map(|row| row.get(0))
         .collect();
-    ensure!(roles.len() == 3, "{roles:?}");
+    // Owner, writer (the privileges), its two logins, reader.
+    ensure!(roles.len() == 5, "{roles:?}");
 
     tenants(&client)
         .patch(
