@@ -4,7 +4,6 @@
 //! rules. Installed by the tests that need them, idempotently (server-side apply).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -29,18 +28,7 @@ pub fn version() -> Result<String> {
 
 /// The directory of the release's `config/crd/standard` manifests, in Go's module cache.
 pub fn standard_manifests() -> Result<PathBuf> {
-    let script = workspace_root().join("e2e/go/gateway-api/crds.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("failed to run {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    let dir = String::from_utf8(output.stdout).context("crds.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(dir.trim()))
+    crate::paths::printed_path("e2e/go/gateway-api/crds.sh")
 }
 
 /// Applies every standard-channel manifest of the release and waits until each CRD is

@@ -25,7 +25,13 @@ pub fn default_state_dir() -> PathBuf {
 /// Directory with etcd, kube-*, kubectl and kwok, building them first if needed
 /// (`e2e/go/build.sh` caches them outside the checkout and reports its progress).
 pub fn kubernetes_binaries() -> Result<PathBuf> {
-    let script = workspace_root().join("e2e/go/build.sh");
+    printed_path("e2e/go/build.sh")
+}
+
+/// Runs the workspace's script `script` (its progress goes to stderr) and returns the
+/// path it prints: how the Go-built tools and caches are found.
+pub fn printed_path(script: &str) -> Result<PathBuf> {
+    let script = workspace_root().join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
@@ -34,12 +40,14 @@ pub fn kubernetes_binaries() -> Result<PathBuf> {
         .with_context(|| format!("failed to run {}", script.display()))?;
     if !output.status.success() {
         bail!(
-            "building the Kubernetes binaries failed ({}); see the messages above",
+            "{} failed ({}); see the messages above",
+            script.display(),
             output.status
         );
     }
-    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(dir.trim()))
+    let path = String::from_utf8(output.stdout)
+        .with_context(|| format!("{} printed a non-UTF-8 path", script.display()))?;
+    Ok(PathBuf::from(path.trim()))
 }
 
 /// Directory with the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`).

@@ -429,6 +429,22 @@ fn find(rows: &[(usize, usize, Figures)], batch: usize, senders: usize) -> Optio
         .map(|(_, _, f)| f)
 }
 
+/// Waits until something accepts connections on loopback `port` (a peer without a
+/// readiness endpoint).
+async fn wait_listening(what: &str, port: u16, timeout: Duration) -> Result<()> {
+    let address = format!("127.0.0.1:{port}");
+    wait::until(&format!("{what} to listen"), timeout, || {
+        let address = address.clone();
+        async move {
+            Ok(tokio::net::TcpStream::connect(&address)
+                .await
+                .ok()
+                .map(|_| ()))
+        }
+    })
+    .await
+}
+
 async fn wait_ready(base: &str) -> Result<()> {
     let http = HttpClient::new();
     wait::until("the service to answer", Duration::from_secs(30), || {
@@ -749,12 +765,7 @@ async fn near_limit_burst(url: &str, senders: usize) -> Result<String> {
 }
 
 fn telegraf_binary() -> Result<std::path::PathBuf> {
-    let script = smartregion_e2e::paths::workspace_root().join("e2e/go/telegraf.sh");
-    let output = Command::new(&script).stderr(Stdio::inherit()).output()?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().into())
+    smartregion_e2e::paths::printed_path("e2e/go/telegraf.sh")
 }
 
 fn telegraf_version(binary: &std::path::Path) -> Result<String> {
@@ -841,23 +852,14 @@ impl Telegraf {
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let address = format!("127.0.0.1:{}", self.port);
-        wait::until("Telegraf to listen", Duration::from_secs(30), || {
-            let address = address.clone();
-            async move {
-                Ok(tokio::net::TcpStream::connect(&address)
-                    .await
-                    .ok()
-                    .map(|_| ()))
-            }
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "Telegraf did not start; its log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            )
-        })
+        wait_listening("Telegraf", self.port, Duration::from_secs(30))
+            .await
+            .with_context(|| {
+                format!(
+                    "Telegraf did not start; its log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })
     }
 
     fn kill(&mut self) -> Result<()> {
@@ -918,16 +920,7 @@ async fn quantumleap(
         .stderr(log)
         .spawn()?;
     let address = format!("127.0.0.1:{port}");
-    wait::until("QuantumLeap to listen", Duration::from_secs(60), || {
-        let address = address.clone();
-        async move {
-            Ok(tokio::net::TcpStream::connect(&address)
-                .await
-                .ok()
-                .map(|_| ()))
-        }
-    })
-    .await?;
+    wait_listening("QuantumLeap", port, Duration::from_secs(60)).await?;
     let ql_headers = vec![
         ("fiware-service".to_string(), "bench".to_string()),
         ("fiware-servicepath".to_string(), "/".to_string()),
