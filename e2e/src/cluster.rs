@@ -103,13 +103,7 @@ impl Cluster {
         }
         match start(&state_dir, &marker, engine).await {
             Ok(cluster) => Ok(cluster),
-            Err(error) => {
-                // Leave nothing half-started behind; the logs stay for diagnosis.
-                let _ = node::teardown(&state_dir);
-                let _ = stop_processes(&marker, &[]);
-                let _ = std::fs::remove_file(State::path(&state_dir));
-                Err(error)
-            }
+            Err(error) => Err(undo_failed_start(&state_dir, &marker, error)),
         }
     }
 
@@ -206,15 +200,17 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
     let password = postgres::init(&pg_bin, state_dir)?;
     clock.done("certificates and PostgreSQL data directory created");
 
-    // The machine as it was, for the check that `down` gives everything back.
+    // The machine as it was, for the check that `down` gives everything back: taken once
+    // this cluster holds the node, never while another cluster's kubelet has the machine's
+    // settings changed (that would be no "before").
+    node::claim(state_dir)?;
     let before = node::Snapshot::take()?;
     std::fs::create_dir_all(state_dir.join("node"))?;
     std::fs::write(
         snapshot_path(state_dir),
         serde_json::to_vec_pretty(&before)?,
     )?;
-    node::claim(state_dir)?;
-    node::network_up()?;
+    node::network_up(&node::Paths::new(state_dir))?;
     clock.done("the real node's network (namespace, link, egress rule)");
 
     let (etcd_client, etcd_peer) = (control_plane::free_port()?, control_plane::free_port()?);
@@ -285,6 +281,37 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
         state_dir.display()
     );
     Ok(Cluster::from_state(state_dir, &state))
+}
+
+/// Leaves nothing of a start that failed: processes, the node, the state file, and the
+/// snapshot of the machine (a later `down` must never read it as the machine's original
+/// state). The logs stay for diagnosis. What could not be given back joins the error.
+fn undo_failed_start(state_dir: &Path, marker: &Path, error: anyhow::Error) -> anyhow::Error {
+    let mut problems = Vec::new();
+    if let Err(teardown) = node::teardown(state_dir) {
+        problems.push(format!("{teardown:#}"));
+    }
+    if let Err(stop) = stop_processes(marker, &[]) {
+        problems.push(format!("{stop:#}"));
+    }
+    let _ = std::fs::remove_file(State::path(state_dir));
+    let before = std::fs::read(snapshot_path(state_dir))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<node::Snapshot>(&bytes).ok());
+    let _ = std::fs::remove_file(snapshot_path(state_dir));
+    if let Some(before) = before
+        && let Ok(now) = node::Snapshot::take()
+    {
+        problems.extend(before.left_behind(&now));
+    }
+    if problems.is_empty() {
+        error
+    } else {
+        anyhow::anyhow!(
+            "{error:#}\nundoing the failed start left these on the machine:\n  {}",
+            problems.join("\n  ")
+        )
+    }
 }
 
 /// Every recorded process alive, the API server ready and the Nodes Ready.

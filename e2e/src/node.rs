@@ -15,6 +15,9 @@
 //!   the allowed set, lets a test prove that rule without aiming at any real address.
 //! - kubelet sets machine-wide sysctls (`vm.overcommit_memory`, `kernel.panic`, ...): their
 //!   values before it starts are saved and put back by [`teardown`] (`cluster down`).
+//! - `ip netns add` makes [`RUN_NETNS`] a mount point (and the directory) the first time it
+//!   runs on a machine: what it created is recorded and given back once the node's
+//!   namespaces are gone, so every run starts from the state a fresh machine is in.
 //! - containerd's and kubelet's files, mounts and logs stay under the state directory,
 //!   its cgroups under [`CGROUP_ROOT`].
 //!
@@ -100,6 +103,19 @@ impl Paths {
     fn sysctls(&self) -> PathBuf {
         self.dir.join("saved-sysctls.json")
     }
+    fn run_netns(&self) -> PathBuf {
+        self.dir.join("created-run-netns.json")
+    }
+}
+
+/// Where `ip netns` keeps its named namespaces (a bind mount of itself, made shared).
+pub const RUN_NETNS: &str = "/run/netns";
+
+/// What the node's first `ip netns add` created of [`RUN_NETNS`].
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+struct CreatedRunNetns {
+    directory: bool,
+    mount: bool,
 }
 
 /// What the node changed on the machine, saved before the change.
@@ -137,7 +153,15 @@ fn in_canary(program: &str, args: &[&str]) -> Result<String> {
 }
 
 fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
+    Path::new(RUN_NETNS).join(name).exists()
+}
+
+/// Whether `path` is a mount point in this process's mount table.
+fn is_mount_point(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .any(|point| Path::new(&point.replace("\\040", " ")) == path)
 }
 
 /// Refuses when another cluster's real node runs on this machine; clears what a node
@@ -170,7 +194,16 @@ pub fn claim(state_dir: &Path) -> Result<()> {
 }
 
 /// The node's network: namespaces, links, addresses, routes, the egress rule.
-pub fn network_up() -> Result<()> {
+pub fn network_up(paths: &Paths) -> Result<()> {
+    // Recorded before `ip netns add` changes it, so teardown gives back only what this
+    // node created (another program's namespaces may live there too).
+    let run_netns = Path::new(RUN_NETNS);
+    let created = CreatedRunNetns {
+        directory: !run_netns.exists(),
+        mount: !is_mount_point(run_netns),
+    };
+    std::fs::create_dir_all(&paths.dir)?;
+    std::fs::write(paths.run_netns(), serde_json::to_vec_pretty(&created)?)?;
     run("ip", &["netns", "add", NETNS])?;
     run("ip", &["netns", "add", CANARY_NETNS])?;
     // IPv6 off before any link exists in the namespace; forwarding on (both per namespace).
@@ -625,6 +658,7 @@ pub fn teardown(state_dir: &Path) -> Result<()> {
     if Path::new("/sys/class/net").join(HOST_LINK).exists() {
         note(run("ip", &["link", "del", HOST_LINK]).map(|_| ()));
     }
+    note(give_back_run_netns(&paths));
     note(remove_container_log_links(state_dir));
     note(restore_sysctls(&paths));
     if problems.is_empty() {
@@ -638,6 +672,40 @@ pub fn teardown(state_dir: &Path) -> Result<()> {
             problems.join("; ")
         )
     }
+}
+
+/// Unmounts and removes [`RUN_NETNS`] when this node's `ip netns add` created them and no
+/// namespace is left in it; keeps them (and says why) while another program's
+/// namespace is there.
+fn give_back_run_netns(paths: &Paths) -> Result<()> {
+    let Ok(bytes) = std::fs::read(paths.run_netns()) else {
+        return Ok(());
+    };
+    let created: CreatedRunNetns = serde_json::from_slice(&bytes)?;
+    let run_netns = Path::new(RUN_NETNS);
+    let left: Vec<String> = std::fs::read_dir(run_netns)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        left.is_empty() || !(created.mount || created.directory),
+        "{RUN_NETNS} was created by this node but holds other namespaces ({}); \
+         delete them (`ip netns del`) and run `e2e/cluster down` again",
+        left.join(", ")
+    );
+    if created.mount && is_mount_point(run_netns) {
+        nix::mount::umount2(run_netns, nix::mount::MntFlags::empty())
+            .with_context(|| format!("failed to unmount {RUN_NETNS}"))?;
+    }
+    if created.directory && run_netns.exists() {
+        std::fs::remove_dir(run_netns).with_context(|| format!("failed to remove {RUN_NETNS}"))?;
+    }
+    std::fs::remove_file(paths.run_netns())?;
+    Ok(())
 }
 
 fn stop_named(marker: &Path, name: &str) -> Result<()> {
@@ -823,7 +891,7 @@ impl Snapshot {
             .map(|entry| entry.file_name().to_string_lossy().to_string())
             .collect();
         links.sort();
-        let mut netns: Vec<String> = std::fs::read_dir("/run/netns")
+        let mut netns: Vec<String> = std::fs::read_dir(RUN_NETNS)
             .map(|entries| {
                 entries
                     .flatten()
