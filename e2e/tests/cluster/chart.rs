@@ -109,6 +109,7 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
             "replicaCount=1",
             "metrics.serviceMonitor.enabled=true",
             "database.existingSecret=smartregion-db",
+            "database.caSecret=smartregion-db-ca",
         ],
     )?)?;
     let kinds = kinds(&single);
@@ -153,6 +154,27 @@ fn bad_values_are_refused_with_a_message_that_names_them() -> Result<()> {
     .err()
     .context("verify-full without a CA was accepted")?;
     assert!(error.to_string().contains("database.caSecret"), "{error:#}");
+    // A server that is not authenticated only on purpose.
+    for mode in ["require", "disable"] {
+        let sslmode = format!("database.sslmode={mode}");
+        let error = helm::template(
+            "sr",
+            "smartregion-system",
+            &["database.existingSecret=smartregion-db", &sslmode],
+        )
+        .err()
+        .with_context(|| format!("sslmode {mode} without database.insecure was accepted"))?;
+        assert!(error.to_string().contains("database.insecure"), "{error:#}");
+        helm::template(
+            "sr",
+            "smartregion-system",
+            &[
+                "database.existingSecret=smartregion-db",
+                &sslmode,
+                "database.insecure=true",
+            ],
+        )?;
+    }
     for (set, says) in [
         (
             "ingest.exposure.gateway.ref=gw/public,ingest.exposure.ingress.className=nginx,ingest.exposure.domain=ingest.example.it",
@@ -372,6 +394,7 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
             &[
                 "database.existingSecret=smartregion-db",
                 "database.sslmode=disable",
+                "database.insecure=true",
                 "replicaCount=1",
                 &selector,
             ],

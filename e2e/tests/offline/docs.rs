@@ -289,3 +289,22 @@ fn the_readme_names_the_workspaces_minimum_rust() {
         "README.md must name Rust {msrv} (workspace.package.rust-version) as the minimum"
     );
 }
+
+/// The operator guide shows every statement the operator's database checks name as a
+/// fix, as a DBA runs it (the local cluster's database is set up with the same list).
+#[test]
+fn the_operator_guide_shows_every_fix_of_the_database_checks() {
+    let guide = read("docs/operator-guide.md");
+    for check in smartregion_operator::database::checks::CHECKS {
+        for statement in check.fix {
+            let shown = statement
+                .replace("{admin}", "smartregion_admin")
+                .replace("{database}", "smartregion");
+            assert!(
+                guide.lines().any(|line| line.trim() == shown),
+                "docs/operator-guide.md does not show the fix of the check {}: {shown}",
+                check.name
+            );
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Trust, proven by attack on the real control plane and PostgreSQL: each test tries what
+//! a tenant admin, a tenant login or another tenant's admin would, with the credentials
+//! that party really holds, and asserts the refusal (docs/security.md has a row for each).
+
+use std::time::Duration;
+
+use crate::support::*;
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use smartregion_e2e::operator::Operator;
+use smartregion_e2e::{apply, helm, shared, unique_name, wait};
+use smartregion_operator::crd::TENANT_LABEL;
+
+/// The example's admin group, as a member of it.
+async fn prato_admin() -> Result<Client> {
+    shared()
+        .client_as("anna.bianchi@comune.prato.it", &["prato-admins"])
+        .await
+}
+
+/// The chart's admission policies, installed as `helm install` would (the rest of the
+/// chart is not needed to judge tenant admins' requests).
+async fn install_admission_policies(client: &Client) -> Result<()> {
+    let text = helm::template("trust", "smartregion-trust", &[])?;
+    for object in apply::documents(&text)? {
+        let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+        if kind.starts_with("ValidatingAdmissionPolicy") {
+            apply::apply(client, &object).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The API server's refusal of `result` (403 or 422), with its message.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> Result<String> {
+    match result {
+        Err(kube::Error::Api(response)) if [403, 422].contains(&response.code) => {
+            Ok(response.message)
+        }
+        other => bail!("{what} was not refused: {other:?}"),
+    }
+}
+
+fn object<K: serde::de::DeserializeOwned>(value: Value) -> Result<K> {
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Admission policies are enforced once the API server has loaded them (it compiles them
+/// asynchronously): waits until `attempt` is refused, up to a deadline.
+async fn refused_once_loaded<T, F, Fut>(what: &str, attempt: F) -> Result<String>
+where
+    T: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let attempt = &attempt;
+    wait::until(what, Duration::from_secs(30), || async move {
+        match attempt().await {
+            Err(kube::Error::Api(response)) if [403, 422].contains(&response.code) => {
+                Ok(Some(response.message))
+            }
+            Err(error) => Err(error.into()),
+            // Accepted before the policy took effect: undone by the caller's cleanup.
+            Ok(_) => Ok(None),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_namespace_that_already_exists_is_neither_taken_over_nor_deleted() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("trust-ns");
+    let _operator = Operator::start(shared(), &shard, &["--requeue-seconds=2"])?;
+    let name = unique_name("trust-ns");
+    let namespace = format!("srt-{name}");
+    // Someone's namespace, with their data, before the tenant exists.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": namespace } }))?,
+        )
+        .await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    config_maps
+        .create(
+            &PostParams::default(),
+            &object(json!({ "metadata": { "name": "their-data" }, "data": { "a": "1" } }))?,
+        )
+        .await?;
+
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    let waiting = wait::until(
+        "the tenant to say the namespace is not its",
+        READY_TIMEOUT,
+        || {
+            let client = client.clone();
+            let name = name.clone();
+            async move {
+                let tenant = tenants(&client).get(&name).await?;
+                Ok(condition(&tenant, "NamespaceReady")
+                    .filter(|c| c.reason == "NotOwnedByTenant" && c.status == "False")
+                    .cloned())
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        waiting.message.contains(&namespace) && waiting.message.contains("does not take it over"),
+        "{}",
+        waiting.message
+    );
+    let tenant = tenants(&client).get(&name).await?;
+    let uid = tenant.uid().context("uid")?;
+    let present = namespaces.get(&namespace).await?;
+    ensure!(
+        !present
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == uid),
+        "the namespace got the tenant's owner reference"
+    );
+    ensure!(
+        !present.labels().contains_key(TENANT_LABEL),
+        "the namespace got the tenant's label"
+    );
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(client.clone(), &namespace);
+    ensure!(
+        quotas.get_opt("tenant-quota").await?.is_none(),
+        "nothing of the tenant is put into a namespace that is not its"
+    );
+    let events = smartregion_e2e::apiserver::operator_events_since(
+        &client,
+        k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(120),
+    )
+    .await?;
+    ensure!(
+        events
+            .iter()
+            .any(|event| event.starts_with("NotOwnedByTenant")),
+        "a Warning Event says so: {events:?}"
+    );
+
+    // Deleting the tenant leaves the namespace and what is in it.
+    delete_and_wait(&client, &name).await?;
+    ensure!(namespaces.get_opt(&namespace).await?.is_some());
+    ensure!(config_maps.get_opt("their-data").await?.is_some());
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tenant_admins_stay_in_their_namespace() -> Result<()> {
+    let client = client().await?;
+    install_admission_policies(&client).await?;
+    let shard = unique_name("trust-admin");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("trust-admin");
+    let namespace = format!("srt-{name}");
+    apply_tenant(&client, &example("prato", &name, &shard)?).await?;
+    wait_ready(&client, &name).await?;
+    let admin = prato_admin().await?;
+    let services: Api<Service> = Api::namespaced(admin.clone(), &namespace);
+    let service = |name: &str, spec: Value| -> Result<Service> {
+        object(json!({ "metadata": { "name": name }, "spec": spec }))
+    };
+
+    // A Service capturing traffic for another address (the database's, here). A new name
+    // each try, in case one is accepted before the API server has loaded the policy.
+    let capture: Service = object(json!({
+        "metadata": { "generateName": "capture-" },
+        "spec": { "ports": [{ "port": 5432 }], "externalIPs": ["10.250.250.1"] }
+    }))?;
+    let (services_ref, capture_ref) = (&services, &capture);
+    let message = refused_once_loaded("a Service with externalIPs", || async move {
+        services_ref
+            .create(&PostParams::default(), capture_ref)
+            .await
+    })
+    .await?;
+    for accepted in services.list(&Default::default()).await?.items {
+        if accepted.name_any().starts_with("capture-") {
+            services
+                .delete(&accepted.name_any(), &DeleteParams::default())
+                .await?;
+        }
+    }
+    ensure!(message.contains("externalIPs"), "{message}");
+    let outside = service(
+        "outside",
+        json!({ "type": "ExternalName", "externalName": "db.example.it" }),
+    )?;
+    let message = refused(
+        "an ExternalName Service",
+        services.create(&PostParams::default(), &outside).await,
+    )?;
+    ensure!(message.contains("ExternalName"), "{message}");
+    // Their own ordinary Service is theirs to make.
+    services
+        .create(
+            &PostParams::default(),
+            &service("dashboard", json!({ "ports": [{ "port": 80 }] }))?,
+        )
+        .await?;
+
+    // Ingresses are the platform's: RBAC refuses them.
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), &namespace);
+    refused(
+        "an Ingress",
+        ingresses
+            .create(
+                &PostParams::default(),
+                &object(json!({
+                    "metadata": { "name": "claim" },
+                    "spec": { "rules": [{ "host": "firenze.ingest.example.it" }] }
+                }))?,
+            )
+            .await,
+    )?;
+
+    // Budgets that would forbid draining a node are refused; one that allows it is not.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &namespace);
+    let budget = |name: &str, spec: Value| -> Result<PodDisruptionBudget> {
+        let mut spec = spec;
+        spec["selector"] = json!({ "matchLabels": { "app": "dashboard" } });
+        object(json!({ "metadata": { "name": name }, "spec": spec }))
+    };
+    for (what, spec) in [
+        ("minAvailable", json!({ "minAvailable": 1 })),
+        ("maxUnavailable 0", json!({ "maxUnavailable": 0 })),
+        ("maxUnavailable 0%", json!({ "maxUnavailable": "0%" })),
+    ] {
+        let message = refused(
+            &format!("a budget with {what}"),
+            budgets
+                .create(&PostParams::default(), &budget("block", spec)?)
+                .await,
+        )?;
+        ensure!(message.contains("PodDisruptionBudget"), "{what}: {message}");
+    }
+    budgets
+        .create(
+            &PostParams::default(),
+            &budget("allow", json!({ "maxUnavailable": 1 }))?,
+        )
+        .await?;
+
+    // Counted: Secrets (and ConfigMaps, Services, claims) stop at the tier's objectCount.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+    let mut created = 0;
+    let refusal = loop {
+        let secret: Secret = object(json!({
+            "metadata": { "name": format!("filler-{created}") },
+            "stringData": { "a": "b" }
+        }))?;
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => created += 1,
+            Err(kube::Error::Api(response)) if response.code == 403 => break response.message,
+            Err(error) => return Err(error.into()),
+        }
+        ensure!(created <= 60, "60 Secrets accepted in a small tenant");
+    };
+    ensure!(
+        refusal.contains("exceeded quota") && refusal.contains("count/secrets"),
+        "{refusal}"
+    );
+    let in_namespace = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .list(&Default::default())
+        .await?
+        .items
+        .len();
+    ensure!(
+        in_namespace == 50,
+        "the small tier counts 50 Secrets: {in_namespace}"
+    );
+
+    // A container without its own gets the tier's ephemeral-storage limit.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": { "name": "worker" },
+                "spec": {
+                    "securityContext": { "runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": { "type": "RuntimeDefault" } },
+                    "containers": [{
+                        "name": "worker", "image": "example.invalid/worker:1",
+                        "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } }
+                    }]
+                }
+            }))?,
+        )
+        .await?;
+    let limits = pod.spec.context("spec")?.containers[0]
+        .resources
+        .clone()
+        .and_then(|resources| resources.limits)
+        .unwrap_or_default();
+    ensure!(
+        limits.get("ephemeral-storage").map(|q| q.0.as_str()) == Some("1Gi"),
+        "{limits:?}"
+    );
+    delete_and_wait(&client, &name).await
+}
+
+#[tokio::test]
+async fn a_label_in_one_namespace_never_makes_the_operator_look_at_another_tenant() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("trust-label");
+    let operator = Operator::start(shared(), &shard, &[])?;
+    let (attacker, victim) = (unique_name("trust-label"), unique_name("trust-victim"));
+    for name in [&attacker, &victim] {
+        apply_tenant(&client, &example("prato", name, &shard)?).await?;
+    }
+    for name in [&attacker, &victim] {
+        wait_ready(&client, name).await?;
+    }
+    let reconciled = |tenant: &str| {
+        let needle = format!("\"tenant\":\"{tenant}\"");
+        operator
+            .logs()
+            .lines()
+            .filter(|line| line.contains("\"reconciled\"") && line.contains(&needle))
+            .count()
+    };
+    // The attacker's admin makes objects in their own namespace that carry the victim's
+    // tenant label and the operator's managed-by label, and keeps changing them.
+    let services: Api<Service> = Api::namespaced(prato_admin().await?, &format!("srt-{attacker}"));
+    let before = reconciled(&victim);
+    for round in 0..10 {
+        let bait: Service = object(json!({
+            "metadata": {
+                "name": "bait",
+                "labels": { TENANT_LABEL: victim, "app.kubernetes.io/managed-by": "smartregion-operator" },
+                "annotations": { "round": round.to_string() }
+            },
+            "spec": { "ports": [{ "port": 80 }] }
+        }))?;
+        services
+            .patch(
+                "bait",
+                &PatchParams::apply("attacker").force(),
+                &Patch::Apply(&bait),
+            )
+            .await?;
+    }
+    // A marker that goes through the same operator afterwards: the attacker's own tenant
+    // changed, reconciled. By then the bait's events were long delivered.
+    let marker_before = reconciled(&attacker);
+    tenants(&client)
+        .patch(
+            &attacker,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": { "trust": "marker" } } })),
+        )
+        .await?;
+    let operator_ref = &operator;
+    let attacker_ref = &attacker;
+    wait::until(
+        "the marker reconcile",
+        Duration::from_secs(30),
+        || async move {
+            let needle = format!("\"tenant\":\"{attacker_ref}\"");
+            let now = operator_ref
+                .logs()
+                .lines()
+                .filter(|line| line.contains("\"reconciled\"") && line.contains(&needle))
+                .count();
+            Ok((now > marker_before).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        reconciled(&victim) == before,
+        "the bait in {attacker}'s namespace made the operator reconcile {victim}"
+    );
+    delete_all_and_wait(&client, &[attacker, victim]).await
+}
