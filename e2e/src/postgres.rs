@@ -402,6 +402,20 @@ impl Server {
         Ok(())
     }
 
+    /// Stops the server, makes every password login of `role` use `method` (`password`:
+    /// the server asks for it in clear text), and starts it again. The superuser keeps
+    /// SCRAM, for the test's own checks.
+    pub async fn authenticate_role_with(&mut self, role: &str, method: &str) -> Result<()> {
+        self.stop()?;
+        let hba = data_dir(&self.dir).join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        let first = format!(
+            "host all {role} 127.0.0.1/32 {method}\nhostssl all {role} 127.0.0.1/32 {method}\n"
+        );
+        std::fs::write(&hba, format!("{first}{rules}"))?;
+        self.restart().await
+    }
+
     /// Starts the stopped server again as `engine` (TimescaleDB preloaded or not), on the
     /// same port and data.
     pub async fn restart_as(&mut self, engine: Engine) -> Result<()> {
