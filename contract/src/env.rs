@@ -10,6 +10,9 @@ pub const FORMATS: &str = "SMARTREGION_INGEST_FORMATS";
 /// The ingest container's memory limit in bytes (the Deployment sets it from
 /// `limits.memory` through the downward API); the memory budget is a share of it.
 pub const MEMORY_LIMIT: &str = "SMARTREGION_INGEST_MEMORY_LIMIT";
+/// The tenant's retention in days (`limits.retentionDays`): ingest refuses items older
+/// than that, which retention would delete at once.
+pub const RETENTION_DAYS: &str = "SMARTREGION_INGEST_RETENTION_DAYS";
 pub const MQTT_URL: &str = "SMARTREGION_INGEST_MQTT_URL";
 pub const MQTT_TOPICS: &str = "SMARTREGION_INGEST_MQTT_TOPICS";
 pub const MQTT_USERNAME: &str = "SMARTREGION_INGEST_MQTT_USERNAME";

@@ -46,6 +46,22 @@ pub struct Cli {
     #[arg(long, env = env::FORMATS, value_delimiter = ',', value_enum)]
     pub formats: Vec<IngestFormat>,
 
+    /// The tenant's retention in days: items older than that are refused (retention
+    /// would delete them at once). The operator sets it; unset, no time is too old.
+    #[arg(long, env = env::RETENTION_DAYS)]
+    pub retention_days: Option<NonZeroU32>,
+
+    /// How far ahead of its time of receipt an item's time may be, in seconds: a sensor's
+    /// clock running fast, not a forecast. Five minutes covers the drift of an unsynced
+    /// device clock over months (a 20 ppm crystal drifts under a minute a month) and
+    /// refuses the years-ahead times of a reset clock.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_MAX_AHEAD_SECONDS",
+        default_value_t = 300
+    )]
+    pub max_ahead_seconds: u32,
+
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "SMARTREGION_INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -59,6 +75,38 @@ pub struct Cli {
     /// their commit); derived from the memory limit when unset.
     #[arg(long, env = "SMARTREGION_INGEST_MEMORY_BUDGET")]
     pub memory_budget_bytes: Option<usize>,
+
+    /// Most connections served at once; more wait in the kernel's accept queue. Bounds
+    /// what connections hold before they authenticate: each at most its read buffer
+    /// (64 KiB), so 256 connections hold at most 16 MiB.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_MAX_CONNECTIONS",
+        default_value_t = 256
+    )]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers, also between requests on a
+    /// kept-alive connection (an idle connection is closed after it).
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    pub header_timeout_seconds: u64,
+
+    /// Seconds a body may take before it must keep up the minimum rate.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_BODY_GRACE_SECONDS",
+        default_value_t = 10
+    )]
+    pub body_grace_seconds: u64,
+
+    /// Bytes per second a body must arrive at, after the grace period (64 KiB/s: an 8
+    /// MiB body in at most 2 min 18 s).
+    #[arg(long, env = "SMARTREGION_INGEST_BODY_MIN_RATE", default_value_t = 64 * 1024)]
+    pub body_min_rate: u32,
 
     /// Database host (the `db-writer` Secret's `host`).
     #[arg(long, env = env::PGHOST)]
@@ -106,6 +154,12 @@ pub struct Cli {
     /// when unset.
     #[arg(long, env = "SMARTREGION_INGEST_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
+
+    /// Topic (on the same broker) where messages that can never be stored are set aside,
+    /// with the reason; `smartregion/dead-letter/<tenant>` when unset. It must not match
+    /// the subscriptions.
+    #[arg(long, env = "SMARTREGION_INGEST_MQTT_DEAD_LETTER_TOPIC")]
+    pub mqtt_dead_letter_topic: Option<String>,
 
     /// Log format: json in clusters, text for people.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]

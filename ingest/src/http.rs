@@ -2,21 +2,29 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Order of checks for a write: API key (401), `Fiware-Service` (403), format enabled
-//! (404), body size (413), memory for the body (503 with Retry-After), memory for parsing
-//! it (503, or 413 when it could never fit), JSON (400 with position), rate quota (429
-//! with Retry-After), then the rows go to the group-commit writer and the answer waits for
-//! the commit: 200 when every item was stored, 207 when some were refused (each
-//! explained), 400 when none could be, 503 when the database is unavailable (nothing was
+//! (404), body size (413), memory for the body (503 with Retry-After), the body's
+//! deadline (408), memory for parsing it (503, or 413 when it could never fit), JSON (400
+//! with position), rate quota (429 with Retry-After), then the rows go to the
+//! group-commit writer and the answer waits for the commit: 200 when every item was
+//! stored, 207 when some were refused (each explained), 400 when none could be, 422 when
+//! PostgreSQL refused the request's data, 403 when the writer was seen to lack INSERT
+//! (suspension, storage quota), 503 when the database is unavailable (nothing was
 //! acknowledged).
 //!
+//! Every write answer carries an `X-Request-Id`; a refusal says what happened in a stable
+//! sentence with that id (`{"error": ..., "id": ...}`), and the detail behind it (what
+//! PostgreSQL said) goes to the log under the same id, never to the sender.
+//!
 //! Every write holds a [`Reservation`] of the pod's memory budget ([`crate::memory`]) for
-//! the bytes it can hold at its peak, taken before it holds them: the body as it is read,
-//! then what parsing it can take ([`parse::cost`]), kept until the answer. A body refused
-//! for memory is still read to its end (and dropped as it arrives), so the sender gets the
-//! answer rather than a reset connection.
+//! the bytes it can hold at its peak, taken before it holds them: the body as it arrives
+//! (so a slow sender holds only what it has sent), then what parsing it can take
+//! ([`parse::cost`]), kept until the answer. A body must arrive at a minimum rate after a
+//! grace period ([`BodyDeadline`]): a sender that trickles is answered 408 and its
+//! connection closed. A body refused for size or memory is still read to its end, within
+//! the same deadline (and dropped as it arrives), so the sender gets the answer rather
+//! than a reset connection.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use axum::Router;
@@ -29,11 +37,12 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
+use tracing::{debug, warn};
 
 use crate::auth::ApiKeys;
 use crate::memory::{Budget, Reservation, Shortage};
 use crate::metrics::Metrics;
-use crate::parse::{self, BodyError, Ignored, Limits, Parsed, Rejected};
+use crate::parse::{self, BodyError, Ignored, Limits, Parsed, Rejected, Window};
 use crate::rate::RateQuota;
 use crate::writer::{WriteError, Writer};
 pub use smartregion_contract::format::IngestFormat;
@@ -49,6 +58,53 @@ pub struct App {
     pub memory: Budget,
     /// How long a request waits for its share of `memory` before a 503.
     pub memory_wait: Duration,
+    /// How fast a body must arrive.
+    pub body_deadline: BodyDeadline,
+    /// The times items may carry.
+    pub window: Window,
+}
+
+/// How long a body may take: `grace` plus the time its bytes take at `min_rate` bytes per
+/// second. Measured against the bytes received so far, so a body of any size arriving
+/// at least at the minimum rate always makes it, and one that stalls is cut off at most
+/// `grace` after its last progress that was owed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDeadline {
+    pub grace: Duration,
+    pub min_rate: u32,
+}
+
+impl BodyDeadline {
+    /// When a body of which `bytes` have arrived, started at `started`, must have sent
+    /// more.
+    fn after(&self, started: tokio::time::Instant, bytes: usize) -> tokio::time::Instant {
+        started
+            + self.grace
+            + Duration::from_secs_f64(bytes as f64 / f64::from(self.min_rate.max(1)))
+    }
+}
+
+/// A request's correlation id: in its answer (`X-Request-Id`, and `id` in a refusal) and
+/// in every log line about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    pub fn new() -> RequestId {
+        RequestId(rand::random())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{:016x}", self.0)
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -85,8 +141,9 @@ fn is_zero(count: &usize) -> bool {
     *count == 0
 }
 
-/// Why a write stored nothing: each renders its own problem response (status, message
-/// as `{"error": ...}`, and the headers a client needs to act on it).
+/// Why a write stored nothing: each renders its own problem response (status, a stable
+/// message as `{"error": ..., "id": ...}`, and the headers a client needs to act on it).
+/// Details that are not the sender's business (what PostgreSQL said) are only logged.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error("a valid API key is needed: Authorization: Bearer <key from the ingest-keys Secret>")]
@@ -97,8 +154,13 @@ enum Refusal {
     FormatNotAccepted(IngestFormat),
     #[error("the body is larger than {0} bytes; send smaller batches")]
     BodyTooLarge(usize),
-    #[error("{1}")]
-    Body(StatusCode, String),
+    #[error("the body could not be read; nothing of this request was stored")]
+    BodyUnreadable(String),
+    #[error(
+        "the body did not arrive in time (at least {min_rate} bytes per second after the \
+         first {grace_seconds} s); nothing of this request was stored"
+    )]
+    BodyTooSlow { min_rate: u32, grace_seconds: u64 },
     #[error(transparent)]
     Malformed(#[from] BodyError),
     #[error("more than {0} items in one request; send smaller batches")]
@@ -116,35 +178,61 @@ enum Refusal {
         "more items in one request than the rate quota allows at once ({0}); send smaller batches"
     )]
     OverBurst(u32),
-    #[error("{0}; nothing of this request was stored")]
-    Unavailable(WriteError),
-    #[error(transparent)]
-    Refused(WriteError),
+    #[error("the ingest queue is full; nothing of this request was stored; retry shortly")]
+    Busy,
+    #[error("the database is unavailable; nothing of this request was stored; retry shortly")]
+    Unavailable(String),
+    #[error(
+        "the database refused the data of this request; nothing of it was stored \
+         (the service's log has the reason under this request's id)"
+    )]
+    DataRefused(String),
+    #[error(
+        "writes are refused: the tenant is over its database storage quota or suspended; \
+         see the tenant's WithinQuota condition"
+    )]
+    Refused,
 }
 
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
-            Refusal::WrongService(_) | Refusal::Refused(_) => StatusCode::FORBIDDEN,
+            Refusal::WrongService(_) | Refusal::Refused => StatusCode::FORBIDDEN,
             Refusal::FormatNotAccepted(_) => StatusCode::NOT_FOUND,
+            Refusal::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             Refusal::BodyTooLarge(_)
             | Refusal::TooManyItems(_)
             | Refusal::OverBurst(_)
             | Refusal::TooBigToParse { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::Body(status, _) => *status,
-            Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+            Refusal::BodyUnreadable(_) | Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+            Refusal::DataRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::OverRate { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::Unavailable(_) | Refusal::NoMemory(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable(_) | Refusal::Busy | Refusal::NoMemory(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
-}
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+    /// What the log gets beyond the answer: the detail kept from the sender.
+    fn detail(&self) -> Option<&str> {
+        match self {
+            Refusal::BodyUnreadable(detail)
+            | Refusal::Unavailable(detail)
+            | Refusal::DataRefused(detail) => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn into_response(self, id: RequestId) -> Response {
+        let status = self.status();
+        match self.detail() {
+            Some(detail) => warn!(%id, status = status.as_u16(), %detail, "write refused"),
+            None => debug!(%id, status = status.as_u16(), reason = %self, "write refused"),
+        }
         let mut response = (
-            self.status(),
-            axum::Json(json!({ "error": self.to_string() })),
+            status,
+            axum::Json(json!({ "error": self.to_string(), "id": id.to_string() })),
         )
             .into_response();
         let headers = response.headers_mut();
@@ -155,12 +243,23 @@ impl IntoResponse for Refusal {
             Refusal::OverRate { seconds, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
-            Refusal::Unavailable(_) | Refusal::NoMemory(_) => {
+            Refusal::Unavailable(_) | Refusal::Busy | Refusal::NoMemory(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
         response
+    }
+}
+
+impl From<WriteError> for Refusal {
+    fn from(error: WriteError) -> Refusal {
+        match error {
+            WriteError::Refused => Refusal::Refused,
+            WriteError::Busy => Refusal::Busy,
+            WriteError::Unavailable(detail) => Refusal::Unavailable(detail),
+            WriteError::Data(detail) => Refusal::DataRefused(detail),
+        }
     }
 }
 
@@ -171,10 +270,14 @@ async fn write(
     format: IngestFormat,
 ) -> Response {
     let received = Timestamp::now();
-    let response = match handle(&app, &headers, body, format, received).await {
+    let id = RequestId::new();
+    let mut response = match handle(&app, &headers, body, format, received).await {
         Ok(report) => report,
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => refusal.into_response(id),
     };
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     app.metrics
         .request(format.endpoint(), response.status().as_u16());
     response
@@ -207,6 +310,7 @@ async fn handle(
     let (body, mut reservation) = read_body(app, headers, body).await?;
     let limits = Limits {
         max_rows: app.writer.max_rows().min(app.rate.burst() as usize),
+        window: app.window,
     };
     let needed = parse::cost::parse_bytes(&body, &limits);
     app.memory
@@ -252,13 +356,7 @@ async fn handle(
         None => Refusal::OverBurst(app.rate.burst()),
     })?;
     let committed = rows.len();
-    app.writer
-        .submit(rows, received)
-        .await
-        .map_err(|error| match error {
-            WriteError::Refused => Refusal::Refused(error),
-            WriteError::Unavailable(_) | WriteError::Busy => Refusal::Unavailable(error),
-        })?;
+    app.writer.submit(rows, received).await?;
     // The rows are committed and dropped: the memory they held goes back with the answer.
     drop(reservation);
     app.metrics.rows("committed", committed);
@@ -283,48 +381,65 @@ async fn handle(
 /// each waiting for what the other holds give way quickly.
 const GROW_WAIT: Duration = Duration::from_millis(500);
 
-/// A body without `Content-Length` (chunked) reserves memory in steps of this size.
-const CHUNKED_STEP: usize = 256 * 1024;
+/// The first reservation of a body, and the least it grows by: the budget is taken as
+/// the bytes arrive, doubling, so a sender holds at most twice what it has sent.
+const BODY_STEP: usize = 256 * 1024;
 
-/// Reads the body into memory reserved for it first. Over the size limit: 413; no memory
-/// for it in time: 503 (and the rest of the body is read and dropped, so the sender
-/// gets the answer).
+/// Reads the body into memory reserved for it as it arrives. Over the size limit: 413; no
+/// memory for it in time: 503 (and the rest of the body is read and dropped, so the
+/// sender gets the answer); too slow: 408.
 async fn read_body(
     app: &App,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Vec<u8>, Reservation), Refusal> {
+    let started = tokio::time::Instant::now();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
     let mut stream = body.into_data_stream();
     if declared.is_some_and(|length| length > app.max_body_bytes) {
-        return Err(drain(app, stream, Refusal::BodyTooLarge(app.max_body_bytes)).await);
+        let refusal = Refusal::BodyTooLarge(app.max_body_bytes);
+        return Err(drain(app, stream, started, 0, refusal).await);
     }
-    let first = declared.unwrap_or(CHUNKED_STEP).max(1);
+    let first = declared.unwrap_or(BODY_STEP).clamp(1, BODY_STEP);
     let mut reservation = match app.memory.reserve(first, app.memory_wait).await {
         Ok(reservation) => reservation,
-        Err(shortage) => return Err(drain(app, stream, Refusal::NoMemory(shortage)).await),
-    };
-    let mut data = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| {
-            Refusal::Body(
-                StatusCode::BAD_REQUEST,
-                format!("failed to read the body: {error}"),
-            )
-        })?;
-        if data.len() + chunk.len() > app.max_body_bytes {
-            return Err(drain(app, stream, Refusal::BodyTooLarge(app.max_body_bytes)).await);
+        Err(shortage) => {
+            return Err(drain(app, stream, started, 0, Refusal::NoMemory(shortage)).await);
         }
-        if data.len() + chunk.len() > reservation.bytes() {
-            // Chunked, or longer than declared: memory for the next step first.
-            let step = (data.len() + chunk.len() - reservation.bytes()).max(CHUNKED_STEP);
+    };
+    // Address space only: pages count against the container's memory once written.
+    let mut data = Vec::with_capacity(declared.unwrap_or(0));
+    loop {
+        let chunk = match tokio::time::timeout_at(
+            app.body_deadline.after(started, data.len()),
+            stream.next(),
+        )
+        .await
+        {
+            Err(_) => return Err(too_slow(app)),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(Refusal::BodyUnreadable(error.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let length = data.len() + chunk.len();
+        if length > app.max_body_bytes {
+            let refusal = Refusal::BodyTooLarge(app.max_body_bytes);
+            return Err(drain(app, stream, started, length, refusal).await);
+        }
+        if length > reservation.bytes() {
+            let step = (length - reservation.bytes()).max(reservation.bytes().max(BODY_STEP));
+            // Never more than a declared length still to come asks for.
+            let step = match declared {
+                Some(declared) if declared >= length => step.min(declared - reservation.bytes()),
+                _ => step,
+            };
             if let Err(shortage) = app.memory.grow(&mut reservation, step, GROW_WAIT).await {
                 drop(reservation);
                 drop(data);
-                return Err(drain(app, stream, Refusal::NoMemory(shortage)).await);
+                return Err(drain(app, stream, started, length, Refusal::NoMemory(shortage)).await);
             }
         }
         data.extend_from_slice(&chunk);
@@ -332,12 +447,27 @@ async fn read_body(
     Ok((data, reservation))
 }
 
+fn too_slow(app: &App) -> Refusal {
+    Refusal::BodyTooSlow {
+        min_rate: app.body_deadline.min_rate,
+        grace_seconds: app.body_deadline.grace.as_secs(),
+    }
+}
+
 /// Reads what is left of a refused body without keeping it (at most twice the size
 /// limit's worth: a sender still writing when the answer comes would see a broken pipe
-/// instead of it), then hands back the refusal to answer with.
-async fn drain(app: &App, mut stream: axum::body::BodyDataStream, refusal: Refusal) -> Refusal {
-    let mut read = 0usize;
-    while let Some(Ok(chunk)) = stream.next().await {
+/// instead of it; and no longer than its deadline), then hands back the refusal to answer
+/// with.
+async fn drain(
+    app: &App,
+    mut stream: axum::body::BodyDataStream,
+    started: tokio::time::Instant,
+    mut read: usize,
+    refusal: Refusal,
+) -> Refusal {
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout_at(app.body_deadline.after(started, read), stream.next()).await
+    {
         read += chunk.len();
         if read > 2 * app.max_body_bytes {
             break;

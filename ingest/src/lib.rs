@@ -6,6 +6,7 @@
 //! - [`auth`], [`rate`]: API keys and the rate quota. Pure.
 //! - [`writer`]: group commit to PostgreSQL. Talks to the database.
 //! - [`http`]: the HTTP API around them.
+//! - [`server`]: accepting connections, with their caps and deadlines.
 //! - [`config`]: flags and the environment the operator's Deployment sets.
 //! - [`mqtt`]: the optional MQTT subscription.
 //!
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod parse;
 pub mod rate;
+pub mod server;
 pub mod writer;
 
 use std::num::NonZeroU32;
@@ -85,9 +87,13 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
         cli.formats.clone()
     };
     let rate = Arc::new(rate::RateQuota::new(cli.rate, burst));
+    let window = parse::Window {
+        retention_days: cli.retention_days.map(NonZeroU32::get),
+        max_ahead: Some(jiff::SignedDuration::from_secs(i64::from(
+            cli.max_ahead_seconds,
+        ))),
+    };
     if let Some(url) = &cli.mqtt_url {
-        // Checked now, so a bad setting stops the pod with a clear message.
-        smartregion_contract::mqtt::parse_url(url)?;
         if cli.mqtt_topics.is_empty() {
             bail!("{} is set but {} is empty", env::MQTT_URL, env::MQTT_TOPICS);
         }
@@ -101,7 +107,14 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
                 .mqtt_client_id
                 .clone()
                 .unwrap_or_else(|| format!("smartregion-ingest-{}-{host}", cli.tenant)),
+            dead_letter_topic: cli
+                .mqtt_dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| format!("smartregion/dead-letter/{}", cli.tenant)),
+            window,
         };
+        // Checked now, so a bad setting stops the pod with a clear message.
+        settings.check()?;
         let (writer, rate, metrics) = (writer.clone(), rate.clone(), metrics.clone());
         tokio::spawn(async move {
             if let Err(error) = mqtt::run(settings, writer, rate, metrics).await {
@@ -129,15 +142,26 @@ pub async fn run(cli: config::Cli) -> anyhow::Result<()> {
         max_body_bytes: cli.max_body_bytes,
         memory: budget,
         memory_wait: Duration::from_secs(5),
+        body_deadline: http::BodyDeadline {
+            grace: Duration::from_secs(cli.body_grace_seconds),
+            min_rate: cli.body_min_rate,
+        },
+        window,
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("failed to listen on {}", cli.listen))?;
     info!(address = %cli.listen, tenant = %cli.tenant, "serving");
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("the HTTP server failed")?;
+    server::serve(
+        listener,
+        http::router(app),
+        server::Connections {
+            max: cli.max_connections,
+            header_timeout: Duration::from_secs(cli.header_timeout_seconds),
+        },
+        shutdown(),
+    )
+    .await;
     info!("stopped");
     Ok(())
 }

@@ -21,6 +21,13 @@ pub struct RowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// Why: `unreadable` (no payload of any format), `refused_items` (some items refused,
+    /// the others stored), `refused_by_database` (PostgreSQL refused its data every try).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommitLabels {
     pub result: &'static str,
 }
@@ -31,6 +38,7 @@ pub struct Metrics {
     rows: Family<RowLabels, Counter>,
     commits: Family<CommitLabels, Counter>,
     staged_commits: Counter,
+    dead_letters: Family<DeadLetterLabels, Counter>,
     commit_rows: Histogram,
     commit_seconds: Histogram,
 }
@@ -54,9 +62,14 @@ impl Default for Metrics {
         let staged_commits = Counter::default();
         registry.register(
             "staged_commits",
-            "Group commits that met a row already stored and were redone the staged, \
-             duplicate-skipping way",
+            "Group commits that met a row already stored and were redone the duplicate-skipping way",
             staged_commits.clone(),
+        );
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            "mqtt_dead_letters",
+            "MQTT messages (or their refused items) set aside on the dead-letter topic, by reason",
+            dead_letters.clone(),
         );
         registry.register(
             "commit_rows",
@@ -74,6 +87,7 @@ impl Default for Metrics {
             rows,
             commits,
             staged_commits,
+            dead_letters,
             commit_rows,
             commit_seconds,
         }
@@ -98,6 +112,12 @@ impl Metrics {
 
     pub fn staged_commit(&self) {
         self.staged_commits.inc();
+    }
+
+    pub fn dead_letter(&self, reason: &'static str) {
+        self.dead_letters
+            .get_or_create(&DeadLetterLabels { reason })
+            .inc();
     }
 
     pub fn observe_commit(&self, rows: usize, took: Duration, ok: bool) {

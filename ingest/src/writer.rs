@@ -5,9 +5,20 @@
 //! Two ways to write a batch. New rows, the common case, go by one binary COPY straight
 //! into `measurements`: what a COPY costs, nothing more. A batch that holds a row already
 //! stored (a retried request, the same reading sent twice) fails that COPY on the unique
-//! key; it is then redone the staged way: COPY into a session's temporary table and
-//! `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, which skips duplicates. Either way a
-//! retried batch stores nothing new, and only a commit acknowledges.
+//! key; it is then redone by one `INSERT ... SELECT FROM unnest($1, ...) ON CONFLICT DO
+//! NOTHING` with the rows as array parameters, which skips duplicates. No temporary
+//! table: tenant logins may not create them (their space would be outside the quota).
+//! Either way a retried batch stores nothing new, and only a commit acknowledges.
+//!
+//! One request's bad data never fails another's: when PostgreSQL refuses a batch for its
+//! data (SQLSTATE classes 22 and 23, other than the duplicates above), the batch is split
+//! in halves and each half committed on its own, down to the request at fault, which
+//! alone gets [`WriteError::Data`]. The parsers refuse such items first; this is the net
+//! under them.
+//!
+//! A refusal for privileges (42501) is [`WriteError::Refused`] only once the writer is
+//! seen to lack INSERT on the tenant's tables (how the operator enforces a suspension or
+//! the storage quota); any other privilege error is transient ([`WriteError::Unavailable`]).
 //!
 //! A writer that finds no other writer busy commits what is queued at once; only while
 //! another commit is under way does it wait up to the flush interval for company (under
@@ -32,14 +43,16 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::parse::Measurement;
 
-/// Why rows were not committed.
+/// Why rows were not committed. The `String`s are PostgreSQL's detail, for the log only:
+/// senders get a stable message (see `http`).
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WriteError {
     /// The database cannot be reached or failed the transaction; nothing was committed and
     /// the client should retry.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    /// The writer may not insert: over the storage quota, or the tenant is suspended.
+    /// The writer may not insert (checked, not assumed): over the storage quota, or the
+    /// tenant is suspended.
     #[error(
         "writes are refused: the tenant is over its database storage quota or suspended; \
          see the tenant's WithinQuota condition"
@@ -48,6 +61,10 @@ pub enum WriteError {
     /// More rows wait for a commit than the queue holds; retry shortly.
     #[error("the ingest queue is full; retry shortly")]
     Busy,
+    /// PostgreSQL refused this request's data (SQLSTATE class 22 or 23); a retry would be
+    /// refused again. Other requests of the same commit were committed without it.
+    #[error("the database refused the data: {0}")]
+    Data(String),
 }
 
 /// How to reach the database and how to batch.
@@ -159,49 +176,46 @@ impl Writer {
 /// The statements of one tenant, built once. Public so the TimescaleDB checks run
 /// exactly these (`e2e/tests/offline/timescaledb_sql.rs`).
 pub struct Statements {
-    /// Run once per session.
-    pub staging: String,
     /// Binary COPY of (sensor, metric, time, value, received_at) straight into
     /// measurements: new rows only (a duplicate fails it).
     pub copy_direct: String,
     /// New sensors into the catalog, given as a `text[]`.
-    pub sensors_direct: String,
-    /// Binary COPY of (sensor, metric, time, value, received_at) into the staging table.
-    pub copy: String,
-    /// From staging into measurements, duplicates absorbed.
-    pub insert: String,
-    /// New sensors into the catalog.
     pub sensors: String,
+    /// Rows given as five arrays (sensor, metric, time, value, received_at) into
+    /// measurements, duplicates absorbed.
+    pub insert_skipping: String,
+    /// Whether the session may insert into the tenant's tables at all: false is a
+    /// suspension or the storage quota (the operator revokes INSERT for both).
+    pub may_insert: String,
 }
 
 impl Statements {
     pub fn new(schema: &str) -> Statements {
-        let schema = postgres_protocol::escape::escape_identifier(schema);
+        let quoted = postgres_protocol::escape::escape_identifier(schema);
+        let literal =
+            |table: &str| postgres_protocol::escape::escape_literal(&format!("{quoted}.{table}"));
         Statements {
             copy_direct: format!(
-                "COPY {schema}.measurements (sensor, metric, time, value, received_at) \
+                "COPY {quoted}.measurements (sensor, metric, time, value, received_at) \
                  FROM STDIN (FORMAT binary)"
             ),
-            sensors_direct: format!(
-                "INSERT INTO {schema}.sensors (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
-            ),
-            // Per session, emptied at every commit: a batch never sees another's rows.
-            staging: "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (sensor text, metric text, \
-                      time timestamptz, value double precision, received_at timestamptz) \
-                      ON COMMIT DELETE ROWS"
-                .into(),
-            copy: "COPY pg_temp.ingest_staging (sensor, metric, time, value, received_at) \
-                   FROM STDIN (FORMAT binary)"
-                .into(),
-            // Duplicates (a retried batch, or the same reading twice in one) are absorbed.
-            insert: format!(
-                "INSERT INTO {schema}.measurements (sensor, metric, time, value, received_at) \
-                 SELECT sensor, metric, time, value, received_at FROM pg_temp.ingest_staging \
-                 ON CONFLICT DO NOTHING"
-            ),
             sensors: format!(
-                "INSERT INTO {schema}.sensors (id) SELECT DISTINCT sensor FROM pg_temp.ingest_staging \
-                 ON CONFLICT DO NOTHING"
+                "INSERT INTO {quoted}.sensors (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+            ),
+            insert_skipping: format!(
+                "INSERT INTO {quoted}.measurements (sensor, metric, time, value, received_at) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], \
+                 $4::float8[], $5::timestamptz[]) ON CONFLICT DO NOTHING"
+            ),
+            // The table names are only looked up with USAGE on the schema: without it
+            // the answer is unknown (NULL), not a refusal.
+            may_insert: format!(
+                "SELECT CASE WHEN has_schema_privilege({schema}, 'USAGE') THEN \
+                 has_table_privilege({measurements}, 'INSERT') \
+                 AND has_table_privilege({sensors}, 'INSERT') END",
+                schema = postgres_protocol::escape::escape_literal(schema),
+                measurements = literal("measurements"),
+                sensors = literal("sensors"),
             ),
         }
     }
@@ -229,10 +243,8 @@ const KNOWN_SENSORS: usize = 100_000;
 struct Session {
     client: tokio_postgres::Client,
     copy_direct: tokio_postgres::Statement,
-    sensors_direct: tokio_postgres::Statement,
-    copy: tokio_postgres::Statement,
-    insert: tokio_postgres::Statement,
     sensors: tokio_postgres::Statement,
+    insert_skipping: tokio_postgres::Statement,
 }
 
 /// How a batch is written.
@@ -240,8 +252,8 @@ struct Session {
 enum Path {
     /// COPY into measurements; fails on a duplicate.
     Direct,
-    /// COPY into staging, then insert skipping duplicates.
-    Staged,
+    /// One insert of the rows as arrays, skipping duplicates.
+    Skipping,
 }
 
 impl WriterTask {
@@ -250,17 +262,32 @@ impl WriterTask {
             let Some(batch) = self.collect().await else {
                 return;
             };
-            let rows: usize = batch.iter().map(|job| job.rows.len()).sum();
-            let started = Instant::now();
-            let result = self.commit(&batch).await;
+            self.commit_isolating(batch).await;
             self.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Commits `batch` and answers every job of it. A batch refused for its data is
+    /// split in halves, each committed on its own, until the jobs at fault stand alone.
+    async fn commit_isolating(&mut self, batch: Vec<Job>) {
+        let mut groups = vec![batch];
+        while let Some(mut group) = groups.pop() {
+            let rows: usize = group.iter().map(|job| job.rows.len()).sum();
+            let started = Instant::now();
+            let result = self.commit(&group).await;
             self.metrics
                 .observe_commit(rows, started.elapsed(), result.is_ok());
             self.healthy.store(
                 !matches!(result, Err(WriteError::Unavailable(_))),
                 Ordering::Relaxed,
             );
-            for job in batch {
+            if matches!(result, Err(WriteError::Data(_))) && group.len() > 1 {
+                let second = group.split_off(group.len() / 2);
+                groups.push(second);
+                groups.push(group);
+                continue;
+            }
+            for job in group {
                 let _ = job.reply.send(result.clone());
             }
         }
@@ -310,17 +337,24 @@ impl WriterTask {
         }
         if self.session.is_none() {
             let client = connect(&self.settings).await?;
-            client.batch_execute(&self.statements.staging).await?;
             let statements = &self.statements;
-            let text_array = [Type::TEXT_ARRAY];
             let session = Session {
                 copy_direct: client.prepare(&statements.copy_direct).await?,
-                sensors_direct: client
-                    .prepare_typed(&statements.sensors_direct, &text_array)
+                sensors: client
+                    .prepare_typed(&statements.sensors, &[Type::TEXT_ARRAY])
                     .await?,
-                copy: client.prepare(&statements.copy).await?,
-                insert: client.prepare(&statements.insert).await?,
-                sensors: client.prepare(&statements.sensors).await?,
+                insert_skipping: client
+                    .prepare_typed(
+                        &statements.insert_skipping,
+                        &[
+                            Type::TEXT_ARRAY,
+                            Type::TEXT_ARRAY,
+                            Type::TIMESTAMPTZ_ARRAY,
+                            Type::FLOAT8_ARRAY,
+                            Type::TIMESTAMPTZ_ARRAY,
+                        ],
+                    )
+                    .await?,
                 client,
             };
             info!(writer = self.index, "connected to the database");
@@ -338,7 +372,7 @@ impl WriterTask {
             // A row is already stored: nothing of the first try was committed; redo it
             // the way that skips duplicates.
             self.metrics.staged_commit();
-            outcome = self.write(batch, Path::Staged).await;
+            outcome = self.write(batch, Path::Skipping).await;
         }
         match outcome {
             Ok(new_sensors) => {
@@ -348,24 +382,53 @@ impl WriterTask {
                 self.known_sensors.extend(new_sensors);
                 Ok(())
             }
-            Err(error) => {
-                if self
-                    .session
-                    .as_ref()
-                    .is_none_or(|session| session.client.is_closed())
-                    || error.code().is_none()
-                {
-                    // The session is gone or unusable; the next batch connects afresh.
-                    self.session = None;
-                }
-                warn!(writer = self.index, error = %error_text(&error), "commit failed; nothing of the batch was acknowledged");
-                if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                    Err(WriteError::Refused)
-                } else {
-                    Err(WriteError::Unavailable(error_text(&error)))
-                }
-            }
+            Err(error) => Err(self.failure(&error).await),
         }
+    }
+
+    /// What a failed transaction means for the requests in it.
+    async fn failure(&mut self, error: &tokio_postgres::Error) -> WriteError {
+        let detail = error_text(error);
+        if self
+            .session
+            .as_ref()
+            .is_none_or(|session| session.client.is_closed())
+            || error.code().is_none()
+        {
+            // The session is gone or unusable; the next batch connects afresh.
+            self.session = None;
+        }
+        let class = error.code().map(|code| &code.code()[..2]);
+        let failure = if matches!(class, Some("22" | "23")) {
+            WriteError::Data(detail)
+        } else if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            match self.may_insert().await {
+                Ok(Some(false)) => WriteError::Refused,
+                Ok(answer) => WriteError::Unavailable(format!(
+                    "{detail} (yet the writer's INSERT privilege is {})",
+                    match answer {
+                        Some(_) => "granted",
+                        None => "unknown: no USAGE on the schema",
+                    }
+                )),
+                Err(check) => WriteError::Unavailable(format!(
+                    "{detail} (and checking the writer's privileges failed: {})",
+                    error_text(&check)
+                )),
+            }
+        } else {
+            WriteError::Unavailable(detail)
+        };
+        warn!(writer = self.index, error = %failure, "commit failed; nothing of the batch was acknowledged");
+        failure
+    }
+
+    /// Whether this session may insert into the tenant's tables; `None` when that cannot
+    /// be told (no USAGE on the schema).
+    async fn may_insert(&mut self) -> Result<Option<bool>, tokio_postgres::Error> {
+        let statement = self.statements.may_insert.clone();
+        let session = self.connect().await?;
+        session.client.query_one(&statement, &[]).await?.try_get(0)
     }
 
     /// One transaction writing `batch` by `path`; the sensors it catalogued on success.
@@ -386,46 +449,62 @@ impl WriterTask {
         };
         let session = self.connect().await?;
         let transaction = session.client.transaction().await?;
-        let copy = match path {
-            Path::Direct => &session.copy_direct,
-            Path::Staged => &session.copy,
-        };
-        let sink = transaction.copy_in(copy).await?;
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::FLOAT8,
-                Type::TIMESTAMPTZ,
-            ],
-        );
-        pin_mut!(writer);
-        for job in batch {
-            for row in &job.rows {
-                let time = SystemTime::from(row.time);
-                writer
-                    .as_mut()
-                    .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
+        match path {
+            Path::Direct => {
+                let sink = transaction.copy_in(&session.copy_direct).await?;
+                let writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TIMESTAMPTZ,
+                        Type::FLOAT8,
+                        Type::TIMESTAMPTZ,
+                    ],
+                );
+                pin_mut!(writer);
+                for job in batch {
+                    for row in &job.rows {
+                        let time = SystemTime::from(row.time);
+                        writer
+                            .as_mut()
+                            .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
+                            .await?;
+                    }
+                }
+                writer.finish().await?;
+            }
+            Path::Skipping => {
+                let rows = batch
+                    .iter()
+                    .flat_map(|job| job.rows.iter().map(move |row| (row, job.received)));
+                let count = batch.iter().map(|job| job.rows.len()).sum();
+                let (mut sensors, mut metrics, mut times, mut values, mut received) = (
+                    Vec::with_capacity(count),
+                    Vec::with_capacity(count),
+                    Vec::with_capacity(count),
+                    Vec::with_capacity(count),
+                    Vec::with_capacity(count),
+                );
+                for (row, at) in rows {
+                    sensors.push(row.sensor.as_str());
+                    metrics.push(row.metric.as_str());
+                    times.push(SystemTime::from(row.time));
+                    values.push(row.value);
+                    received.push(at);
+                }
+                transaction
+                    .execute(
+                        &session.insert_skipping,
+                        &[&sensors, &metrics, &times, &values, &received],
+                    )
                     .await?;
             }
         }
-        writer.finish().await?;
-        match path {
-            Path::Direct => {
-                if !new_sensors.is_empty() {
-                    transaction
-                        .execute(&session.sensors_direct, &[&new_sensors])
-                        .await?;
-                }
-            }
-            Path::Staged => {
-                transaction.execute(&session.insert, &[]).await?;
-                if !new_sensors.is_empty() {
-                    transaction.execute(&session.sensors, &[]).await?;
-                }
-            }
+        if !new_sensors.is_empty() {
+            transaction
+                .execute(&session.sensors, &[&new_sensors])
+                .await?;
         }
         transaction.commit().await?;
         Ok(new_sensors)

@@ -120,7 +120,10 @@ fn repeat(item: &str, count: usize, open: &str, close: &str) -> Vec<u8> {
 #[test]
 fn the_reserved_bound_covers_every_parse() {
     let all = Limits::default();
-    let burst = Limits { max_rows: 1000 };
+    let burst = Limits {
+        max_rows: 1000,
+        ..Limits::default()
+    };
     let measurement = r#"{"sensor":"firenze-aq-{i}","metric":"no2","time":"2026-11-23T10:00:00Z","value":41.5,"unit":"ug/m3"}"#;
     check(
         "measurements, 1000 items",

@@ -356,6 +356,8 @@ fn ingest_env(
         ("SMARTREGION_INGEST_API_KEYS", KEY.to_string()),
         // The quota is not what is measured.
         ("SMARTREGION_INGEST_RATE", "10000000".to_string()),
+        // The bench tenant's retention, as the Deployment passes it.
+        ("SMARTREGION_INGEST_RETENTION_DAYS", "3650".to_string()),
         ("PGHOST", "127.0.0.1".to_string()),
         ("PGPORT", port.to_string()),
         ("PGDATABASE", "smartregion".to_string()),

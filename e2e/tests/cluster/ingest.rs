@@ -23,15 +23,17 @@ struct Running {
 }
 
 async fn start_ingest(cluster: &Cluster, client: &kube::Client, tenant: &Value) -> Result<Running> {
-    start_ingest_in(cluster, client, tenant, None).await
+    start_ingest_in(cluster, client, tenant, None, &[]).await
 }
 
-/// As `start_ingest`, inside `cgroup` when given.
+/// As `start_ingest`, inside `cgroup` when given, with `changes` to the Deployment's
+/// environment (a value of `None` removes the variable).
 async fn start_ingest_in(
     cluster: &Cluster,
     client: &kube::Client,
     tenant: &Value,
     cgroup: Option<&Cgroup>,
+    changes: &[(&str, Option<&str>)],
 ) -> Result<Running> {
     let name = tenant["metadata"]["name"]
         .as_str()
@@ -39,7 +41,13 @@ async fn start_ingest_in(
         .to_string();
     apply_tenant(client, tenant).await?;
     wait_ready(client, &name).await?;
-    let env = deployment_env(client, &format!("srt-{name}")).await?;
+    let mut env = deployment_env(client, &format!("srt-{name}")).await?;
+    for (variable, value) in changes {
+        env.retain(|(name, _)| name != variable);
+        if let Some(value) = value {
+            env.push((variable.to_string(), value.to_string()));
+        }
+    }
     let key = env
         .iter()
         .find(|(k, _)| k == smartregion_contract::env::API_KEYS)
@@ -510,7 +518,7 @@ async fn inside_its_pods_limits_near_limit_bodies_get_answers_and_nothing_is_oom
         mut ingest,
         key,
         schema,
-    } = start_ingest_in(shared(), &client, &tenant, Some(&cgroup)).await?;
+    } = start_ingest_in(shared(), &client, &tenant, Some(&cgroup), &[]).await?;
     let url = ingest.url("/v2/notify");
     let started = std::time::Instant::now();
     let senders: Vec<_> = (0..SENDERS)
@@ -600,6 +608,360 @@ async fn inside_its_pods_limits_near_limit_bodies_get_answers_and_nothing_is_oom
     ingest.kill()?;
     drop(ingest);
     cgroup.remove()?;
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+/// `(index, field, reason)` of each rejected item of a write's report.
+fn rejected(report: &Value) -> Vec<(u64, String, String)> {
+    report["rejected"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    (
+                        item["index"].as_u64().unwrap_or(u64::MAX),
+                        item["field"].as_str().unwrap_or_default().to_string(),
+                        item["reason"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The issue's SenML record: `t: -2.3e11`, about 5300 BC, before anything PostgreSQL
+/// can store.
+fn ancient_senml(device: &str) -> Value {
+    json!([{"bn": format!("{device}:"), "n": "pm10", "v": 1, "t": -2.3e11}])
+}
+
+#[tokio::test]
+async fn times_outside_the_window_and_data_postgresql_refuses_harm_no_other_request() -> Result<()>
+{
+    let client = client().await?;
+    let shard = unique_name("ingest-window");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("window");
+    let tenant = example("prato", &name, &shard)?;
+    let running = start_ingest(shared(), &client, &tenant).await?;
+    let (ingest, schema) = (&running.ingest, &running.schema);
+    let auth = format!("Bearer {}", running.key);
+    let headers = [("authorization", auth.as_str())];
+    let http = HttpClient::new();
+    let db = database(&shared().database_url).await?;
+    let now = jiff::Timestamp::now().to_string();
+
+    // The Deployment's window: each item outside it is refused with its index and reason,
+    // its neighbours stored.
+    let body = json!([
+        {"sensor": "window", "metric": "pm10", "value": 1, "time": now},
+        {"sensor": "window", "metric": "pm10", "value": 2, "time": "2100-01-01T00:00:00Z"},
+        {"sensor": "window", "metric": "pm10", "value": 3, "time": "0001-01-01T00:00:00Z"},
+    ]);
+    let answer = http
+        .post(&ingest.url("/v1/measurements"), &headers, body.to_string())
+        .await?;
+    ensure!(answer.status == 207, "{answer:?}");
+    let report = answer.json()?;
+    ensure!(report["committed"] == 1, "{report}");
+    let refused = rejected(&report);
+    ensure!(
+        refused.len() == 2
+            && refused[0].0 == 1
+            && refused[0].1 == "time"
+            && refused[0].2.contains("ahead of the time of receipt")
+            && refused[1].0 == 2
+            && refused[1].2.contains("retention horizon"),
+        "{report}"
+    );
+    let answer = http
+        .post(
+            &ingest.url("/v1/senml"),
+            &headers,
+            ancient_senml("ancient").to_string(),
+        )
+        .await?;
+    ensure!(answer.status == 400, "no item valid: {answer:?}");
+    ensure!(rejected(&answer.json()?)[0].1 == "t", "{answer:?}");
+    ensure!(count(&db, schema, "sensor = 'window'").await? == 1);
+    ensure!(count(&db, schema, "sensor = 'ancient'").await? == 0);
+
+    // Without the retention horizon the same record reaches PostgreSQL, which refuses it
+    // (SQLSTATE 22008): only its own request fails, whatever commit it shares. 50 senders
+    // each send 6 valid single-row requests and 2 such records, all at once.
+    let unbounded = start_ingest_in(
+        shared(),
+        &client,
+        &tenant,
+        None,
+        &[(smartregion_contract::env::RETENTION_DAYS, None)],
+    )
+    .await?;
+    let measurements = unbounded.ingest.url("/v1/measurements");
+    let senml = unbounded.ingest.url("/v1/senml");
+    let mut senders = Vec::new();
+    for sender in 0..50 {
+        let (http, auth, now) = (http.clone(), auth.clone(), now.clone());
+        let (measurements, senml) = (measurements.clone(), senml.clone());
+        senders.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for request in 0..8 {
+                let headers = [("authorization", auth.as_str())];
+                let answer = if request % 4 == 3 {
+                    let body = ancient_senml(&format!("bad-{sender}-{request}"));
+                    http.post(&senml, &headers, body.to_string()).await?
+                } else {
+                    let body = json!([{"sensor": format!("valid-{sender}-{request}"),
+                        "metric": "pm10", "value": request, "time": now}]);
+                    http.post(&measurements, &headers, body.to_string()).await?
+                };
+                answers.push((request % 4 == 3, answer));
+            }
+            anyhow::Ok(answers)
+        }));
+    }
+    let mut refused_ids = Vec::new();
+    for sender in senders {
+        for (bad, answer) in sender.await?? {
+            if !bad {
+                ensure!(answer.status == 200, "a valid request failed: {answer:?}");
+                continue;
+            }
+            ensure!(answer.status == 422, "{answer:?}");
+            let body = answer.json()?;
+            let message = body["error"].as_str().unwrap_or_default();
+            ensure!(
+                message.starts_with("the database refused the data of this request")
+                    && !message.contains("out of range"),
+                "a stable message, PostgreSQL's words only in the log: {body}"
+            );
+            let id = body["id"].as_str().unwrap_or_default().to_string();
+            ensure!(
+                answer
+                    .headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    == Some(&id),
+                "{answer:?}"
+            );
+            refused_ids.push(id);
+        }
+    }
+    ensure!(refused_ids.len() == 100);
+    ensure!(count(&db, schema, "sensor LIKE 'valid-%'").await? == 300);
+    ensure!(count(&db, schema, "sensor LIKE 'bad-%'").await? == 0);
+    let logs = unbounded.ingest.logs();
+    let logged = logs
+        .lines()
+        .find(|line| line.contains(&refused_ids[0]))
+        .with_context(|| format!("no log line names {}", refused_ids[0]))?;
+    ensure!(
+        logged.contains("out of range"),
+        "the log has PostgreSQL's reason: {logged}"
+    );
+    drop(unbounded);
+    drop(running);
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_privilege_error_is_403_only_when_the_writer_is_seen_to_lack_insert() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ingest-refusal");
+    let operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("refusal");
+    let running = start_ingest(shared(), &client, &example("prato", &name, &shard)?).await?;
+    // The operator would put the privileges back; this test takes them away by hand.
+    drop(operator);
+    let (ingest, schema) = (&running.ingest, &running.schema);
+    let writer = format!("\"{schema}_writer\"");
+    let auth = format!("Bearer {}", running.key);
+    let http = HttpClient::new();
+    let db = database(&shared().database_url).await?;
+    let post = |sensor: &'static str| {
+        let (http, auth, url) = (http.clone(), auth.clone(), ingest.url("/v1/measurements"));
+        async move {
+            http.post(
+                &url,
+                &[("authorization", auth.as_str())],
+                batch(sensor, 0, 5).to_string(),
+            )
+            .await
+        }
+    };
+
+    // "permission denied for schema": not how a suspension or the quota is enforced, so
+    // transient: 503 with Retry-After, and PostgreSQL's words only in the log.
+    db.batch_execute(&format!(
+        "REVOKE USAGE ON SCHEMA \"{schema}\" FROM {writer}"
+    ))
+    .await?;
+    let answer = post("no-usage").await?;
+    ensure!(answer.status == 503, "{answer:?}");
+    ensure!(answer.headers.contains_key("retry-after"), "{answer:?}");
+    let body = answer.json()?;
+    ensure!(
+        !body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("permission"),
+        "{body}"
+    );
+    let id = body["id"].as_str().context("a correlation id")?;
+    ensure!(
+        ingest
+            .logs()
+            .lines()
+            .any(|line| line.contains(id) && line.contains("permission denied for schema")),
+        "the log has the detail under {id}"
+    );
+    db.batch_execute(&format!("GRANT USAGE ON SCHEMA \"{schema}\" TO {writer}"))
+        .await?;
+
+    // INSERT revoked, as the operator does for a suspension or the storage quota: 403.
+    db.batch_execute(&format!(
+        "REVOKE INSERT ON \"{schema}\".measurements, \"{schema}\".sensors FROM {writer}"
+    ))
+    .await?;
+    let answer = post("no-insert").await?;
+    ensure!(answer.status == 403, "{answer:?}");
+    ensure!(
+        answer.json()?["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("over its database storage quota or suspended"),
+        "{answer:?}"
+    );
+    db.batch_execute(&format!(
+        "GRANT INSERT ON \"{schema}\".measurements, \"{schema}\".sensors TO {writer}"
+    ))
+    .await?;
+    let answer = post("granted").await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    ensure!(count(&db, schema, "sensor IN ('no-usage', 'no-insert')").await? == 0);
+    ensure!(count(&db, schema, "sensor = 'granted'").await? == 5);
+    drop(running);
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+/// Opens a connection to `port` and sends `head`, a request's first bytes.
+async fn connect_and_send(port: u16, head: &str) -> Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(head.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// What the server sent on `stream` until it closed it (within `deadline`).
+async fn read_until_closed(
+    mut stream: tokio::net::TcpStream,
+    deadline: Duration,
+) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(deadline, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await
+    .context("the server kept a slow connection open past its deadline")?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn slow_senders_are_cut_off_and_other_senders_are_still_served() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ingest-slow");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("slow");
+    // Short deadlines and a small cap and budget, so the test runs in seconds: 20
+    // declared 8 MB bodies would need 160 MB if reserved on their word.
+    let running = start_ingest_in(
+        shared(),
+        &client,
+        &example("prato", &name, &shard)?,
+        None,
+        &[
+            ("SMARTREGION_INGEST_MAX_CONNECTIONS", Some("16")),
+            ("SMARTREGION_INGEST_HEADER_TIMEOUT_SECONDS", Some("2")),
+            ("SMARTREGION_INGEST_BODY_GRACE_SECONDS", Some("2")),
+            ("SMARTREGION_INGEST_MEMORY_BUDGET", Some("25165824")),
+        ],
+    )
+    .await?;
+    let (ingest, schema) = (&running.ingest, &running.schema);
+    let auth = format!("Bearer {}", running.key);
+
+    // 20 senders declare 8 MB and send one byte; 20 unauthenticated ones trickle their
+    // headers a byte at a time.
+    let mut slow_bodies = Vec::new();
+    for _ in 0..20 {
+        let head = format!(
+            "POST /v1/measurements HTTP/1.1\r\nhost: ingest\r\nauthorization: {auth}\r\n\
+             content-type: application/json\r\ncontent-length: 8000000\r\n\r\n["
+        );
+        slow_bodies.push(connect_and_send(ingest.port, &head).await?);
+    }
+    let mut tricklers = Vec::new();
+    for _ in 0..20 {
+        let stream = connect_and_send(ingest.port, "POST /v1/measurements HTTP/1.1\r\n").await?;
+        tricklers.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = stream;
+            // A header line that never ends, at one byte every half second.
+            for byte in "x-slow: ".bytes().cycle().take(120) {
+                if stream.write_all(&[byte]).await.is_err() {
+                    return anyhow::Ok(true);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(false)
+        }));
+    }
+
+    // Meanwhile a sensor gets every request through.
+    let http = HttpClient::new();
+    for request in 0..20 {
+        let answer = http
+            .post(
+                &ingest.url("/v1/measurements"),
+                &[("authorization", auth.as_str())],
+                batch("steady", request * 10, 10).to_string(),
+            )
+            .await?;
+        ensure!(answer.status == 200, "request {request}: {answer:?}");
+    }
+    let db = database(&shared().database_url).await?;
+    ensure!(count(&db, schema, "sensor = 'steady'").await? == 200);
+
+    // Each slow body was answered 408 and its connection closed; each trickler was cut
+    // off long before its header could end (a minute).
+    for stream in slow_bodies {
+        let answer = read_until_closed(stream, Duration::from_secs(30)).await?;
+        ensure!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a stalled body gets 408: {answer:?}"
+        );
+    }
+    for trickler in tricklers {
+        ensure!(
+            tokio::time::timeout(Duration::from_secs(30), trickler)
+                .await
+                .context("a trickler was never cut off")???,
+            "a trickler sent its whole header line"
+        );
+    }
+    drop(running);
     delete_and_wait(&client, &name).await?;
     Ok(())
 }

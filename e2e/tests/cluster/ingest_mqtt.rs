@@ -120,3 +120,157 @@ async fn mqtt_messages_are_committed_before_they_are_acknowledged() -> Result<()
     delete_and_wait(&client, &name).await?;
     Ok(())
 }
+
+/// Subscribes to `topic` (QoS 1) and hands every message's payload to `sink`.
+async fn subscribe(
+    port: u16,
+    topic: &str,
+    sink: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+) -> Result<()> {
+    let mut options = MqttOptions::new(unique_name("reader"), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client.subscribe(topic, QoS::AtLeastOnce).await?;
+    // Until the broker has the subscription: what is published after is delivered.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await
+    .context("no SUBACK from the broker")??;
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event
+                && let Ok(letter) = serde_json::from_slice(&publish.payload)
+                && sink.send(letter).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[tokio::test]
+async fn mqtt_messages_that_can_never_be_stored_are_set_aside_and_ingest_goes_on() -> Result<()> {
+    let client = client().await?;
+    let broker = Mosquitto::start(shared(), "mosquitto-dead-letters").await?;
+    let shard = unique_name("mqtt-dead");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let name = unique_name("mqtt-dead");
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["ingest"] =
+        json!({ "mqtt": { "url": broker.url(), "topics": ["prato/sensors/#"] } });
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let mut env = deployment_env(&client, &format!("srt-{name}")).await?;
+    // Without the retention horizon, so that PostgreSQL itself refuses the ancient record
+    // (with it, the parser refuses it first, as an item).
+    env.retain(|(variable, _)| variable != smartregion_contract::env::RETENTION_DAYS);
+    let (letters, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    let dead_letter_topic = format!("smartregion/dead-letter/{name}");
+    subscribe(broker.port, &dead_letter_topic, letters).await?;
+    let mut ingest = Ingest::start(shared(), env)?;
+    ingest.wait_ready(Duration::from_secs(30)).await?;
+    let schema = format!("t_{}", name.replace('-', "_"));
+    let db = {
+        let (db, connection) =
+            tokio_postgres::connect(&shared().database_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        db
+    };
+    let stored = |device: &'static str| {
+        let query =
+            format!("SELECT count(*) FROM \"{schema}\".measurements WHERE sensor = '{device}'");
+        let db = &db;
+        async move { anyhow::Ok(db.query_one(&query, &[]).await?.get::<_, i64>(0)) }
+    };
+    wait::until(
+        "ingest to be subscribed",
+        Duration::from_secs(30),
+        || async {
+            publish(broker.port, "prato/sensors/first", senml("first", 1.0)).await?;
+            Ok((stored("first").await? > 0).then_some(()))
+        },
+    )
+    .await?;
+
+    // Not JSON at all; one item of 2100 next to a good one; a record PostgreSQL refuses;
+    // then a good message, which must not wait behind them.
+    let topic = "prato/sensors/device";
+    publish(broker.port, topic, json!("not a payload")).await?;
+    publish(
+        broker.port,
+        topic,
+        json!([{"bn": "half:", "n": "temperature", "v": 1, "bt": 1.7958816e9},
+               {"n": "temperature", "v": 2, "t": 4102444800.0}]),
+    )
+    .await?;
+    publish(
+        broker.port,
+        topic,
+        json!([{"bn": "ancient:", "n": "pm10", "v": 1, "t": -2.3e11}]),
+    )
+    .await?;
+    publish(broker.port, topic, senml("after", 3.0)).await?;
+    wait::until(
+        "the message after the bad ones to be stored",
+        Duration::from_secs(60),
+        || async { Ok((stored("after").await? == 1).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        stored("half").await? == 1,
+        "the good item of the half-bad message"
+    );
+    ensure!(stored("ancient").await? == 0);
+
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let letter = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
+            .await
+            .context("a dead letter did not come")?
+            .context("the reader stopped")?;
+        ensure!(letter["topic"] == topic, "{letter}");
+        ensure!(
+            letter["id"].as_str().is_some_and(|id| id.len() == 16),
+            "{letter}"
+        );
+        reasons.push(letter["reason"].as_str().unwrap_or_default().to_string());
+        match letter["reason"].as_str() {
+            Some("unreadable") => ensure!(letter["payload"] == "\"not a payload\"", "{letter}"),
+            Some("refused_items") => {
+                ensure!(letter["rejected"][0]["index"] == 1, "{letter}");
+                ensure!(letter["rejected"][0]["field"] == "t", "{letter}");
+            }
+            Some("refused_by_database") => ensure!(
+                !letter["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("out of range"),
+                "PostgreSQL's words stay in the log: {letter}"
+            ),
+            _ => anyhow::bail!("unexpected dead letter {letter}"),
+        }
+    }
+    ensure!(
+        reasons == ["unreadable", "refused_items", "refused_by_database"],
+        "{reasons:?}"
+    );
+    let metrics = smartregion_e2e::http::http_get(ingest.port, "/metrics").await?;
+    for reason in ["unreadable", "refused_items", "refused_by_database"] {
+        ensure!(
+            metrics.contains(&format!(
+                "smartregion_ingest_mqtt_dead_letters_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+    ingest.kill()?;
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}

@@ -189,34 +189,35 @@ fn job_id(jobs: &[(i32, String, String, String, bool)], proc_name: &str) -> Resu
         .with_context(|| format!("no {proc_name} job in {jobs:?}"))
 }
 
-/// One ingest batch as the writer commits it: its staging table, then the insert that
-/// absorbs duplicates, then the sensor catalog — the writer's own statements. PGlite's
-/// socket does not carry COPY, so the staging table is filled with one INSERT of the same
-/// rows instead of the writer's binary COPY (which the full suite runs).
+/// One ingest batch as the writer commits it when it holds a row already stored: the
+/// insert that absorbs duplicates, then the sensor catalog — the writer's own statements.
+/// (PGlite's socket does not carry COPY, the writer's first try, which the full suite runs.)
 async fn ingest(
     client: &mut Client,
     schema: &str,
     rows: &[(String, SystemTime, f64)],
 ) -> Result<(), tokio_postgres::Error> {
     let statements = Statements::new(schema);
-    client.batch_execute(&statements.staging).await?;
     let transaction = client.transaction().await?;
     // In slices: PGlite's socket drops a connection on a very large message.
     for slice in rows.chunks(500) {
         let sensors: Vec<&str> = slice.iter().map(|row| row.0.as_str()).collect();
+        let metrics = vec!["pm10"; slice.len()];
         let times: Vec<SystemTime> = slice.iter().map(|row| row.1).collect();
         let values: Vec<f64> = slice.iter().map(|row| row.2).collect();
+        let received = vec![SystemTime::now(); slice.len()];
         transaction
             .execute(
-                "INSERT INTO pg_temp.ingest_staging (sensor, metric, time, value, received_at) \
-                 SELECT sensor, 'pm10', time, value, now() \
-                 FROM unnest($1::text[], $2::timestamptz[], $3::float8[]) AS r(sensor, time, value)",
-                &[&sensors, &times, &values],
+                &statements.insert_skipping,
+                &[&sensors, &metrics, &times, &values, &received],
             )
             .await?;
+        let mut catalog = sensors.clone();
+        catalog.dedup();
+        transaction
+            .execute(&statements.sensors, &[&catalog])
+            .await?;
     }
-    transaction.execute(&statements.insert, &[]).await?;
-    transaction.execute(&statements.sensors, &[]).await?;
     transaction.commit().await?;
     Ok(())
 }

@@ -22,12 +22,12 @@ use serde_json::{Map, Value};
 
 use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Limits, Measurement, Parsed, Refusal, json_number, kind, metric_name, optional_str,
-    sensor_id, timestamp, unit_name, within,
+    BodyError, Limits, Measurement, Parsed, Refusal, Window, json_number, kind, metric_name,
+    optional_str, sensor_id, timestamp, unit_name, within,
 };
 
-/// Parses a `/v1/measurements` body. `received` is not needed by this format (every
-/// item carries its time); it is taken for symmetry with the other parsers.
+/// Parses a `/v1/measurements` body. Every item carries its time; `received` is what
+/// the limits' window is measured from.
 pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
     parse_measurements_within(body, received, &Limits::default())
 }
@@ -35,7 +35,7 @@ pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, Bo
 /// As [`parse_measurements`], stopping with [`BodyError::TooManyRows`] past `limits`.
 pub fn parse_measurements_within(
     body: &[u8],
-    _received: Timestamp,
+    received: Timestamp,
     limits: &Limits,
 ) -> Result<Parsed, BodyError> {
     let shape = Shape {
@@ -45,7 +45,7 @@ pub fn parse_measurements_within(
     };
     let mut parsed = Parsed::default();
     let outline = stream::items(body, &shape, &mut |index, item| {
-        match measurement(&item) {
+        match measurement(&item, received, &limits.window) {
             Ok(row) => parsed.row(row),
             Err(refusal) => parsed.reject(index, refusal),
         }
@@ -68,7 +68,7 @@ pub fn parse_measurements_within(
     }
 }
 
-fn measurement(item: &Value) -> Result<Measurement, Refusal> {
+fn measurement(item: &Value, received: Timestamp, window: &Window) -> Result<Measurement, Refusal> {
     let Value::Object(fields) = item else {
         return Err(Refusal::new(
             "",
@@ -83,6 +83,7 @@ fn measurement(item: &Value) -> Result<Measurement, Refusal> {
         .map_err(Refusal::on("metric"))?;
     let time = required_str(fields, "time")
         .and_then(timestamp)
+        .and_then(|time| window.admit(time, received))
         .map_err(Refusal::on("time"))?;
     let value = match fields.get("value") {
         Some(value) => json_number(value),

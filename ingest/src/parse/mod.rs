@@ -16,7 +16,9 @@
 //! - sensor id: 1 to [`SENSOR_MAX_CHARS`] characters; metric: 1 to [`METRIC_MAX_CHARS`];
 //!   unit: 1 to [`UNIT_MAX_CHARS`]; none may contain control characters;
 //! - value: a finite number;
-//! - time: RFC 3339 with an offset (`2026-11-23T10:00:00Z`, `2026-11-23T11:00:00+01:00`).
+//! - time: RFC 3339 with an offset (`2026-11-23T10:00:00Z`, `2026-11-23T11:00:00+01:00`),
+//!   inside the tenant's [`Window`]: not before its retention horizon, not further ahead
+//!   of the time of receipt than a sender's clock may be.
 
 pub mod cost;
 pub mod measurements;
@@ -27,7 +29,7 @@ mod stream;
 #[cfg(test)]
 mod samples;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -88,13 +90,62 @@ pub const MAX_EXPLANATIONS: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_rows: usize,
+    /// The times an item may carry; an item outside is rejected with its reason.
+    pub window: Window,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_rows: usize::MAX,
+            window: Window::ANY,
         }
+    }
+}
+
+/// The times a row may carry, relative to its time of receipt. A time before the
+/// tenant's retention horizon would be deleted by the next retention run (and on a
+/// hypertable every far day is a chunk of its own in the shared catalog); a time far
+/// ahead is a sensor's broken clock, not a measurement. Both are refused per item, like
+/// any other bad field, rather than stored or left for PostgreSQL to refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The tenant's retention in days: older times are refused. `None`: no bound.
+    pub retention_days: Option<u32>,
+    /// How far ahead of the time of receipt a time may be. `None`: no bound.
+    pub max_ahead: Option<SignedDuration>,
+}
+
+impl Window {
+    /// Every time jiff can hold (pure parsing, the fuzz targets).
+    pub const ANY: Window = Window {
+        retention_days: None,
+        max_ahead: None,
+    };
+
+    /// `time` if it is inside the window around `received`, else why not.
+    fn admit(&self, time: Timestamp, received: Timestamp) -> Result<Timestamp, String> {
+        if let Some(days) = self.retention_days {
+            let horizon = received
+                .checked_sub(SignedDuration::from_hours(i64::from(days) * 24))
+                .unwrap_or(Timestamp::MIN);
+            if time < horizon {
+                return Err(format!(
+                    "time {time} is before the retention horizon {horizon} (the tenant keeps \
+                     {days} days): it would be deleted at once"
+                ));
+            }
+        }
+        if let Some(ahead) = self.max_ahead {
+            let latest = received.checked_add(ahead).unwrap_or(Timestamp::MAX);
+            if time > latest {
+                return Err(format!(
+                    "time {time} is more than {ahead:#} ahead of the time of receipt \
+                     {received}: check the sender's clock"
+                ));
+            }
+        }
+        Ok(time)
     }
 }
 
@@ -347,6 +398,86 @@ mod tests {
         );
         let reason = timestamp("yesterday").expect_err("not a timestamp");
         assert!(reason.contains("not an RFC 3339 timestamp"), "{reason}");
+    }
+
+    /// The window of a tenant keeping 365 days, with clocks 5 minutes ahead allowed.
+    fn a_year_and_five_minutes() -> Limits {
+        Limits {
+            max_rows: usize::MAX,
+            window: Window {
+                retention_days: Some(365),
+                max_ahead: Some(SignedDuration::from_mins(5)),
+            },
+        }
+    }
+
+    fn blamed(parsed: &Parsed) -> Vec<(usize, &str)> {
+        parsed
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn times_outside_the_window_are_rejected_item_by_item_in_every_format() {
+        let limits = a_year_and_five_minutes();
+        let received = samples::received();
+        // Received 2026-11-23T10:05:00Z: the horizon is 2025-11-23T10:05:00Z, the latest
+        // time 2026-11-23T10:10:00Z; both ends are inside.
+        let batch = serde_json::json!([
+            {"sensor": "s", "metric": "m", "value": 1, "time": "2026-11-23T10:10:00Z"},
+            {"sensor": "s", "metric": "m", "value": 2, "time": "2100-01-01T00:00:00Z"},
+            {"sensor": "s", "metric": "m", "value": 3, "time": "0001-01-01T00:00:00Z"},
+            {"sensor": "s", "metric": "m", "value": 4, "time": "2025-11-23T10:05:00Z"},
+            {"sensor": "s", "metric": "m", "value": 5, "time": "2025-11-23T10:04:59Z"},
+        ]);
+        let parsed = measurements::parse_measurements_within(
+            batch.to_string().as_bytes(),
+            received,
+            &limits,
+        )
+        .expect("an array body");
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(blamed(&parsed), [(1, "time"), (2, "time"), (4, "time")]);
+        assert_eq!(
+            parsed.rejected[0].reason,
+            "time 2100-01-01T00:00:00Z is more than 5m ahead of the time of receipt \
+             2026-11-23T10:05:00Z: check the sender's clock"
+        );
+        assert_eq!(
+            parsed.rejected[1].reason,
+            "time 0001-01-01T00:00:00Z is before the retention horizon 2025-11-23T10:05:00Z \
+             (the tenant keeps 365 days): it would be deleted at once"
+        );
+
+        // SenML: the issue's record of about 5300 BC (relative to receipt), and 2100.
+        let pack = br#"[{"bn":"dev:","n":"temp","v":1,"t":-2.3e11},
+                        {"n":"temp","v":2,"t":4102444800},
+                        {"n":"temp","v":3}]"#;
+        let parsed = senml::parse_senml_within(pack, received, &limits).expect("a pack");
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(blamed(&parsed), [(0, "t"), (1, "t")]);
+
+        // NGSI: the attribute whose time is outside is rejected, its neighbours stored.
+        let notification = br#"{"subscriptionId": "s", "data": [
+            {"id": "Room1", "temperature": 20, "TimeInstant": "2100-01-01T00:00:00Z"},
+            {"id": "Room2", "temperature": {"type": "Number", "value": 21, "metadata":
+                {"TimeInstant": {"type": "DateTime", "value": "1900-01-01T00:00:00Z"}}},
+             "humidity": 40}]}"#;
+        let parsed = ngsi::parse_ngsi_notification_within(notification, received, &limits)
+            .expect("a notification")
+            .parsed;
+        assert_eq!(blamed(&parsed), [(0, "temperature"), (1, "temperature")]);
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].metric, "humidity");
+    }
+
+    #[test]
+    fn without_a_window_any_time_jiff_holds_is_a_row() {
+        let pack = br#"[{"bn":"dev:","n":"temp","v":1,"t":-2.3e11}]"#;
+        let parsed = parse_senml(pack, samples::received()).expect("a pack");
+        assert_eq!(parsed.rows.len(), 1, "{:?}", parsed.rejected);
     }
 
     #[test]

@@ -38,8 +38,8 @@ use serde_json::{Map, Value};
 
 use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Limits, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name,
-    sensor_id, timestamp, unit_name, within,
+    BodyError, Limits, Measurement, Parsed, Refusal, Window, finite, json_number, kind,
+    metric_name, sensor_id, timestamp, unit_name, within,
 };
 
 /// Entity attributes that describe the entity or carry times: never stored as metrics.
@@ -76,7 +76,7 @@ pub fn parse_ngsi_notification_within(
     };
     let mut parsed = Parsed::default();
     let outline = stream::items(body, &shape, &mut |index, entity| {
-        read_entity(index, &entity, received, &mut parsed);
+        read_entity(index, &entity, received, &limits.window, &mut parsed);
         within(&parsed, limits)
     })?;
     if outline.body_kind != "an object" {
@@ -121,7 +121,13 @@ enum Reading {
     Rejected(String),
 }
 
-fn read_entity(index: usize, entity: &Value, received: Timestamp, parsed: &mut Parsed) {
+fn read_entity(
+    index: usize,
+    entity: &Value,
+    received: Timestamp,
+    window: &Window,
+    parsed: &mut Parsed,
+) {
     let Value::Object(attributes) = entity else {
         let reason = format!("expected an entity object, found {}", kind(entity));
         return parsed.reject(index, Refusal::new("", reason));
@@ -139,7 +145,7 @@ fn read_entity(index: usize, entity: &Value, received: Timestamp, parsed: &mut P
         if NOT_METRICS.contains(&name.as_str()) {
             continue;
         }
-        match read_attribute(&sensor, name, attribute, attributes, received) {
+        match read_attribute(&sensor, name, attribute, attributes, received, window) {
             Reading::Row(row) => parsed.row(row),
             Reading::Ignored(reason) => parsed.ignore(index, Refusal::new(name, reason)),
             Reading::Rejected(reason) => parsed.reject(index, Refusal::new(name, reason)),
@@ -153,6 +159,7 @@ fn read_attribute(
     attribute: &Value,
     entity: &Map<String, Value>,
     received: Timestamp,
+    window: &Window,
 ) -> Reading {
     // Only normalized attributes are objects with a `value`; a keyValues attribute that is
     // an object (a geo:json Point, say) has none.
@@ -175,7 +182,9 @@ fn read_attribute(
         Ok(value) => value,
         Err(reading) => return reading,
     };
-    let time = match attribute_time(metadata, entity, received) {
+    let time = match attribute_time(metadata, entity, received)
+        .and_then(|time| window.admit(time, received))
+    {
         Ok(time) => time,
         Err(reason) => return Reading::Rejected(reason),
     };

@@ -32,8 +32,8 @@ use serde_json::{Map, Value};
 
 use super::stream::{self, Shape};
 use super::{
-    BodyError, Limits, Measurement, Parsed, Refusal, finite, json_number, kind, metric_name,
-    optional_number, optional_str, sensor_id, unit_name, within,
+    BodyError, Limits, Measurement, Parsed, Refusal, Window, finite, json_number, kind,
+    metric_name, optional_number, optional_str, sensor_id, unit_name, within,
 };
 
 /// RFC 8428 §4.5.3: smaller times are relative to "now", the time of receipt here.
@@ -69,7 +69,7 @@ pub fn parse_senml_within(
         // Before the record's own checks: a refused record still sets the base its sender
         // meant for the records after it.
         base.update(index, fields);
-        match read_record(fields, &base, received) {
+        match read_record(fields, &base, received, &limits.window) {
             Ok(reading) => {
                 if let Some(row) = reading.row {
                     parsed.row(row);
@@ -166,6 +166,7 @@ fn read_record(
     fields: &Map<String, Value>,
     base: &Base,
     received: Timestamp,
+    window: &Window,
 ) -> Result<Reading, Refusal> {
     if let Some(field) = fields.keys().find(|field| field.ends_with('_')) {
         return Err(Refusal::new(
@@ -231,7 +232,9 @@ fn read_record(
     let own_time = optional_number(fields, "t")
         .map_err(Refusal::on("t"))?
         .unwrap_or(0.0);
-    let time = resolve_time(base_time + own_time, received).map_err(Refusal::on("t"))?;
+    let time = resolve_time(base_time + own_time, received)
+        .and_then(|time| window.admit(time, received))
+        .map_err(Refusal::on("t"))?;
     let unit = match optional_str(fields, "u").map_err(Refusal::on("u"))? {
         Some(unit) => Some(unit_name(unit).map_err(Refusal::on("u"))?),
         None => match base.unit.get("bu")? {

@@ -117,6 +117,11 @@ fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
         value(env::SCHEMA, schema),
         value(env::LISTEN, format!("0.0.0.0:{}", config.ingest_port)),
         value(env::RATE, tenant.limits.ingest_rate.to_string()),
+        // Ingest refuses items older than the retention would keep.
+        value(
+            env::RETENTION_DAYS,
+            tenant.limits.retention_days.to_string(),
+        ),
         // The memory budget of requests in flight is a share of the container's limit.
         EnvVar {
             name: env::MEMORY_LIMIT.to_string(),
@@ -494,6 +499,27 @@ mod tests {
         assert_eq!(plain("SMARTREGION_INGEST_RATE").as_deref(), Some("500"));
         assert_eq!(plain("SMARTREGION_LOG_FORMAT").as_deref(), Some("json"));
         assert_eq!(plain("SMARTREGION_INGEST_FORMATS"), None, "all formats");
+    }
+
+    #[test]
+    fn the_retention_reaches_ingest_as_days() {
+        let retention = |tenant: &Validated| {
+            env_var(&deployment(tenant), env::RETENTION_DAYS)
+                .and_then(|var| var.value)
+                .expect("the retention is passed as a value")
+        };
+        let by_tier = validated(tenant("prato").tier(Tier::Large));
+        assert_eq!(
+            retention(&by_tier),
+            by_tier.limits.retention_days.to_string()
+        );
+        let mut own = tenant("prato").build();
+        own.spec.database = Some(crate::crd::DatabaseSpec {
+            retention_days: Some(30),
+            ..Default::default()
+        });
+        let own = validate(&own, &Config::default()).expect("valid tenant");
+        assert_eq!(retention(&own), "30");
     }
 
     #[test]
