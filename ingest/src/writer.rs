@@ -402,6 +402,9 @@ impl WriterTask {
         let failure = if matches!(class, Some("22" | "23")) {
             WriteError::Data(detail)
         } else if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            // Asked on a session of its own: the one that failed may still be winding
+            // down a COPY, and answers nothing coherent until it has.
+            self.session = None;
             match self.may_insert().await {
                 Ok(Some(false)) => WriteError::Refused,
                 Ok(answer) => WriteError::Unavailable(format!(
