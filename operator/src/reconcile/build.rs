@@ -81,12 +81,20 @@ mod tests {
         for tier in [Tier::Small, Tier::Medium, Tier::Large] {
             let (_, children) = build(&tenant("prato").tier(tier).build(), &config);
             let preset = config.tiers.preset(tier);
-            assert_eq!(hard(&children, "requests.cpu"), preset.cpu, "{tier:?}");
-            assert_eq!(hard(&children, "limits.memory"), preset.memory, "{tier:?}");
+            assert_eq!(
+                hard(&children, "requests.cpu"),
+                preset.cpu.as_str(),
+                "{tier:?}"
+            );
+            assert_eq!(
+                hard(&children, "limits.memory"),
+                preset.memory.as_str(),
+                "{tier:?}"
+            );
             assert_eq!(hard(&children, "pods"), preset.pods.to_string(), "{tier:?}");
             assert_eq!(
                 hard(&children, "requests.storage"),
-                preset.storage,
+                preset.storage.as_str(),
                 "{tier:?}"
             );
             assert_eq!(hard(&children, "services.loadbalancers"), "0");
@@ -94,7 +102,7 @@ mod tests {
                 .default
                 .clone()
                 .unwrap();
-            assert_eq!(defaults["cpu"].0, preset.container_cpu);
+            assert_eq!(defaults["cpu"].0, preset.container_cpu.as_str());
         }
     }
 
@@ -113,7 +121,7 @@ mod tests {
         assert_eq!(hard(&children, "pods"), "7");
         assert_eq!(
             hard(&children, "requests.memory"),
-            config.tiers.medium.memory
+            config.tiers.medium.memory.as_str()
         );
         assert_eq!(
             validated.limits.database_storage,

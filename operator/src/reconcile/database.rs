@@ -151,9 +151,7 @@ async fn ensure_database_locked(
     let db = TenantDb::for_tenant(&validated.name);
     // Every later statement may act as the tenant's roles: the admin's membership first.
     provision::ensure_admin_membership(connection, &db).await?;
-    // Validation refused anything that is not a positive quantity.
-    let quota_bytes =
-        crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
+    let quota_bytes = validated.limits.database_storage.whole_units();
     let recorded = tenant
         .status
         .as_ref()
@@ -270,7 +268,7 @@ async fn ensure_database_locked(
         within_quota: within_quota(
             held.bytes,
             quota_bytes,
-            &validated.limits.database_storage,
+            validated.limits.database_storage.as_str(),
             held.within,
         ),
         maintained,

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::config::Config;
 use crate::crd::SmartRegionTenant;
+use crate::quantity::Amount;
 use crate::tenant::NotATenantName;
 pub use crate::tenant::{Admins, Ingest, Limits, Mqtt, TenantName, Validated};
 
@@ -37,16 +38,14 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
     let spec = &tenant.spec;
     let preset = config.tiers.preset(spec.tier);
     let quotas = spec.quotas.clone().unwrap_or_default();
+    // Parsed once, here, with the field named: downstream code holds `Amount`s.
     let quantity =
-        |field: &'static str, value: Option<crate::crd::Quantity>, default: &str| match value {
-            None => Ok(default.to_string()),
-            Some(value) => match crate::quantity::parse(&value.0) {
-                Some(amount) if amount > 0 => Ok(value.0),
-                _ => Err(Error::Quantity {
-                    field,
-                    value: value.0,
-                }),
-            },
+        |field: &'static str, value: Option<crate::crd::Quantity>, default: &Amount| match value {
+            None => Ok(default.clone()),
+            Some(value) => Amount::parse(&value.0).map_err(|_| Error::Quantity {
+                field,
+                value: value.0,
+            }),
         };
     let database = spec.database.clone().unwrap_or_default();
     let limits = Limits {

@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smartregion_contract::env;
@@ -209,13 +208,10 @@ pub fn ingest_deployment(
     secrets_checksum: &str,
 ) -> Deployment {
     let resources = BTreeMap::from([
-        (
-            "cpu".to_string(),
-            Quantity(tenant.limits.container_cpu.clone()),
-        ),
+        ("cpu".to_string(), tenant.limits.container_cpu.quantity()),
         (
             "memory".to_string(),
-            Quantity(tenant.limits.container_memory.clone()),
+            tenant.limits.container_memory.quantity(),
         ),
     ]);
     let container = Container {
@@ -720,11 +716,11 @@ mod tests {
         let resources = container.resources.unwrap();
         assert_eq!(
             resources.requests.unwrap()["cpu"].0,
-            tenant.limits.container_cpu
+            tenant.limits.container_cpu.as_str()
         );
         assert_eq!(
             resources.limits.unwrap()["memory"].0,
-            tenant.limits.container_memory
+            tenant.limits.container_memory.as_str()
         );
         let strategy = spec.strategy.unwrap().rolling_update.unwrap();
         assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
