@@ -18,7 +18,7 @@ use crate::database::connect::{Database, Extension};
 use crate::database::logins::{self, Plan, SecretLogin, WriterLogins};
 use crate::database::names::TenantDb;
 use crate::database::new_password;
-use crate::database::provision::{self, Desired, Passwords};
+use crate::database::provision::{self, Desired, Passwords, Provisioning, Writes};
 use crate::database::quota::{self, RESUME_PERCENT, human_bytes};
 use crate::database::sql::RoleLimits;
 use crate::database::storage::{self, Layout};
@@ -182,15 +182,25 @@ async fn ensure_database_locked(
     let provisioned = provision::ensure_schema_exists(
         connection,
         &db,
-        &desired,
-        found.table,
-        &credentials.logins,
-        &Passwords {
-            writer: &credentials.writer,
-            reader: &credentials.reader,
+        &Provisioning {
+            desired: &desired,
+            table: found.table,
+            logins: &credentials.logins,
+            passwords: Passwords {
+                writer: &credentials.writer,
+                reader: &credentials.reader,
+            },
+            credentials: if credentials.issue {
+                provision::Credentials::Issue
+            } else {
+                provision::Credentials::Keep
+            },
+            writes: if validated.suspended {
+                Writes::Refused
+            } else {
+                Writes::Allowed
+            },
         },
-        credentials.issue,
-        !validated.suspended,
     )
     .await?;
     if provisioned.changed {
