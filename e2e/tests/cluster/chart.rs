@@ -337,12 +337,12 @@ fn the_chart_carries_the_operators_crd_and_tier_presets() -> Result<()> {
 
     let values: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(helm::chart().join("values.yaml"))?)?;
-    let tiers: smartregion_operator::config::Tiers =
+    let tiers: smartregion_operator::surface::Tiers =
         serde_yaml::from_value(values["tiers"].clone())
             .context("the chart's tiers are not what the operator reads")?;
     assert_eq!(
         tiers,
-        smartregion_operator::config::Tiers::default(),
+        smartregion_operator::surface::Tiers::default(),
         "the chart's default tiers must be the operator's built-in presets"
     );
     Ok(())

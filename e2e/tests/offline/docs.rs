@@ -9,8 +9,8 @@
 
 use smartregion_e2e::{api_reference, paths};
 use smartregion_operator::crd::Phase;
-use smartregion_operator::metrics::ErrorLabel;
-use smartregion_operator::reconcile::conditions::{ConditionType, Reason};
+use smartregion_operator::surface::ErrorLabel;
+use smartregion_operator::surface::{ConditionType, Reason};
 use strum::IntoEnumIterator;
 
 fn read(relative: &str) -> String {
@@ -295,7 +295,7 @@ fn the_readme_names_the_workspaces_minimum_rust() {
 #[test]
 fn the_operator_guide_shows_every_fix_of_the_database_checks() {
     let guide = read("docs/operator-guide.md");
-    for check in smartregion_operator::database::checks::CHECKS {
+    for check in smartregion_operator::surface::checks::CHECKS {
         for statement in check.fix {
             let shown = statement
                 .replace("{admin}", "smartregion_admin")

@@ -19,8 +19,6 @@ pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
 pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
 pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
 pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
-pub const EXPOSURE_READY: ConditionType = ConditionType::ExposureReady;
-pub const STORAGE_MAINTAINED: ConditionType = ConditionType::StorageMaintained;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -278,7 +276,7 @@ mod tests {
             kind: crate::crd::ExposureKind::HttpRoute,
         });
         exposed.conditions.push(Observed::ok(
-            EXPOSURE_READY,
+            ConditionType::ExposureReady,
             Reason::RouteAccepted,
             "accepted",
         ));
