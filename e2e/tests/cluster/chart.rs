@@ -68,10 +68,21 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .map(String::from)
     .into();
     assert_eq!(kinds(&defaults), expected);
+    let without = apply::documents(&helm::template(
+        "sr",
+        "smartregion-system",
+        &["admissionPolicies.enabled=false"],
+    )?)?;
+    assert!(
+        !kinds(&without).contains("ValidatingAdmissionPolicy"),
+        "the policies can be left out"
+    );
     let deployment = of_kind(&defaults, "Deployment")[0];
     assert_eq!(deployment.data["spec"]["replicas"], json!(2));
     let pod = &deployment.data["spec"]["template"]["spec"];
