@@ -368,7 +368,7 @@ fn workspace_sources() -> String {
                 if !name.starts_with('.') && name != "target" && name != "node_modules" {
                     stack.push(path);
                 }
-            } else if !path.extension().is_some_and(|e| e == "md") {
+            } else if path.extension().is_none_or(|e| e != "md") {
                 text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
                 text.push('\n');
             }
