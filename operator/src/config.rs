@@ -387,7 +387,7 @@ pub const MAX_INGEST_DOMAIN_LEN: usize = 253 - MAX_NAME_LEN - 1;
 impl Exposure {
     /// Checks the exposure flags together: off when none is given; exactly one of
     /// `--ingest-gateway` and `--ingress-class`, with a domain, and every other flag only
-    /// with the mode it belongs to.
+    /// with the mode it belongs to. (Long: one check per flag, each with its own message.)
     pub fn from_flags(flags: &ExposureFlags) -> Result<Option<Exposure>, Error> {
         let fail = |message: String| Err(Error::Exposure(message));
         let via = match (&flags.gateway, &flags.ingress_class) {

@@ -31,6 +31,62 @@ use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let config = config_from(&args)?;
+    let client = Client::try_default()
+        .await
+        .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    check_crd_installed(&client).await?;
+    if let Some(Exposure {
+        via: ExposureVia::Gateway(_),
+        ..
+    }) = &config.exposure
+    {
+        check_gateway_api_installed(&client).await?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = serve(args.metrics_address, metrics.clone(), ready.clone()).await?;
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "smartregion-operator".into()),
+        std::process::id()
+    );
+    let leadership = match args.leader_election {
+        true => Some(become_leader(&client, &args, &identity, &ready).await?),
+        false => None,
+    };
+    ready.store(true, Ordering::Relaxed);
+    let database = database_from(&args, &metrics).await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "smartregion-operator".into(),
+            instance: Some(identity),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config,
+        recorder,
+        metrics,
+        database,
+        Duration::from_secs(args.requeue_seconds),
+    ));
+    let tenants = match &args.tenant_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let controller = controller(client, context, tenants, args.concurrency);
+    let result = run_while_leader(controller, leadership).await;
+    server.abort();
+    if result.is_ok() {
+        info!("stopped");
+    }
+    result
+}
+
+/// The operator's configuration from its command line (and the tiers file).
+fn config_from(args: &RunArgs) -> Result<Config> {
     let config = Config {
         namespace_prefix: args.namespace_prefix.clone(),
         tiers: match &args.tiers_file {
@@ -49,112 +105,81 @@ pub async fn run(args: RunArgs) -> Result<()> {
         exposure: Exposure::from_flags(&args.exposure_flags())?,
     };
     config.check()?;
-    let client = Client::try_default()
+    Ok(config)
+}
+
+/// The watch on the leader Lease, once this replica holds it. Standby replicas are ready
+/// meanwhile: they are healthy and waiting.
+async fn become_leader(
+    client: &Client,
+    args: &RunArgs,
+    identity: &str,
+    ready: &AtomicBool,
+) -> Result<Leadership> {
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(identity)
+        .with_duration(args.lease_seconds)
+        .with_grace(args.lease_seconds.div_ceil(3).max(1))
+        .build()
         .await
-        .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
-    check_crd_installed(&client).await?;
-    if let Some(Exposure {
-        via: ExposureVia::Gateway(_),
-        ..
-    }) = &config.exposure
-    {
-        check_gateway_api_installed(&client).await?;
-    }
-
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = serve(args.metrics_address, metrics.clone(), ready.clone()).await?;
-
-    let identity = format!(
-        "{}-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "smartregion-operator".into()),
-        std::process::id()
-    );
-    let mut leadership = None;
-    if args.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_seconds)
-            .with_grace(args.lease_seconds.div_ceil(3).max(1))
-            .build()
-            .await
-            .context("failed to set up leader election")?;
-        let (mut channel, task) = manager.watch().await;
-        // Standby replicas are ready: they are healthy and waiting for the Lease.
-        ready.store(true, Ordering::Relaxed);
-        info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
-        while !*channel.borrow_and_update() {
-            channel.changed().await.context("leader election stopped")?;
-        }
-        info!(%identity, "became the leader");
-        leadership = Some((channel, task));
-    }
+        .context("failed to set up leader election")?;
+    let (mut channel, task) = manager.watch().await;
     ready.store(true, Ordering::Relaxed);
-
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "smartregion-operator".into(),
-            instance: Some(identity),
-        },
-    );
-    let database = match &args.database_url {
-        Some(url) => Some(Database::new(&Settings {
-            url: url.clone(),
-            sslmode: args.database_sslmode,
-            ca_file: args.database_ca_file.clone(),
-            public_host: args.database_public_host.clone(),
-            pool_size: usize::from(args.database_pool_size),
-            storage: args.database_storage,
-            insecure: args.database_insecure,
-            channel_binding: args.database_channel_binding,
-        })?),
-        None => {
-            warn!("no --database-url: managing only the Kubernetes side of tenants");
-            None
-        }
-    };
-    if let Some(database) = &database {
-        report_database_checks(database, &metrics).await;
+    info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
+    while !*channel.borrow_and_update() {
+        channel.changed().await.context("leader election stopped")?;
     }
-    let context = Arc::new(Context::new(
-        client.clone(),
-        config,
-        recorder,
-        metrics,
-        database,
-        Duration::from_secs(args.requeue_seconds),
-    ));
-    let tenants = match &args.tenant_selector {
-        Some(selector) => watcher::Config::default().labels(selector),
-        None => watcher::Config::default(),
-    };
-    let controller = controller(client, context, tenants, args.concurrency);
+    info!(%identity, "became the leader");
+    Ok((channel, task))
+}
 
-    match leadership {
-        None => controller.await,
-        Some((mut channel, _task)) => {
-            let lost = async move {
-                while *channel.borrow_and_update() {
-                    if channel.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::select! {
-                () = controller => {}
-                () = lost => {
-                    // Another replica may already be reconciling: stop at once.
-                    server.abort();
-                    bail!("lost the leader Lease; exiting so that only one replica reconciles");
-                }
+type Leadership = (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+);
+
+/// The shared database from `--database-url`, checked at start; `None` without one.
+async fn database_from(args: &RunArgs, metrics: &Metrics) -> Result<Option<Database>> {
+    let Some(url) = &args.database_url else {
+        warn!("no --database-url: managing only the Kubernetes side of tenants");
+        return Ok(None);
+    };
+    let database = Database::new(&Settings {
+        url: url.clone(),
+        sslmode: args.database_sslmode,
+        ca_file: args.database_ca_file.clone(),
+        public_host: args.database_public_host.clone(),
+        pool_size: usize::from(args.database_pool_size),
+        storage: args.database_storage,
+        insecure: args.database_insecure,
+        channel_binding: args.database_channel_binding,
+    })?;
+    report_database_checks(&database, metrics).await;
+    Ok(Some(database))
+}
+
+/// Runs the controller, and stops at once when the Lease is lost: another replica may
+/// already be reconciling.
+async fn run_while_leader(
+    controller: impl std::future::Future<Output = ()>,
+    leadership: Option<Leadership>,
+) -> Result<()> {
+    let Some((mut channel, _task)) = leadership else {
+        controller.await;
+        return Ok(());
+    };
+    let lost = async move {
+        while *channel.borrow_and_update() {
+            if channel.changed().await.is_err() {
+                break;
             }
         }
+    };
+    tokio::select! {
+        () = controller => Ok(()),
+        () = lost => bail!("lost the leader Lease; exiting so that only one replica reconciles"),
     }
-    server.abort();
-    info!("stopped");
-    Ok(())
 }
 
 /// Checks at start what the operator needs of the database and what in it would let a

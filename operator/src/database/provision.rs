@@ -405,6 +405,8 @@ async fn table_exists(
 }
 
 /// Everything `ensure_schema_exists` sets, read back: true when nothing needs doing.
+/// (Long: one read-back of everything `plan_schema` sets, compared in one place so that
+/// the two stay in step.)
 async fn is_current(
     client: &Client,
     db: &TenantDb,

@@ -154,6 +154,7 @@ where
 
 /// Writes `desired` as `write` says, unless the server's object already holds every
 /// field of it. Returns the writes made (0 or 1) and the object as the server holds it.
+/// (Long: one decision table over the write modes and what the server holds.)
 pub(crate) async fn ensure_with<K>(
     api: &Api<K>,
     desired: &K,

@@ -159,6 +159,8 @@ pub fn desired(tenant: &Validated, layout: Layout, timescaledb_schema: Option<St
 /// enforced on an existing schema before anything else, so a later step that fails
 /// (TimescaleDB refusing a statement, say) never leaves a suspended or over-quota
 /// writer with INSERT.
+/// (Long: one call per stage, in the order the rules require, and the outcome they add
+/// up to.)
 pub async fn ensure_database(
     locked: &mut Locked,
     database: &Database,

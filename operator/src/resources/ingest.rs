@@ -203,6 +203,8 @@ pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SLEEP_SECONDS + 30;
 
 /// Deployment `ingest`. `secrets_checksum` ([`secrets_checksum`])
 /// goes into the pod template, so the pods roll whenever the Secrets they read change.
+/// (Long: one object literal, the pod spec as Kubernetes reads it; split, it would be
+/// read in pieces.)
 pub fn ingest_deployment(
     tenant: &Validated,
     config: &Config,
