@@ -910,13 +910,7 @@ pub async fn ensure_logins_disabled(
             .await
             .map_err(&wrap)?;
     }
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&db.roles()],
-        )
-        .await
-        .map_err(&wrap)?;
+    end_sessions(client, &db.roles()).await.map_err(&wrap)?;
     Ok(())
 }
 
@@ -931,14 +925,21 @@ pub async fn ensure_writer_locked_out(client: &Client, db: &TenantDb) -> Result<
             .await
             .map_err(&wrap)?;
     }
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&db.writer_roles()],
-        )
+    end_sessions(client, &db.writer_roles())
         .await
         .map_err(&wrap)?;
     Ok(())
+}
+
+/// Ends every session of `roles` (after their LOGIN went, so none comes back).
+async fn end_sessions(client: &Client, roles: &[String]) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&roles],
+        )
+        .await
+        .map(|_| ())
 }
 
 /// The writer's roles that can log in now.
@@ -981,13 +982,7 @@ pub async fn ensure_logins_retired(
     }
     transaction.commit().await.map_err(&wrap)?;
     // After the commit: a session opened meanwhile would otherwise survive.
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&roles],
-        )
-        .await
-        .map_err(&wrap)?;
+    end_sessions(client, roles).await.map_err(&wrap)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::conditions::truncate;
 use super::status::{ConditionType, Observed, Reason};
 use crate::crd::{JobStatus, MaintenanceStatus};
 use crate::database::provision::{FOREGROUND_RUN_TIMEOUT, Maintenance};
@@ -152,13 +153,6 @@ fn job_status(job: &JobHealth) -> JobStatus {
             .failing()
             .then(|| job.last_error.as_deref().map(|error| truncate(error, 300)))
             .flatten(),
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => format!("{}…", &text[..index]),
-        None => text.to_string(),
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::crd::{SmartRegionTenant, SmartRegionTenantStatus};
 
-pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason};
+pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason, truncate};
 
 pub const READY: ConditionType = ConditionType::Ready;
 pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
@@ -186,13 +186,6 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
         }
     }
     events
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => format!("{}…", &text[..index]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
