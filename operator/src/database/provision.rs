@@ -340,19 +340,33 @@ pub async fn ensure_schema_exists(
 /// Takes the tenant's advisory lock for the session (the transactions inside take it
 /// again, which the same session may). Waits at most the session's lock timeout.
 pub async fn lock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
-    client
-        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&db.lock_key()])
-        .await
-        .map_err(failed("take the tenant's lock", db))?;
-    Ok(())
+    session_lock(client, db, "pg_advisory_lock", "take the tenant's lock").await
 }
 
 /// Gives back [`lock_tenant`]'s lock.
 pub async fn unlock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
+    session_lock(
+        client,
+        db,
+        "pg_advisory_unlock",
+        "give back the tenant's lock",
+    )
+    .await
+}
+
+async fn session_lock(
+    client: &Client,
+    db: &TenantDb,
+    function: &str,
+    action: &'static str,
+) -> Result<()> {
     client
-        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&db.lock_key()])
+        .execute(
+            &format!("SELECT {function}(hashtext($1))"),
+            &[&db.lock_key()],
+        )
         .await
-        .map_err(failed("give back the tenant's lock", db))?;
+        .map_err(failed(action, db))?;
     Ok(())
 }
 
