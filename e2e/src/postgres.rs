@@ -233,7 +233,7 @@ pub fn operator_url(password: &str, port: u16) -> String {
 pub enum Setup {
     /// As a DBA sets up the platform's database: with TimescaleDB preloaded, the
     /// extension is created beforehand; then every fix of the operator's database checks
-    /// (`smartregion_operator::database::checks`) is applied.
+    /// (`smartregion_operator::surface::checks`) is applied.
     Platform,
     /// The admin role only: a database the operator meets as it is (it creates the
     /// TimescaleDB extension itself, when the server preloads it).
@@ -287,7 +287,7 @@ pub async fn wait_and_create_database(
             .await
             .context("failed to create the timescaledb extension")?;
     }
-    use smartregion_operator::database::checks;
+    use smartregion_operator::surface::checks;
     for check in checks::CHECKS {
         for statement in checks::fix(check, OPERATOR_ADMIN, DATABASE) {
             // The job history exists only with TimescaleDB.

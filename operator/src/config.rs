@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::Tier;
+use crate::quantity::Amount;
 use smartregion_contract::tenant::MAX_NAME_LEN;
 
 /// Tenant `n` gets the namespace `srt-n` unless configured otherwise.
@@ -29,9 +30,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("the tiers file {path} is not valid")]
+    #[error("the tiers file {path} is not valid at {field}")]
     ParseTiers {
         path: String,
+        field: String,
         #[source]
         source: serde_yaml::Error,
     },
@@ -54,15 +56,15 @@ pub enum Error {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// ResourceQuota `requests.cpu` and `limits.cpu` of the namespace.
-    pub cpu: String,
+    pub cpu: Amount,
     /// ResourceQuota `requests.memory` and `limits.memory` of the namespace.
-    pub memory: String,
+    pub memory: Amount,
     /// Most pods in the namespace.
     pub pods: i32,
     /// Total persistent volume storage requested in the namespace.
-    pub storage: String,
+    pub storage: Amount,
     /// Largest size of the tenant's database schema.
-    pub database_storage: String,
+    pub database_storage: Amount,
     /// Rows per second the tenant's ingest accepts.
     pub ingest_rate: i32,
     /// Ingest pods.
@@ -74,9 +76,9 @@ pub struct Limits {
     /// Width of one time partition in hours.
     pub chunk_interval_hours: i32,
     /// Default CPU request and limit of a container without its own (LimitRange).
-    pub container_cpu: String,
+    pub container_cpu: Amount,
     /// Default memory request and limit of a container without its own (LimitRange).
-    pub container_memory: String,
+    pub container_memory: Amount,
     /// Most Secrets, ConfigMaps, Services and PersistentVolumeClaims in the namespace
     /// (each): objects are stored in the cluster's etcd, which no other quota counts.
     #[serde(default = "default_object_count")]
@@ -84,10 +86,10 @@ pub struct Limits {
     /// ResourceQuota `requests.ephemeral-storage` and `limits.ephemeral-storage`: the
     /// nodes' disk the namespace's containers may fill (logs, writable layers, emptyDirs).
     #[serde(default = "default_ephemeral_storage")]
-    pub ephemeral_storage: String,
+    pub ephemeral_storage: Amount,
     /// Default ephemeral-storage request and limit of a container without its own.
     #[serde(default = "default_container_ephemeral_storage")]
-    pub container_ephemeral_storage: String,
+    pub container_ephemeral_storage: Amount,
 }
 
 /// Tiers files written before these settings existed keep working: the small tier's
@@ -96,12 +98,17 @@ fn default_object_count() -> i32 {
     50
 }
 
-fn default_ephemeral_storage() -> String {
-    "10Gi".into()
+fn default_ephemeral_storage() -> Amount {
+    amount("10Gi")
 }
 
-fn default_container_ephemeral_storage() -> String {
-    "1Gi".into()
+fn default_container_ephemeral_storage() -> Amount {
+    amount("1Gi")
+}
+
+/// A preset written in this file; valid by construction (the presets' test).
+fn amount(text: &str) -> Amount {
+    Amount::parse(text).expect("the built-in presets are positive quantities")
 }
 
 /// Where tenants' clients connect to the shared database (from `--database-url` and
@@ -142,9 +149,14 @@ impl Tiers {
             path: path.display().to_string(),
             source,
         })?;
-        let tiers: Tiers = serde_yaml::from_str(&text).map_err(|source| Error::ParseTiers {
+        // With the path of a bad value ("medium.memory"), not only its line.
+        let tiers: Tiers = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
+            &text,
+        ))
+        .map_err(|error| Error::ParseTiers {
             path: path.display().to_string(),
-            source,
+            field: error.path().to_string(),
+            source: error.into_inner(),
         })?;
         tiers.check()?;
         Ok(tiers)
@@ -156,24 +168,8 @@ impl Tiers {
             ("medium", &self.medium),
             ("large", &self.large),
         ] {
+            // Quantities were checked as they were read (`Amount`).
             let problem = |problem: String| Error::Tier { tier, problem };
-            for (field, value) in [
-                ("cpu", &preset.cpu),
-                ("memory", &preset.memory),
-                ("storage", &preset.storage),
-                ("databaseStorage", &preset.database_storage),
-                ("containerCpu", &preset.container_cpu),
-                ("containerMemory", &preset.container_memory),
-            ] {
-                match crate::quantity::parse(value) {
-                    Some(amount) if amount > 0 => {}
-                    _ => {
-                        return Err(problem(format!(
-                            "{field} must be a positive quantity such as 2, 500m or 8Gi, not {value:?}"
-                        )));
-                    }
-                }
-            }
             for (field, value) in [
                 ("pods", preset.pods),
                 ("ingestRate", preset.ingest_rate),
@@ -202,21 +198,21 @@ impl Default for Tiers {
                       rate,
                       replicas,
                       (object_count, ephemeral): (i32, &str)| Limits {
-            cpu: cpu.into(),
-            memory: memory.into(),
+            cpu: amount(cpu),
+            memory: amount(memory),
             pods,
-            storage: storage.into(),
-            database_storage: db.into(),
+            storage: amount(storage),
+            database_storage: amount(db),
             ingest_rate: rate,
             ingest_replicas: replicas,
             retention_days: 365,
             compress_after_days: 7,
             chunk_interval_hours: 24,
-            container_cpu: "250m".into(),
-            container_memory: "256Mi".into(),
+            container_cpu: amount("250m"),
+            container_memory: amount("256Mi"),
             object_count,
-            ephemeral_storage: ephemeral.into(),
-            container_ephemeral_storage: "1Gi".into(),
+            ephemeral_storage: amount(ephemeral),
+            container_ephemeral_storage: amount("1Gi"),
         };
         Tiers {
             small: preset("2", "4Gi", 20, "20Gi", "10Gi", 500, 1, (50, "10Gi")),
@@ -391,7 +387,7 @@ pub const MAX_INGEST_DOMAIN_LEN: usize = 253 - MAX_NAME_LEN - 1;
 impl Exposure {
     /// Checks the exposure flags together: off when none is given; exactly one of
     /// `--ingest-gateway` and `--ingress-class`, with a domain, and every other flag only
-    /// with the mode it belongs to.
+    /// with the mode it belongs to. (Long: one check per flag, each with its own message.)
     pub fn from_flags(flags: &ExposureFlags) -> Result<Option<Exposure>, Error> {
         let fail = |message: String| Err(Error::Exposure(message));
         let via = match (&flags.gateway, &flags.ingress_class) {
@@ -715,11 +711,16 @@ mod tests {
 
     #[test]
     fn bad_presets_and_prefixes_are_refused_with_the_field_named() {
-        let mut tiers = Tiers::default();
-        tiers.medium.memory = "lots".into();
-        let message = tiers.check().unwrap_err().to_string();
+        let yaml = serde_yaml::to_string(&Tiers::default()).unwrap();
+        let bad = yaml.replacen("memory: 16Gi", "memory: lots", 1);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bad).unwrap();
+        let message = format!(
+            "{:#}",
+            anyhow::Error::from(Tiers::from_file(file.path()).unwrap_err())
+        );
         assert!(
-            message.contains("medium") && message.contains("memory"),
+            message.contains("medium") && message.contains("memory") && message.contains("lots"),
             "{message}"
         );
 

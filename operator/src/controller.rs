@@ -14,33 +14,79 @@ use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Client, CustomResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{debug, info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::{Config, Exposure, ExposureVia, Placement, Tiers};
-use crate::crd::{SmartRegionTenant, TENANT_LABEL};
+use crate::crd::SmartRegionTenant;
 use crate::database::connect::{Database, Settings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
-use crate::resources::MANAGED_SELECTOR;
-use crate::resources::gateway_api::HTTPRoute;
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let config = config_from(&args)?;
+    let client = Client::try_default()
+        .await
+        .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    check_crd_installed(&client).await?;
+    if let Some(Exposure {
+        via: ExposureVia::Gateway(_),
+        ..
+    }) = &config.exposure
+    {
+        check_gateway_api_installed(&client).await?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = serve(args.metrics_address, metrics.clone(), ready.clone()).await?;
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "smartregion-operator".into()),
+        std::process::id()
+    );
+    let leadership = match args.leader_election {
+        true => Some(become_leader(&client, &args, &identity, &ready).await?),
+        false => None,
+    };
+    ready.store(true, Ordering::Relaxed);
+    let database = database_from(&args, &metrics).await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "smartregion-operator".into(),
+            instance: Some(identity),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config,
+        recorder,
+        metrics,
+        database,
+        Duration::from_secs(args.requeue_seconds),
+    ));
+    let tenants = match &args.tenant_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let controller = controller(client, context, tenants, args.concurrency);
+    let result = run_while_leader(controller, leadership).await;
+    server.abort();
+    if result.is_ok() {
+        info!("stopped");
+    }
+    result
+}
+
+/// The operator's configuration from its command line (and the tiers file).
+fn config_from(args: &RunArgs) -> Result<Config> {
     let config = Config {
         namespace_prefix: args.namespace_prefix.clone(),
         tiers: match &args.tiers_file {
@@ -59,112 +105,81 @@ pub async fn run(args: RunArgs) -> Result<()> {
         exposure: Exposure::from_flags(&args.exposure_flags())?,
     };
     config.check()?;
-    let client = Client::try_default()
+    Ok(config)
+}
+
+/// The watch on the leader Lease, once this replica holds it. Standby replicas are ready
+/// meanwhile: they are healthy and waiting.
+async fn become_leader(
+    client: &Client,
+    args: &RunArgs,
+    identity: &str,
+    ready: &AtomicBool,
+) -> Result<Leadership> {
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(identity)
+        .with_duration(args.lease_seconds)
+        .with_grace(args.lease_seconds.div_ceil(3).max(1))
+        .build()
         .await
-        .context("failed to configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
-    check_crd_installed(&client).await?;
-    if let Some(Exposure {
-        via: ExposureVia::Gateway(_),
-        ..
-    }) = &config.exposure
-    {
-        check_gateway_api_installed(&client).await?;
-    }
-
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = serve(args.metrics_address, metrics.clone(), ready.clone()).await?;
-
-    let identity = format!(
-        "{}-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "smartregion-operator".into()),
-        std::process::id()
-    );
-    let mut leadership = None;
-    if args.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_seconds)
-            .with_grace(args.lease_seconds.div_ceil(3).max(1))
-            .build()
-            .await
-            .context("failed to set up leader election")?;
-        let (mut channel, task) = manager.watch().await;
-        // Standby replicas are ready: they are healthy and waiting for the Lease.
-        ready.store(true, Ordering::Relaxed);
-        info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
-        while !*channel.borrow_and_update() {
-            channel.changed().await.context("leader election stopped")?;
-        }
-        info!(%identity, "became the leader");
-        leadership = Some((channel, task));
-    }
+        .context("failed to set up leader election")?;
+    let (mut channel, task) = manager.watch().await;
     ready.store(true, Ordering::Relaxed);
-
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "smartregion-operator".into(),
-            instance: Some(identity),
-        },
-    );
-    let database = match &args.database_url {
-        Some(url) => Some(Database::new(&Settings {
-            url: url.clone(),
-            sslmode: args.database_sslmode,
-            ca_file: args.database_ca_file.clone(),
-            public_host: args.database_public_host.clone(),
-            pool_size: usize::from(args.database_pool_size),
-            storage: args.database_storage,
-            insecure: args.database_insecure,
-            channel_binding: args.database_channel_binding,
-        })?),
-        None => {
-            warn!("no --database-url: managing only the Kubernetes side of tenants");
-            None
-        }
-    };
-    if let Some(database) = &database {
-        report_database_checks(database, &metrics).await;
+    info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to become the leader");
+    while !*channel.borrow_and_update() {
+        channel.changed().await.context("leader election stopped")?;
     }
-    let context = Arc::new(Context::new(
-        client.clone(),
-        config,
-        recorder,
-        metrics,
-        database,
-        Duration::from_secs(args.requeue_seconds),
-    ));
-    let tenants = match &args.tenant_selector {
-        Some(selector) => watcher::Config::default().labels(selector),
-        None => watcher::Config::default(),
-    };
-    let controller = controller(client, context, tenants, args.concurrency);
+    info!(%identity, "became the leader");
+    Ok((channel, task))
+}
 
-    match leadership {
-        None => controller.await,
-        Some((mut channel, _task)) => {
-            let lost = async move {
-                while *channel.borrow_and_update() {
-                    if channel.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::select! {
-                () = controller => {}
-                () = lost => {
-                    // Another replica may already be reconciling: stop at once.
-                    server.abort();
-                    bail!("lost the leader Lease; exiting so that only one replica reconciles");
-                }
+type Leadership = (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+);
+
+/// The shared database from `--database-url`, checked at start; `None` without one.
+async fn database_from(args: &RunArgs, metrics: &Metrics) -> Result<Option<Database>> {
+    let Some(url) = &args.database_url else {
+        warn!("no --database-url: managing only the Kubernetes side of tenants");
+        return Ok(None);
+    };
+    let database = Database::new(&Settings {
+        url: url.clone(),
+        sslmode: args.database_sslmode,
+        ca_file: args.database_ca_file.clone(),
+        public_host: args.database_public_host.clone(),
+        pool_size: usize::from(args.database_pool_size),
+        storage: args.database_storage,
+        insecure: args.database_insecure,
+        channel_binding: args.database_channel_binding,
+    })?;
+    report_database_checks(&database, metrics).await;
+    Ok(Some(database))
+}
+
+/// Runs the controller, and stops at once when the Lease is lost: another replica may
+/// already be reconciling.
+async fn run_while_leader(
+    controller: impl std::future::Future<Output = ()>,
+    leadership: Option<Leadership>,
+) -> Result<()> {
+    let Some((mut channel, _task)) = leadership else {
+        controller.await;
+        return Ok(());
+    };
+    let lost = async move {
+        while *channel.borrow_and_update() {
+            if channel.changed().await.is_err() {
+                break;
             }
         }
+    };
+    tokio::select! {
+        () = controller => Ok(()),
+        () = lost => bail!("lost the leader Lease; exiting so that only one replica reconciles"),
     }
-    server.abort();
-    info!("stopped");
-    Ok(())
 }
 
 /// Checks at start what the operator needs of the database and what in it would let a
@@ -247,110 +262,17 @@ async fn check_gateway_api_installed(client: &Client) -> Result<()> {
 /// The Gateway API's HTTPRoute CRD.
 pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
 
-/// Maps a labelled child to its tenant, but only where that tenant's children live: in
-/// its own namespace, or, for the namespace itself, that namespace. A tenant admin can put
-/// any label on an object in their namespace; it never makes the operator look at
-/// another tenant.
-pub fn tenant_of<K: Resource>(
-    namespace_prefix: &str,
-) -> impl Fn(K) -> Option<ObjectRef<SmartRegionTenant>> + Clone + Send + Sync + 'static {
-    let prefix = namespace_prefix.to_string();
-    move |object: K| {
-        let tenant = object.labels().get(TENANT_LABEL)?;
-        let place = object
-            .meta()
-            .namespace
-            .as_ref()
-            .or(object.meta().name.as_ref())?;
-        (*place == format!("{prefix}{tenant}")).then(|| ObjectRef::new(tenant))
-    }
-}
-
 async fn controller(
     client: Client,
     context: Arc<Context>,
     tenants: watcher::Config,
     concurrency: u16,
 ) {
-    // Children of tenants outside the selector map to tenants that are not in the
-    // controller's cache, which it then skips.
-    let children = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let exposure = context.config.exposure.as_ref().map(|e| e.via.clone());
-    let prefix = context.config.namespace_prefix.clone();
-    let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<ServiceAccount>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<ResourceQuota>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<LimitRange>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<Role>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        // The ingest Deployment's status changes drive IngestReady through a rollout.
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<Service>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        .watches(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        )
-        // db-writer, db-reader and ingest-keys: a deleted one is issued again, and a
-        // changed one rolls the ingest pods.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            children.clone(),
-            tenant_of(&prefix),
-        );
-    // Only the kind in use is watched: without the Gateway API's CRDs a watch of
-    // HTTPRoutes would fail forever. A route's status drives ExposureReady.
-    let controller = match exposure {
-        Some(ExposureVia::Gateway(_)) => controller.watches(
-            Api::<HTTPRoute>::all(client.clone()),
-            children,
-            tenant_of(&prefix),
-        ),
-        Some(ExposureVia::Ingress { .. }) => controller.watches(
-            Api::<Ingress>::all(client.clone()),
-            children,
-            tenant_of(&prefix),
-        ),
-        None => controller,
-    };
+    // Children are mapped back to their tenant by its label, from its own namespace
+    // (`reconcile::kinds::tenant_of`): `Controller::owns` cannot map namespaced children
+    // to a cluster-scoped owner.
+    let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants);
+    let controller = reconcile::kinds::watch_children(controller, &client, &context.config);
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
@@ -481,34 +403,5 @@ mod tests {
             respond(&post, &metrics, true).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
-    }
-
-    #[test]
-    fn a_child_maps_to_its_tenant_only_from_that_tenants_namespace() {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        use kube::api::ObjectMeta;
-        let labelled = |namespace: Option<&str>, name: &str, tenant: &str| ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: namespace.map(str::to_string),
-                labels: Some([(TENANT_LABEL.to_string(), tenant.to_string())].into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        };
-        let map = tenant_of::<ConfigMap>("srt-");
-        assert_eq!(
-            map(labelled(Some("srt-prato"), "ingest", "prato")),
-            Some(ObjectRef::new("prato"))
-        );
-        // Prato's admin labels an object of theirs for Firenze: nothing for Firenze.
-        assert_eq!(map(labelled(Some("srt-prato"), "bait", "firenze")), None);
-        assert_eq!(map(labelled(Some("default"), "bait", "firenze")), None);
-        // The namespace itself (cluster-scoped) maps by its name.
-        assert_eq!(
-            map(labelled(None, "srt-firenze", "firenze")),
-            Some(ObjectRef::new("firenze"))
-        );
-        assert_eq!(map(labelled(None, "kube-system", "firenze")), None);
     }
 }

@@ -8,18 +8,71 @@
 //! [`onboard`] writes tenant manifests for people and GitOps repositories.
 
 pub mod cli;
-pub mod config;
-pub mod controller;
+mod config;
+mod controller;
 pub mod crd;
-pub mod database;
-pub mod metrics;
+mod database;
+mod metrics;
 pub mod onboard;
-pub mod quantity;
-pub mod reconcile;
-pub mod resources;
-pub mod tenant;
+mod quantity;
+mod reconcile;
+mod resources;
+mod tenant;
 #[cfg(test)]
 mod test_support;
+
+pub use controller::run;
+
+/// What the benchmarks, the end-to-end tests and the API reference generator use of the
+/// operator beyond its API ([`crd`]) and its command line ([`cli`]). Everything else is
+/// private, so a refactor inside the operator breaks nothing outside it. An end-to-end
+/// test that observes the product as a user would (Kubernetes, PostgreSQL, HTTP) needs
+/// none of this; each group says who needs it and why.
+pub mod surface {
+    /// The words status speaks in: `docs/troubleshooting.md`, the metrics docs and the
+    /// Argo CD health check are tested against these enums, never against the source.
+    pub use crate::metrics::ErrorLabel;
+    pub use crate::reconcile::conditions::{ConditionType, Reason};
+
+    /// The tier presets: the chart's values are tested equal to them, and the ingest
+    /// benchmark runs the service inside a tier's container limits.
+    pub use crate::config::{Config, Tiers};
+    pub use crate::quantity::{Amount, parse as parse_quantity, whole_units};
+
+    /// Tenant names, checked as the operator checks them.
+    pub use crate::tenant::TenantName;
+
+    /// What the operator needs of the database and what in it is dangerous: the local
+    /// cluster's PostgreSQL is set up with the fixes, as a DBA would, and the operator
+    /// guide is tested to show them.
+    pub use crate::database::checks;
+
+    /// The operator's own provisioning, run directly: the benchmarks' references (the
+    /// same schemas without the operator), and the tests of the database layer against a
+    /// real PostgreSQL (`cluster/database.rs`) and TimescaleDB on PGlite
+    /// (`offline/timescaledb_sql.rs`), which have no operator to go through.
+    pub mod provisioning {
+        pub use crate::database::logins::{Plan, SecretLogin, WriterLogins, plan};
+        pub use crate::database::names::{TenantDb, quote};
+        pub use crate::database::provision::*;
+        pub use crate::database::sql::{RoleLimits, create_login_role};
+        pub use crate::database::storage::{self, Layout, StorageMode, Table};
+        pub use crate::database::timescale::{self, Change, HypertableSettings};
+        pub use crate::database::{new_password, scram_verifier};
+        pub use crate::reconcile::database::desired;
+    }
+
+    /// The children a tenant gets, built without a cluster: the onboarding benchmark
+    /// applies them directly as its reference, and the contract test resolves the ingest
+    /// Deployment's environment as the kubelet would.
+    pub mod children {
+        pub use crate::reconcile::build::{Children, Facts, children};
+        pub use crate::reconcile::kinds::{Child, Desired, KINDS, KindInfo, VERBS, Write};
+        pub use crate::reconcile::validate::validate;
+        pub use crate::resources::gateway_api::HTTPRoute;
+        pub use crate::resources::ingest::{ingest_deployment, ingest_keys_secret};
+    }
+}
 
 /// The CRD manifest exactly as committed under `crds/` and in the Helm chart.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

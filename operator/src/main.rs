@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("a Tokio runtime");
-            match runtime.block_on(smartregion_operator::controller::run(*args)) {
+            match runtime.block_on(smartregion_operator::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "operator stopped");

@@ -23,6 +23,7 @@ pub enum ErrorLabel {
     Prune,
     NamespaceTerminating,
     NotOurs,
+    Conflict,
     Status,
     AddFinalizer,
     RemoveFinalizer,

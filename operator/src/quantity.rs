@@ -4,6 +4,65 @@
 //! rewrites quantities into canonical form ("1000m" becomes "1"), and a textual
 //! comparison would see drift, and write, on every reconcile.
 
+/// A positive Kubernetes quantity, checked once where it enters (the tiers file, a
+/// tenant's `spec.quotas`): code holding one cannot meet an invalid value. It keeps the
+/// text as written (what the API server is given) and its exact value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Amount {
+    text: String,
+    thousandths: i128,
+}
+
+/// What is wrong with a text that should be a positive quantity.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("must be a positive quantity such as 2, 500m or 8Gi, not {0:?}")]
+pub struct NotAnAmount(pub String);
+
+impl Amount {
+    pub fn parse(text: &str) -> Result<Amount, NotAnAmount> {
+        match parse(text) {
+            Some(thousandths) if thousandths > 0 => Ok(Amount {
+                text: text.trim().to_string(),
+                thousandths,
+            }),
+            _ => Err(NotAnAmount(text.to_string())),
+        }
+    }
+
+    /// As the API server takes it.
+    pub fn quantity(&self) -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity(self.text.clone())
+    }
+
+    /// In whole units (bytes, cores), rounded up: "2Mi" is 2097152.
+    pub fn whole_units(&self) -> i128 {
+        (self.thousandths + 999).div_euclid(1000)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Amount::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A quantity of bytes (or any whole unit), rounded up: "2Mi" is 2097152.
 pub fn whole_units(text: &str) -> Option<i128> {
     parse(text).map(|thousandths| (thousandths + 999).div_euclid(1000))
@@ -105,6 +164,24 @@ mod tests {
         for text in ["", "lots", "1.2.3", "Gi", "1Xi", "1e99", "--1"] {
             assert_eq!(parse(text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn amounts_are_positive_quantities_kept_as_written() {
+        let amount = Amount::parse("8Gi").unwrap();
+        assert_eq!(amount.to_string(), "8Gi");
+        assert_eq!(amount.whole_units(), 8 << 30);
+        assert_eq!(Amount::parse("1500m").unwrap().whole_units(), 2);
+        for bad in ["0", "-1", "lots", ""] {
+            assert_eq!(Amount::parse(bad), Err(NotAnAmount(bad.to_string())));
+        }
+        let parsed: Amount = serde_yaml::from_str("\"250m\"").unwrap();
+        assert_eq!(parsed.as_str(), "250m");
+        let refused = serde_yaml::from_str::<Amount>("\"-2\"").unwrap_err();
+        assert!(
+            refused.to_string().contains("positive quantity"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -25,11 +25,11 @@ use bytes::Bytes;
 use smartregion_e2e::cgroup::{self, Cgroup};
 use smartregion_e2e::ingest::{HttpClient, Ingest, near_limit_notification};
 use smartregion_e2e::{Cluster, PostgresServer, wait};
-use smartregion_operator::database::names::TenantDb;
-use smartregion_operator::database::provision::{self, Desired, Passwords};
-use smartregion_operator::database::sql::RoleLimits;
-use smartregion_operator::database::timescale::HypertableSettings;
-use smartregion_operator::tenant::TenantName;
+use smartregion_operator::surface::TenantName;
+use smartregion_operator::surface::provisioning::HypertableSettings;
+use smartregion_operator::surface::provisioning::RoleLimits;
+use smartregion_operator::surface::provisioning::TenantDb;
+use smartregion_operator::surface::provisioning::{self as provision, Desired};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -468,32 +468,34 @@ async fn run(cluster: &Cluster) -> Result<()> {
     let postgres = PostgresServer::start_new(cluster, "bench-postgres").await?;
     let url = postgres.url();
     let db = TenantDb::for_tenant(&TenantName::parse(TENANT)?);
-    let password = smartregion_operator::database::new_password();
+    let password = smartregion_operator::surface::provisioning::new_password();
     let mut admin = connect(&url).await?;
     provision::ensure_schema_exists(
         &mut admin,
         &db,
-        &Desired {
-            limits: RoleLimits {
-                connection_limit: 100,
-                statement_timeout_ms: 30_000,
+        &provision::Provisioning {
+            desired: &Desired {
+                limits: RoleLimits {
+                    connection_limit: 100,
+                    statement_timeout_ms: 30_000,
+                },
+                layout: smartregion_operator::surface::provisioning::Layout::Partitions,
+                timescaledb_schema: None,
+                hypertable: HypertableSettings {
+                    chunk_interval_hours: 24,
+                    retention_days: 3650,
+                    compress_after_days: 7,
+                },
             },
-            layout: smartregion_operator::database::storage::Layout::Partitions,
-            timescaledb_schema: None,
-            hypertable: HypertableSettings {
-                chunk_interval_hours: 24,
-                retention_days: 3650,
-                compress_after_days: 7,
+            table: None,
+            logins: &provision::WriterLogins::first(&db),
+            passwords: provision::Passwords {
+                writer: &password,
+                reader: &password,
             },
+            credentials: provision::Credentials::Keep,
+            writes: provision::Writes::Allowed,
         },
-        None,
-        &provision::WriterLogins::first(&db),
-        &Passwords {
-            writer: &password,
-            reader: &password,
-        },
-        false,
-        true,
     )
     .await?;
     provision::ensure_partitions(
@@ -528,12 +530,13 @@ async fn run(cluster: &Cluster) -> Result<()> {
     drop(ingest);
 
     // Inside a cgroup with the small tier's container limits.
-    let tier = smartregion_operator::config::Tiers::default().small;
+    let tier = smartregion_operator::surface::Tiers::default().small;
     let limits = cgroup::Limits {
-        memory_bytes: smartregion_e2e::workload::memory_bytes(&tier.container_memory)?,
-        cpu_millis: tier.container_cpu.strip_suffix('m').map_or_else(
-            || tier.container_cpu.parse::<u64>().map(|c| c * 1000),
-            str::parse,
+        memory_bytes: u64::try_from(tier.container_memory.whole_units())?,
+        // Thousandths of a core are millicores.
+        cpu_millis: u64::try_from(
+            smartregion_operator::surface::parse_quantity(tier.container_cpu.as_str())
+                .context("the tier's container CPU")?,
         )?,
     };
     let group = Cgroup::create("bench-ingest", limits)?;
@@ -711,7 +714,7 @@ fn targets(rows: &[(usize, usize, Figures)], copy: f64) -> String {
 /// What each tier promises per ingest pod against what one pod delivered in the tier's
 /// container limits.
 fn tiers_report(constrained: &[(usize, usize, Figures)]) -> String {
-    let tiers = smartregion_operator::config::Tiers::default();
+    let tiers = smartregion_operator::surface::Tiers::default();
     let mut text = String::from(
         "### Tiers: promised rate per pod against one pod inside the container limits\n\n\
          | tier | ingestRate | replicas | per pod | delivered, batch 1 × 8 | batch 100 × 8 | batch 1000 × 8 |\n\
@@ -893,7 +896,7 @@ async fn quantumleap(
     if cluster.engine != smartregion_e2e::Engine::TimescaleDb {
         bail!("QuantumLeap needs TimescaleDB: run with SMARTREGION_TIMESCALEDB=1");
     }
-    let ql_password = smartregion_operator::database::new_password();
+    let ql_password = smartregion_operator::surface::provisioning::new_password();
     admin
         .batch_execute(&format!(
             "CREATE ROLE quantumleap LOGIN PASSWORD '{ql_password}'"

@@ -12,17 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, Resource};
-use serde::Serialize;
 use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
 use smartregion_e2e::operator::{Operator, SHARD_LABEL};
 use smartregion_e2e::{Cluster, apply, paths, unique_name, wait};
-use smartregion_operator::config::Config;
 use smartregion_operator::crd::SmartRegionTenant;
-use smartregion_operator::reconcile::{build, validate};
-use smartregion_operator::resources::ingest;
-use smartregion_operator::tenant::TenantName;
+use smartregion_operator::surface::Config;
+use smartregion_operator::surface::TenantName;
+use smartregion_operator::surface::children as build;
 
 const TENANTS: usize = 200;
 const CONCURRENCY: usize = 8;
@@ -34,24 +32,6 @@ fn tenant(name: &str, shard: &str) -> Result<serde_json::Value> {
     tenant["metadata"]["name"] = serde_json::json!(name);
     tenant["metadata"]["labels"] = serde_json::json!({ SHARD_LABEL: shard });
     Ok(tenant)
-}
-
-async fn ssa<K>(api: Api<K>, object: &K) -> Result<()>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().context("unnamed")?;
-    api.patch(
-        &name,
-        &PatchParams::apply("bench-reference").force(),
-        &Patch::Apply(object),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Applies the children the operator would build for `count` tenants, directly.
@@ -66,64 +46,45 @@ async fn reference(client: &Client, count: usize) -> Result<(Duration, Vec<Strin
         let name = unique_name("ref");
         let mut object: SmartRegionTenant = serde_json::from_value(tenant(&name, "reference")?)?;
         object.metadata.uid = Some(format!("00000000-0000-0000-0000-{:012}", namespaces.len()));
-        let validated = validate::validate(&object, &config)?;
-        let mut children = build::children(&validated, &config);
-        // No owner: the fake tenant does not exist, and the GC would remove the children.
-        children.namespace.metadata.owner_references = None;
+        let validated = build::validate(&object, &config)?;
+        let facts = build::Facts {
+            inputs: None,
+            credentials: None,
+        };
+        // Every child as the operator builds it, then the ingest part it writes once the
+        // database part is done (its database Secrets are in the database reference).
+        let mut objects: Vec<serde_json::Value> = build::children(&validated, &config, &facts)
+            .desired
+            .iter()
+            .map(|desired| desired.child.to_value())
+            .collect();
+        objects.push(serde_json::to_value(build::ingest_keys_secret(
+            &validated,
+            "reference-key",
+        ))?);
+        objects.push(serde_json::to_value(build::ingest_deployment(
+            &validated,
+            &config,
+            "reference",
+        ))?);
         namespaces.push(validated.namespace.clone());
-        work.push((validated, children));
+        work.push(objects);
     }
     let started = Instant::now();
     futures::stream::iter(work)
-        .map(|(validated, mut children)| {
+        .map(|objects| {
             let client = client.clone();
-            let config = &config;
             async move {
-                let ns = validated.namespace.as_str();
-                let strip = |meta: &mut kube::api::ObjectMeta| meta.owner_references = None;
-                strip(&mut children.service_account.metadata);
-                strip(&mut children.resource_quota.metadata);
-                strip(&mut children.limit_range.metadata);
-                strip(&mut children.admin_role.metadata);
-                ssa(Api::all(client.clone()), &children.namespace).await?;
-                ssa(
-                    Api::namespaced(client.clone(), ns),
-                    &children.service_account,
-                )
-                .await?;
-                ssa(
-                    Api::namespaced(client.clone(), ns),
-                    &children.resource_quota,
-                )
-                .await?;
-                ssa(Api::namespaced(client.clone(), ns), &children.limit_range).await?;
-                for mut policy in children.network_policies {
-                    strip(&mut policy.metadata);
-                    ssa(Api::namespaced(client.clone(), ns), &policy).await?;
+                for mut object in objects {
+                    // No owner: the fake tenant does not exist, and the GC would remove
+                    // the children.
+                    object["metadata"]
+                        .as_object_mut()
+                        .context("metadata")?
+                        .remove("ownerReferences");
+                    let object: kube::api::DynamicObject = serde_json::from_value(object)?;
+                    smartregion_e2e::apply::apply(&client, &object).await?;
                 }
-                ssa(Api::namespaced(client.clone(), ns), &children.admin_role).await?;
-                for mut binding in children.admin_bindings {
-                    strip(&mut binding.metadata);
-                    ssa(Api::namespaced(client.clone(), ns), &binding).await?;
-                }
-                // The ingest part: Service, budget, keys Secret and Deployment, as the
-                // operator writes them (its database Secrets are in the database reference).
-                strip(&mut children.ingest_service.metadata);
-                ssa(
-                    Api::namespaced(client.clone(), ns),
-                    &children.ingest_service,
-                )
-                .await?;
-                if let Some(mut pdb) = children.ingest_pdb {
-                    strip(&mut pdb.metadata);
-                    ssa(Api::namespaced(client.clone(), ns), &pdb).await?;
-                }
-                let mut keys = ingest::ingest_keys_secret(&validated, "reference-key");
-                strip(&mut keys.metadata);
-                ssa(Api::namespaced(client.clone(), ns), &keys).await?;
-                let mut deployment = ingest::ingest_deployment(&validated, config, "reference");
-                strip(&mut deployment.metadata);
-                ssa(Api::namespaced(client.clone(), ns), &deployment).await?;
                 anyhow::Ok(())
             }
         })
@@ -174,20 +135,20 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 /// Provisions the database part of `count` tenants directly, `CONCURRENCY` at a time,
 /// then drops it again. Returns the time the provisioning took.
 async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration> {
-    use smartregion_operator::database::names::TenantDb;
-    use smartregion_operator::database::provision;
+    use smartregion_operator::surface::provisioning as provision;
+    use smartregion_operator::surface::provisioning::TenantDb;
     let config = Config::default();
     let mut work = Vec::new();
     for index in 0..count {
         let name = unique_name("dbref");
         let mut object: SmartRegionTenant = serde_json::from_value(tenant(&name, "reference")?)?;
         object.metadata.uid = Some(format!("00000000-0000-0000-0000-{index:012}"));
-        let validated = validate::validate(&object, &config)?;
+        let validated = build::validate(&object, &config)?;
         work.push((
             TenantDb::for_tenant(&TenantName::parse(&name)?),
-            smartregion_operator::reconcile::database::desired(
+            smartregion_operator::surface::provisioning::desired(
                 &validated,
-                smartregion_operator::database::storage::Layout::Partitions,
+                smartregion_operator::surface::provisioning::Layout::Partitions,
                 None,
             ),
             validated.limits,
@@ -198,8 +159,8 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
         clients.push(connect(&cluster.operator_database_url).await?);
     }
     let (password_writer, password_reader) = (
-        smartregion_operator::database::new_password(),
-        smartregion_operator::database::new_password(),
+        smartregion_operator::surface::provisioning::new_password(),
+        smartregion_operator::surface::provisioning::new_password(),
     );
     let started = Instant::now();
     let chunks: Vec<Vec<_>> = work
@@ -217,12 +178,17 @@ async fn database_reference(cluster: &Cluster, count: usize) -> Result<Duration>
                     provision::ensure_schema_exists(
                         client,
                         db,
-                        desired,
-                        None,
-                        &provision::WriterLogins::first(db),
-                        &passwords,
-                        false,
-                        true,
+                        &provision::Provisioning {
+                            desired,
+                            table: None,
+                            logins: &provision::WriterLogins::first(db),
+                            passwords: provision::Passwords {
+                                writer: passwords.writer,
+                                reader: passwords.reader,
+                            },
+                            credentials: provision::Credentials::Keep,
+                            writes: provision::Writes::Allowed,
+                        },
                     )
                     .await?;
                     provision::ensure_partitions(

@@ -88,7 +88,7 @@ fn the_check_runs_without_the_string_library() -> Result<()> {
 /// The reasons the check treats as "on its way" are exactly the operator's pending ones.
 #[test]
 fn the_checks_waiting_reasons_are_the_operators_pending_reasons() -> Result<()> {
-    use smartregion_operator::reconcile::conditions::Reason;
+    use smartregion_operator::surface::Reason;
     use strum::IntoEnumIterator;
     let script = crate::argocd::script()?;
     let (_, table) = script

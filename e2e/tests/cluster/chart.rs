@@ -294,6 +294,38 @@ fn the_chart_configures_the_exposure_of_ingest() -> Result<()> {
     Ok(())
 }
 
+/// The chart's ClusterRole grants every verb the operator uses on every kind of child it
+/// makes, as the operator's one list of kinds says: a new kind without its rule fails here.
+#[test]
+fn the_charts_clusterrole_grants_every_verb_on_every_child_kind() -> Result<()> {
+    use smartregion_operator::surface::children::{KINDS, VERBS};
+    let objects = apply::documents(&helm::template("sr", "smartregion-system", &[])?)?;
+    let role = of_kind(&objects, "ClusterRole")[0];
+    let rules = role.data["rules"].as_array().context("rules")?;
+    let listed = |rule: &serde_json::Value, field: &str, item: &str| {
+        rule[field]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i == item))
+    };
+    for kind in KINDS {
+        for verb in VERBS {
+            let granted = rules.iter().any(|rule| {
+                listed(rule, "apiGroups", kind.group)
+                    && listed(rule, "resources", kind.resource)
+                    && listed(rule, "verbs", verb)
+                    && rule.get("resourceNames").is_none()
+            });
+            assert!(
+                granted,
+                "the chart's ClusterRole does not grant {verb} on {} ({:?} {}): add it to \
+                 charts/smartregion-operator/templates/clusterrole.yaml",
+                kind.kind, kind.group, kind.resource
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn the_charts_rbac_has_no_wildcards() -> Result<()> {
     // Everything optional switched on, so every rule is rendered.
@@ -348,12 +380,12 @@ fn the_chart_carries_the_operators_crd_and_tier_presets() -> Result<()> {
 
     let values: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(helm::chart().join("values.yaml"))?)?;
-    let tiers: smartregion_operator::config::Tiers =
+    let tiers: smartregion_operator::surface::Tiers =
         serde_yaml::from_value(values["tiers"].clone())
             .context("the chart's tiers are not what the operator reads")?;
     assert_eq!(
         tiers,
-        smartregion_operator::config::Tiers::default(),
+        smartregion_operator::surface::Tiers::default(),
         "the chart's default tiers must be the operator's built-in presets"
     );
     Ok(())

@@ -3,14 +3,16 @@
 
 use anyhow::{Result, bail, ensure};
 use smartregion_e2e::{shared, unique_name};
-use smartregion_operator::database::logins::WriterLogins;
-use smartregion_operator::database::names::{TenantDb, quote};
-use smartregion_operator::database::new_password;
-use smartregion_operator::database::provision::{Desired, Passwords, ensure_schema_exists};
-use smartregion_operator::database::sql::RoleLimits;
-use smartregion_operator::database::storage::{Layout, Table};
-use smartregion_operator::database::timescale::HypertableSettings;
-use smartregion_operator::tenant::TenantName;
+use smartregion_operator::surface::TenantName;
+use smartregion_operator::surface::provisioning::HypertableSettings;
+use smartregion_operator::surface::provisioning::RoleLimits;
+use smartregion_operator::surface::provisioning::WriterLogins;
+use smartregion_operator::surface::provisioning::new_password;
+use smartregion_operator::surface::provisioning::{
+    Credentials, Desired, Passwords, Provisioning, Writes, ensure_schema_exists,
+};
+use smartregion_operator::surface::provisioning::{Layout, Table};
+use smartregion_operator::surface::provisioning::{TenantDb, quote};
 use tokio_postgres::{Client, NoTls};
 
 fn desired() -> Desired {
@@ -64,12 +66,17 @@ async fn provision(admin: &mut Client, prefix: &str) -> Result<Tenant> {
     let first = ensure_schema_exists(
         admin,
         &db,
-        &desired(),
-        None,
-        &WriterLogins::first(&db),
-        &passwords,
-        false,
-        true,
+        &Provisioning {
+            desired: &desired(),
+            table: None,
+            logins: &WriterLogins::first(&db),
+            passwords: Passwords {
+                writer: passwords.writer,
+                reader: passwords.reader,
+            },
+            credentials: Credentials::Keep,
+            writes: Writes::Allowed,
+        },
     )
     .await?;
     assert!(first.changed && first.passwords_set);
@@ -119,15 +126,17 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     let again = ensure_schema_exists(
         &mut admin,
         &a.db,
-        &desired(),
-        Some(Table::Partitioned),
-        &WriterLogins::first(&a.db),
-        &Passwords {
-            writer: "unused-unused-unused-unused-unused",
-            reader: "unused-unused-unused-unused-unused",
+        &Provisioning {
+            desired: &desired(),
+            table: Some(Table::Partitioned),
+            logins: &WriterLogins::first(&a.db),
+            passwords: Passwords {
+                writer: "unused-unused-unused-unused-unused",
+                reader: "unused-unused-unused-unused-unused",
+            },
+            credentials: Credentials::Keep,
+            writes: Writes::Allowed,
         },
-        false,
-        true,
     )
     .await?;
     assert_eq!(
@@ -141,15 +150,17 @@ async fn a_tenant_writes_and_reads_its_own_data_only() -> Result<()> {
     let changed = ensure_schema_exists(
         &mut admin,
         &a.db,
-        &more,
-        Some(Table::Partitioned),
-        &WriterLogins::first(&a.db),
-        &Passwords {
-            writer: "unused-unused-unused-unused-unused",
-            reader: "unused-unused-unused-unused-unused",
+        &Provisioning {
+            desired: &more,
+            table: Some(Table::Partitioned),
+            logins: &WriterLogins::first(&a.db),
+            passwords: Passwords {
+                writer: "unused-unused-unused-unused-unused",
+                reader: "unused-unused-unused-unused-unused",
+            },
+            credentials: Credentials::Keep,
+            writes: Writes::Allowed,
         },
-        false,
-        true,
     )
     .await?;
     assert!(changed.changed && !changed.passwords_set);
@@ -271,18 +282,28 @@ async fn provision_with(
     writer: &str,
     reader: &str,
     rotate: bool,
-) -> Result<smartregion_operator::database::provision::Provisioned> {
-    let table = smartregion_operator::database::provision::inspect_table(admin, db, false).await?;
+) -> Result<smartregion_operator::surface::provisioning::Provisioned> {
+    let table =
+        smartregion_operator::surface::provisioning::inspect_table(admin, db, false).await?;
     let passwords = Passwords { writer, reader };
     Ok(ensure_schema_exists(
         admin,
         db,
-        &desired(),
-        table,
-        logins,
-        &passwords,
-        rotate,
-        true,
+        &Provisioning {
+            desired: &desired(),
+            table,
+            logins,
+            passwords: Passwords {
+                writer: passwords.writer,
+                reader: passwords.reader,
+            },
+            credentials: if rotate {
+                Credentials::Issue
+            } else {
+                Credentials::Keep
+            },
+            writes: Writes::Allowed,
+        },
     )
     .await?)
 }
@@ -293,17 +314,19 @@ async fn provision_with(
 /// write while the previous one waits, and a retired login is refused.
 #[tokio::test]
 async fn a_rotation_hands_over_between_logins_and_migrates_an_old_writer() -> Result<()> {
-    use smartregion_operator::database::logins::{Plan, SecretLogin, plan};
-    use smartregion_operator::database::provision::ensure_logins_retired;
+    use smartregion_operator::surface::provisioning::ensure_logins_retired;
+    use smartregion_operator::surface::provisioning::{Plan, SecretLogin, plan};
     let (config, mut admin) = admin().await?;
     let db = TenantDb::for_tenant(&TenantName::parse(&unique_name("migrate"))?);
     // An earlier release's writer: a login role holding the privileges itself.
     let old_password = new_password();
     admin
-        .batch_execute(&smartregion_operator::database::sql::create_login_role(
-            &db.writer,
-            &smartregion_operator::database::scram_verifier(&old_password),
-        ))
+        .batch_execute(
+            &smartregion_operator::surface::provisioning::create_login_role(
+                &db.writer,
+                &smartregion_operator::surface::provisioning::scram_verifier(&old_password),
+            ),
+        )
         .await?;
     let reader_password = new_password();
     let legacy = WriterLogins {

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{apply, gateway_api, shared, unique_name, wait};
 use smartregion_operator::crd::{ExposureKind, Phase, SmartRegionTenant};
-use smartregion_operator::resources::gateway_api::HTTPRoute;
+use smartregion_operator::surface::children::HTTPRoute;
 
 const DOMAIN: &str = "ingest.e2e.example.it";
 const DEADLINE: Duration = Duration::from_secs(30);

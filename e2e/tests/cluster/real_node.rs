@@ -205,7 +205,7 @@ async fn ingest_pods_run_for_real_and_a_client_pod_writes_through_the_service_na
         .resources
         .and_then(|resources| resources.limits)
         .context("no limits")?;
-    let memory = smartregion_operator::quantity::whole_units(&limits["memory"].0)
+    let memory = smartregion_operator::surface::whole_units(&limits["memory"].0)
         .context("a memory limit that is not a quantity")?;
     let cgroup_memory: u64 = std::fs::read_to_string(
         pods::container_cgroup("memory", &id)?.join("memory.limit_in_bytes"),
@@ -217,7 +217,7 @@ async fn ingest_pods_run_for_real_and_a_client_pod_writes_through_the_service_na
         "the memory limit is the kernel's"
     );
     // In thousandths of a CPU: millicores.
-    let cpu = smartregion_operator::quantity::parse(&limits["cpu"].0)
+    let cpu = smartregion_operator::surface::parse_quantity(&limits["cpu"].0)
         .context("a CPU limit that is not a quantity")?;
     let cpu_dir = pods::container_cgroup("cpu", &id)?;
     let quota: i64 = std::fs::read_to_string(cpu_dir.join("cpu.cfs_quota_us"))?

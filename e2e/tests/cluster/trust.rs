@@ -489,7 +489,7 @@ async fn a_tenant_login_stores_nothing_outside_its_schema_and_quota() -> Result<
     }
     // The operator checked the database at start and found it set up so.
     let metrics = operator.metrics().await?;
-    for check in smartregion_operator::database::checks::CHECKS {
+    for check in smartregion_operator::surface::checks::CHECKS {
         let line = format!("smartregion_database_check_ok{{check=\"{}\"}}", check.name);
         let value = metrics
             .lines()

@@ -6,10 +6,10 @@ use clap::CommandFactory;
 use clap::Parser;
 use smartregion_e2e::paths::workspace_root;
 use smartregion_ingest::config::Cli as IngestCli;
-use smartregion_operator::config::Config;
 use smartregion_operator::crd::{IngestFormat, IngestSpec, MqttSource, SmartRegionTenant};
-use smartregion_operator::reconcile::validate::validate;
-use smartregion_operator::resources::ingest::ingest_deployment;
+use smartregion_operator::surface::Config;
+use smartregion_operator::surface::children::ingest_deployment;
+use smartregion_operator::surface::children::validate;
 
 /// `examples/prato.yaml` as the API server would hold it (with a uid).
 fn prato() -> Result<SmartRegionTenant> {

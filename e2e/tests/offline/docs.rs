@@ -9,8 +9,8 @@
 
 use smartregion_e2e::{api_reference, paths};
 use smartregion_operator::crd::Phase;
-use smartregion_operator::metrics::ErrorLabel;
-use smartregion_operator::reconcile::conditions::{ConditionType, Reason};
+use smartregion_operator::surface::ErrorLabel;
+use smartregion_operator::surface::{ConditionType, Reason};
 use strum::IntoEnumIterator;
 
 fn read(relative: &str) -> String {
@@ -295,7 +295,7 @@ fn the_readme_names_the_workspaces_minimum_rust() {
 #[test]
 fn the_operator_guide_shows_every_fix_of_the_database_checks() {
     let guide = read("docs/operator-guide.md");
-    for check in smartregion_operator::database::checks::CHECKS {
+    for check in smartregion_operator::surface::checks::CHECKS {
         for statement in check.fix {
             let shown = statement
                 .replace("{admin}", "smartregion_admin")
@@ -352,4 +352,119 @@ fn the_threat_model_names_only_tests_that_exist() {
         );
     }
     assert!(named >= 15, "the threat model names its tests: {named}");
+}
+
+/// Every source file of the workspace as text (Rust, scripts, manifests, the chart), for
+/// the checks that a document names only what exists.
+fn workspace_sources() -> String {
+    let root = paths::workspace_root();
+    let mut text = String::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    stack.push(path);
+                }
+            } else if path.extension().is_none_or(|e| e != "md") {
+                text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// Whether `word` stands in `text` as a whole word.
+fn has_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !part(before) && !part(after)
+    })
+}
+
+/// The documents name only files, modules, items and constants that exist: a document
+/// that outlives a rename fails here, not in a reader's hands.
+#[test]
+fn documents_name_only_files_modules_and_constants_that_exist() {
+    let root = paths::workspace_root();
+    let sources = workspace_sources();
+    // Not the changelog: it records what was, removed files among it.
+    let mut documents = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap().flatten() {
+        documents.push(entry.path());
+    }
+    let mut missing = Vec::new();
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        let name = document.strip_prefix(&root).unwrap().display().to_string();
+        for cell in text.split('`').skip(1).step_by(2) {
+            let cell = cell.trim();
+            let file_like = cell.contains('/')
+                && !cell.contains(' ')
+                && !cell.starts_with('/')
+                && !cell.starts_with('~')
+                && !cell.starts_with("http")
+                && !cell.contains("://")
+                && !cell.contains('*')
+                && !cell.contains('<')
+                && !cell.contains('{')
+                && [
+                    "operator/",
+                    "ingest/",
+                    "e2e/",
+                    "contract/",
+                    "charts/",
+                    "crds/",
+                    "docs/",
+                    "examples/",
+                    ".ci/",
+                ]
+                .iter()
+                .any(|top| cell.starts_with(top));
+            if file_like {
+                let path = cell.split(['#', ':']).next().unwrap();
+                if !root.join(path.trim_end_matches('/')).exists() {
+                    missing.push(format!("{name}: file {cell}"));
+                }
+                continue;
+            }
+            let path_like = cell.contains("::")
+                && cell
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if path_like {
+                let last = cell.rsplit("::").next().unwrap();
+                let exists = [
+                    "fn ", "mod ", "struct ", "enum ", "const ", "static ", "type ", "trait ",
+                ]
+                .iter()
+                .any(|item| sources.contains(&format!("{item}{last}")))
+                    || has_word(&sources, last);
+                if !exists {
+                    missing.push(format!("{name}: item {cell}"));
+                }
+                continue;
+            }
+            let constant_like = cell.len() > 3
+                && cell.contains('_')
+                && cell
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            // Settings of the peers the benchmark runs (QuantumLeap's), not ours.
+            let peers = cell.starts_with("POSTGRES_") || cell.starts_with("QL_");
+            if constant_like && !peers && !has_word(&sources, cell) {
+                missing.push(format!("{name}: constant {cell}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documents name what does not exist (renamed or removed?):\n  {}",
+        missing.join("\n  ")
+    );
 }

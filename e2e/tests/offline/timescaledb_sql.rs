@@ -17,12 +17,12 @@ use smartregion_e2e::pglite::PgLite;
 use smartregion_e2e::unique_name;
 use smartregion_ingest::writer::Statements;
 use smartregion_operator::crd::Storage;
-use smartregion_operator::database::names::{TenantDb, quote};
-use smartregion_operator::database::provision::{self, Desired, Passwords};
-use smartregion_operator::database::sql::RoleLimits;
-use smartregion_operator::database::storage::{self, StorageMode};
-use smartregion_operator::database::timescale::{Change, HypertableSettings};
-use smartregion_operator::tenant::TenantName;
+use smartregion_operator::surface::TenantName;
+use smartregion_operator::surface::provisioning::RoleLimits;
+use smartregion_operator::surface::provisioning::{self as provision, Desired, Passwords};
+use smartregion_operator::surface::provisioning::{Change, HypertableSettings};
+use smartregion_operator::surface::provisioning::{StorageMode, storage};
+use smartregion_operator::surface::provisioning::{TenantDb, quote};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -153,12 +153,21 @@ async fn provision(
     let provisioned = provision::ensure_schema_exists(
         client,
         db,
-        &desired,
-        table,
-        &provision::WriterLogins::first(db),
-        &passwords,
-        rotate,
-        true,
+        &provision::Provisioning {
+            desired: &desired,
+            table,
+            logins: &provision::WriterLogins::first(db),
+            passwords: provision::Passwords {
+                writer: passwords.writer,
+                reader: passwords.reader,
+            },
+            credentials: if rotate {
+                provision::Credentials::Issue
+            } else {
+                provision::Credentials::Keep
+            },
+            writes: provision::Writes::Allowed,
+        },
     )
     .await
     .context("the operator's provisioning")?;

@@ -131,6 +131,9 @@ pub struct Database {
 }
 
 impl Database {
+    /// The pool, its TLS and its session settings, from what the operator was told.
+    /// (Long: each setting of the connection is one statement, in the order libpq's
+    /// options are documented.)
     pub fn new(settings: &Settings) -> Result<Database, Error> {
         if settings.sslmode != SslMode::VerifyFull {
             if !settings.insecure {

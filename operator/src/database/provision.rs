@@ -149,45 +149,77 @@ async fn current_user(client: &impl GenericClient) -> Result<String, tokio_postg
         .get(0))
 }
 
-/// Brings the tenant's roles, schema and tables to the desired state. Login roles that
-/// do not exist yet get `passwords` (the writer's goes to `logins.active`); existing ones
-/// keep theirs (adoption after a Retain, or a later reconcile) unless `rotate` is set.
-/// Only the writer roles `logins` names can log in. `table` is what [`inspect_table`]
-/// found; a table created now lets the writer INSERT only if `writable` (suspension, quota).
-#[allow(clippy::too_many_arguments)]
-pub async fn ensure_schema_exists(
-    client: &mut Client,
+/// Whether provisioning gives the login roles the passwords it is handed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// Roles that exist keep their passwords (adoption after a Retain, a later reconcile);
+    /// only roles created now get the new ones.
+    Keep,
+    /// A rotation: the active writer login and the reader get the new passwords.
+    Issue,
+}
+
+/// Whether the writer may INSERT into a `measurements` table created now (later, only
+/// the quota and suspension change it: [`ensure_writes_allowed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    Allowed,
+    Refused,
+}
+
+/// What the catalogs say of a tenant before provisioning: read under the tenant's lock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// The role the session acts as (`current_user`).
+    pub admin: String,
+    /// Those of the tenant's roles that exist.
+    pub roles: Vec<String>,
+    /// `measurements` exists.
+    pub measurements: bool,
+}
+
+/// A statement of a provisioning plan, with the parameters it binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Planned {
+    Sql(String),
+    /// TimescaleDB's `create_hypertable` as the owner: `$1` the relation, `$2` hours.
+    CreateHypertable {
+        statement: String,
+        relation: String,
+        hours: i32,
+    },
+}
+
+/// What provisioning is asked to make of a tenant.
+pub struct Provisioning<'a> {
+    pub desired: &'a Desired,
+    /// What [`inspect_table`] found.
+    pub table: Option<Table>,
+    /// Which writer roles log in; the active one gets the writer's password when set.
+    pub logins: &'a WriterLogins,
+    /// For login roles created now (or rotated); never logged.
+    pub passwords: Passwords<'a>,
+    pub credentials: Credentials,
+    pub writes: Writes,
+}
+
+/// The statements that bring a tenant from `catalog` to what `request` asks (pure).
+/// Returns them with whether the login roles get the given passwords.
+pub fn plan_schema(
     db: &TenantDb,
-    desired: &Desired,
-    table: Option<Table>,
-    logins: &WriterLogins,
-    passwords: &Passwords<'_>,
-    rotate: bool,
-    writable: bool,
-) -> Result<Provisioned> {
-    let wrap = failed("provision the roles, schema and tables", db);
-    if !rotate
-        && table.is_some()
-        && is_current(client, db, desired, logins)
-            .await
-            .map_err(&wrap)?
-    {
-        return Ok(Provisioned::default());
-    }
-    let transaction = client.transaction().await.map_err(&wrap)?;
-    lock(&transaction, db).await.map_err(&wrap)?;
-    let admin = current_user(&transaction).await.map_err(&wrap)?;
-    let existing: Vec<String> = transaction
-        .query(
-            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
-            &[&db.roles()],
-        )
-        .await
-        .map_err(&wrap)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let exists = |role: &String| existing.contains(role);
+    catalog: &Catalog,
+    request: &Provisioning<'_>,
+) -> (Vec<Planned>, bool) {
+    let Provisioning {
+        desired,
+        logins,
+        passwords,
+        credentials,
+        writes,
+        ..
+    } = request;
+    let exists = |role: &String| catalog.roles.contains(role);
+    let rotate = *credentials == Credentials::Issue;
     let mut statements = Vec::new();
     if !exists(&db.owner) {
         statements.push(sql::create_owner_role(&db.owner));
@@ -201,17 +233,18 @@ pub async fn ensure_schema_exists(
     // writer's. The others keep theirs: pods may still be using a retiring one.
     let mut passwords_set = false;
     if rotate || !exists(&logins.active) {
-        let verifier = scram_verifier(passwords.writer);
-        statements.push(sql::set_password(&logins.active, &verifier));
+        statements.push(sql::set_password(
+            &logins.active,
+            &scram_verifier(passwords.writer),
+        ));
         passwords_set = true;
     }
+    let reader = scram_verifier(passwords.reader);
     if !exists(&db.reader) {
-        let verifier = scram_verifier(passwords.reader);
-        statements.push(sql::create_login_role(&db.reader, &verifier));
+        statements.push(sql::create_login_role(&db.reader, &reader));
         passwords_set = true;
     } else if rotate {
-        let verifier = scram_verifier(passwords.reader);
-        statements.push(sql::set_password(&db.reader, &verifier));
+        statements.push(sql::set_password(&db.reader, &reader));
         passwords_set = true;
     }
     // The admin acts as the owner, and may end the login roles' sessions (Retain) and
@@ -223,40 +256,79 @@ pub async fn ensure_schema_exists(
         desired.layout.storage(),
         desired.timescaledb_schema.as_deref(),
         logins,
-        &admin,
+        &catalog.admin,
     ));
-    let new_table = !table_exists(&transaction, db, "measurements")
-        .await
-        .map_err(&wrap)?;
-    for statement in &statements {
-        transaction.batch_execute(statement).await.map_err(&wrap)?;
+    let mut planned: Vec<Planned> = statements.into_iter().map(Planned::Sql).collect();
+    if !catalog.measurements {
+        if let Layout::Hypertable { timescaledb } = &desired.layout {
+            planned.extend([
+                Planned::Sql(sql::as_role(&db.owner)),
+                Planned::CreateHypertable {
+                    statement: timescale::create_hypertable(timescaledb),
+                    relation: timescale::relation(db),
+                    hours: desired.hypertable.chunk_interval_hours,
+                },
+                Planned::Sql(sql::as_role(&catalog.admin)),
+            ]);
+        }
+        // Later only the quota and suspension decide.
+        planned.push(Planned::Sql(sql::writes_statement(
+            db,
+            *writes == Writes::Allowed,
+        )));
     }
-    if let (true, Layout::Hypertable { timescaledb }) = (new_table, &desired.layout) {
-        transaction
-            .batch_execute(&sql::as_role(&db.owner))
+    (planned, passwords_set)
+}
+
+/// Brings the tenant's roles, schema and tables to the desired state ([`plan_schema`]),
+/// in one transaction under the tenant's lock; reads only when they already are.
+/// `table` is what [`inspect_table`] found.
+pub async fn ensure_schema_exists(
+    client: &mut Client,
+    db: &TenantDb,
+    request: &Provisioning<'_>,
+) -> Result<Provisioned> {
+    let wrap = failed("provision the roles, schema and tables", db);
+    if request.credentials == Credentials::Keep
+        && request.table.is_some()
+        && is_current(client, db, request.desired, request.logins)
             .await
-            .map_err(&wrap)?;
-        transaction
-            .execute(
-                &timescale::create_hypertable(timescaledb),
-                &[
-                    &timescale::relation(db),
-                    &desired.hypertable.chunk_interval_hours,
-                ],
+            .map_err(&wrap)?
+    {
+        return Ok(Provisioned::default());
+    }
+    let transaction = client.transaction().await.map_err(&wrap)?;
+    lock(&transaction, db).await.map_err(&wrap)?;
+    let catalog = Catalog {
+        admin: current_user(&transaction).await.map_err(&wrap)?,
+        roles: transaction
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+                &[&db.roles()],
             )
             .await
-            .map_err(&wrap)?;
-        transaction
-            .batch_execute(&sql::as_role(&admin))
+            .map_err(&wrap)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect(),
+        measurements: table_exists(&transaction, db, "measurements")
             .await
-            .map_err(&wrap)?;
-    }
-    if new_table {
-        // Later only the quota and suspension decide.
-        transaction
-            .batch_execute(&sql::writes_statement(db, writable))
-            .await
-            .map_err(&wrap)?;
+            .map_err(&wrap)?,
+    };
+    let (planned, passwords_set) = plan_schema(db, &catalog, request);
+    for statement in &planned {
+        match statement {
+            Planned::Sql(text) => transaction.batch_execute(text).await.map(|_| ()),
+            Planned::CreateHypertable {
+                statement,
+                relation,
+                hours,
+            } => transaction
+                .execute(statement, &[relation, hours])
+                .await
+                .map(|_| ()),
+        }
+        .map_err(&wrap)?;
     }
     transaction.commit().await.map_err(&wrap)?;
     Ok(Provisioned {
@@ -268,19 +340,33 @@ pub async fn ensure_schema_exists(
 /// Takes the tenant's advisory lock for the session (the transactions inside take it
 /// again, which the same session may). Waits at most the session's lock timeout.
 pub async fn lock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
-    client
-        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&db.lock_key()])
-        .await
-        .map_err(failed("take the tenant's lock", db))?;
-    Ok(())
+    session_lock(client, db, "pg_advisory_lock", "take the tenant's lock").await
 }
 
 /// Gives back [`lock_tenant`]'s lock.
 pub async fn unlock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
+    session_lock(
+        client,
+        db,
+        "pg_advisory_unlock",
+        "give back the tenant's lock",
+    )
+    .await
+}
+
+async fn session_lock(
+    client: &Client,
+    db: &TenantDb,
+    function: &str,
+    action: &'static str,
+) -> Result<()> {
     client
-        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&db.lock_key()])
+        .execute(
+            &format!("SELECT {function}(hashtext($1))"),
+            &[&db.lock_key()],
+        )
         .await
-        .map_err(failed("give back the tenant's lock", db))?;
+        .map_err(failed(action, db))?;
     Ok(())
 }
 
@@ -333,6 +419,8 @@ async fn table_exists(
 }
 
 /// Everything `ensure_schema_exists` sets, read back: true when nothing needs doing.
+/// (Long: one read-back of everything `plan_schema` sets, compared in one place so that
+/// the two stay in step.)
 async fn is_current(
     client: &Client,
     db: &TenantDb,
@@ -836,13 +924,7 @@ pub async fn ensure_logins_disabled(
             .await
             .map_err(&wrap)?;
     }
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&db.roles()],
-        )
-        .await
-        .map_err(&wrap)?;
+    end_sessions(client, &db.roles()).await.map_err(&wrap)?;
     Ok(())
 }
 
@@ -857,14 +939,21 @@ pub async fn ensure_writer_locked_out(client: &Client, db: &TenantDb) -> Result<
             .await
             .map_err(&wrap)?;
     }
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&db.writer_roles()],
-        )
+    end_sessions(client, &db.writer_roles())
         .await
         .map_err(&wrap)?;
     Ok(())
+}
+
+/// Ends every session of `roles` (after their LOGIN went, so none comes back).
+async fn end_sessions(client: &Client, roles: &[String]) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&roles],
+        )
+        .await
+        .map(|_| ())
 }
 
 /// The writer's roles that can log in now.
@@ -907,13 +996,7 @@ pub async fn ensure_logins_retired(
     }
     transaction.commit().await.map_err(&wrap)?;
     // After the commit: a session opened meanwhile would otherwise survive.
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)",
-            &[&roles],
-        )
-        .await
-        .map_err(&wrap)?;
+    end_sessions(client, roles).await.map_err(&wrap)?;
     Ok(())
 }
 
@@ -994,4 +1077,190 @@ pub async fn ensure_schema_absent(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(layout: Layout) -> Desired {
+        Desired {
+            limits: RoleLimits {
+                connection_limit: 6,
+                statement_timeout_ms: 30_000,
+            },
+            layout,
+            timescaledb_schema: None,
+            hypertable: HypertableSettings {
+                chunk_interval_hours: 24,
+                retention_days: 365,
+                compress_after_days: 7,
+            },
+        }
+    }
+
+    const WRITER_PASSWORD: &str = "writer-plaintext-secret";
+    const READER_PASSWORD: &str = "reader-plaintext-secret";
+
+    fn plan(
+        db: &TenantDb,
+        layout: Layout,
+        catalog: &Catalog,
+        credentials: Credentials,
+        writes: Writes,
+    ) -> (Vec<String>, Vec<Planned>, bool) {
+        let desired = desired(layout);
+        let logins = WriterLogins::first(db);
+        let request = Provisioning {
+            desired: &desired,
+            table: None,
+            logins: &logins,
+            passwords: Passwords {
+                writer: WRITER_PASSWORD,
+                reader: READER_PASSWORD,
+            },
+            credentials,
+            writes,
+        };
+        let (planned, passwords_set) = plan_schema(db, catalog, &request);
+        let text = planned
+            .iter()
+            .map(|planned| match planned {
+                Planned::Sql(text) => text.clone(),
+                Planned::CreateHypertable { statement, .. } => statement.clone(),
+            })
+            .collect();
+        (text, planned, passwords_set)
+    }
+
+    fn new_catalog() -> Catalog {
+        Catalog {
+            admin: "smartregion_admin".into(),
+            roles: Vec::new(),
+            measurements: false,
+        }
+    }
+
+    fn existing_catalog(db: &TenantDb) -> Catalog {
+        Catalog {
+            admin: "smartregion_admin".into(),
+            roles: db.roles(),
+            measurements: true,
+        }
+    }
+
+    #[test]
+    fn a_new_tenant_gets_every_role_its_passwords_and_a_writable_table() {
+        let db = TenantDb::test("prato");
+        let (text, _, passwords_set) = plan(
+            &db,
+            Layout::Partitions,
+            &new_catalog(),
+            Credentials::Keep,
+            Writes::Allowed,
+        );
+        assert!(passwords_set);
+        for role in db.roles() {
+            assert!(
+                text.iter()
+                    .any(|s| s.starts_with("CREATE ROLE") && s.contains(&format!("\"{role}\""))),
+                "{role} created: {text:#?}"
+            );
+        }
+        assert!(text.iter().any(|s| s.starts_with(&format!(
+            "ALTER ROLE \"{}\" LOGIN PASSWORD 'SCRAM-SHA-256$",
+            db.writer_logins[0]
+        ))));
+        assert_eq!(
+            text.last().unwrap(),
+            &sql::writes_statement(&db, true),
+            "the table is writable, last"
+        );
+        assert!(
+            text.iter()
+                .all(|s| !s.contains(WRITER_PASSWORD) && !s.contains(READER_PASSWORD)),
+            "only SCRAM verifiers reach the server"
+        );
+    }
+
+    #[test]
+    fn an_existing_tenant_keeps_its_roles_passwords_and_grants() {
+        let db = TenantDb::test("prato");
+        let (text, _, passwords_set) = plan(
+            &db,
+            Layout::Partitions,
+            &existing_catalog(&db),
+            Credentials::Keep,
+            Writes::Refused,
+        );
+        assert!(!passwords_set);
+        assert!(
+            text.iter().all(|s| !s.starts_with("CREATE ROLE")),
+            "{text:#?}"
+        );
+        assert!(text.iter().all(|s| !s.contains("PASSWORD")), "{text:#?}");
+        // The writer's INSERT is the quota's and suspension's, not re-provisioning's.
+        assert!(text.iter().all(|s| !s.contains("INSERT ON")), "{text:#?}");
+    }
+
+    #[test]
+    fn a_rotation_gives_the_active_login_and_the_reader_new_passwords_only() {
+        let db = TenantDb::test("prato");
+        let (text, _, passwords_set) = plan(
+            &db,
+            Layout::Partitions,
+            &existing_catalog(&db),
+            Credentials::Issue,
+            Writes::Allowed,
+        );
+        assert!(passwords_set);
+        let passwords: Vec<&String> = text.iter().filter(|s| s.contains("PASSWORD")).collect();
+        assert_eq!(passwords.len(), 2, "{passwords:#?}");
+        assert!(passwords[0].starts_with(&format!("ALTER ROLE \"{}\"", db.writer_logins[0])));
+        assert!(passwords[1].starts_with(&format!("ALTER ROLE \"{}\"", db.reader)));
+    }
+
+    #[test]
+    fn a_new_hypertable_is_created_as_the_owner_and_starts_refused_when_suspended() {
+        let db = TenantDb::test("prato");
+        let (text, planned, _) = plan(
+            &db,
+            Layout::Hypertable {
+                timescaledb: "public".into(),
+            },
+            &new_catalog(),
+            Credentials::Keep,
+            Writes::Refused,
+        );
+        let at = planned
+            .iter()
+            .position(|p| matches!(p, Planned::CreateHypertable { .. }))
+            .expect("a hypertable is created");
+        assert_eq!(text[at - 1], sql::as_role(&db.owner));
+        assert_eq!(text[at + 1], sql::as_role("smartregion_admin"));
+        assert_eq!(
+            planned[at],
+            Planned::CreateHypertable {
+                statement: timescale::create_hypertable("public"),
+                relation: "\"t_prato\".measurements".into(),
+                hours: 24,
+            }
+        );
+        assert_eq!(text.last().unwrap(), &sql::writes_statement(&db, false));
+        // The same on an existing table: nothing of the table's creation again.
+        let (_, planned, _) = plan(
+            &db,
+            Layout::Hypertable {
+                timescaledb: "public".into(),
+            },
+            &existing_catalog(&db),
+            Credentials::Keep,
+            Writes::Refused,
+        );
+        assert!(
+            !planned
+                .iter()
+                .any(|p| matches!(p, Planned::CreateHypertable { .. }))
+        );
+    }
 }

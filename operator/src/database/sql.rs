@@ -59,6 +59,7 @@ pub fn owner_login_statement(db: &TenantDb, storage: Storage) -> String {
 /// `admin` is the role the statements start as (`current_user`); after the owner's
 /// part they return to it with `SET LOCAL ROLE` rather than `RESET ROLE`, which would go
 /// back to the session's login even where the caller had set another role.
+/// (Long: the statements in the order they run, one idempotent statement a line.)
 pub fn schema_statements(
     db: &TenantDb,
     limits: &RoleLimits,

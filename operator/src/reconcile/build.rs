@@ -1,51 +1,153 @@
-//! Step 2 (pure): the desired child objects of a validated tenant.
+//! Build (pure): every desired child of a validated tenant, in the order `apply` writes
+//! them (the namespace first, the Secrets before the Deployment that reads them).
 //!
-//! No client, no clock: the same tenant and configuration always give the same objects,
-//! which is what makes drift visible and unit tests exhaustive.
+//! No client, no clock, no randomness: the same tenant, configuration and facts (what
+//! the inputs read and the database step decided) always give the same objects, which is
+//! what makes drift visible and unit tests exhaustive.
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-
+use super::database::SecretValues;
+use super::inputs::{Inputs, MqttCredentials};
+use super::kinds::{Desired, Write};
 use super::validate::Validated;
-use crate::config::Config;
+use crate::config::{Config, DatabaseEndpoint};
 use crate::resources::exposure::{self, Exposed};
+use crate::resources::secrets::{READER_SECRET, WRITER_SECRET, database_secret};
 use crate::resources::{ingest, namespace, network, quota, rbac, service_account};
 
-/// Every child a tenant should have. `apply` destructures it without `..`, so a kind
-/// that is built here but never applied does not compile.
-#[derive(Clone, Debug, PartialEq)]
+/// The children to write, in order, and those to keep as they are (not written, not
+/// pruned) because what they would hold is not known in this reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Children {
-    pub namespace: Namespace,
-    pub service_account: ServiceAccount,
-    pub resource_quota: ResourceQuota,
-    pub limit_range: LimitRange,
-    pub network_policies: Vec<NetworkPolicy>,
-    pub admin_role: Role,
-    pub admin_bindings: Vec<RoleBinding>,
-    pub ingest_service: Service,
-    /// Only while more than one ingest pod runs.
-    pub ingest_pdb: Option<PodDisruptionBudget>,
-    /// Only while ingest is exposed (`--ingest-gateway` or `--ingress-class`).
-    pub exposure: Option<Exposed>,
-    // Not here: the ingest Deployment, which needs a checksum of the database Secrets
-    // (`reconcile::ingest`), and the Secrets themselves, whose values are not pure.
+    pub desired: Vec<Desired>,
+    pub unchanged: Vec<(&'static str, String)>,
 }
 
-pub fn children(tenant: &Validated, config: &Config) -> Children {
-    Children {
-        namespace: namespace::namespace(tenant),
-        service_account: service_account::ingest_service_account(tenant),
-        resource_quota: quota::resource_quota(tenant),
-        limit_range: quota::limit_range(tenant),
-        network_policies: network::network_policies(tenant, config),
-        admin_role: rbac::admin_role(tenant, config),
-        admin_bindings: rbac::admin_bindings(tenant),
-        ingest_service: ingest::ingest_service(tenant),
-        ingest_pdb: ingest::ingest_pdb(tenant),
-        exposure: exposure::exposure(tenant, config),
+/// What the steps before `build` found: the Secrets as read, and the credentials the
+/// database now agrees with (when the database step got that far).
+pub struct Facts<'a> {
+    pub inputs: Option<&'a Inputs>,
+    pub credentials: Option<(&'a SecretValues, &'a DatabaseEndpoint)>,
+}
+
+pub fn children(tenant: &Validated, config: &Config, facts: &Facts<'_>) -> Children {
+    let mut children = Children::default();
+    let mut apply = |child: Desired| children.desired.push(child);
+    apply(Desired::apply(namespace::namespace(tenant)));
+    apply(Desired::apply(service_account::ingest_service_account(
+        tenant,
+    )));
+    apply(Desired::apply(ingest::ingest_service(tenant)));
+    // A budget exists only while several ingest pods run; otherwise the prune removes it.
+    if let Some(budget) = ingest::ingest_pdb(tenant) {
+        apply(Desired::apply(budget));
     }
+    apply(Desired::apply(quota::resource_quota(tenant)));
+    apply(Desired::apply(quota::limit_range(tenant)));
+    for policy in network::network_policies(tenant, config) {
+        apply(Desired::apply(policy));
+    }
+    apply(Desired::apply(rbac::admin_role(tenant, config)));
+    for binding in rbac::admin_bindings(tenant) {
+        apply(Desired::apply(binding));
+    }
+    // Turned off, or switched to the other mode: the prune removes the object no longer
+    // desired.
+    match exposure::exposure(tenant, config) {
+        Some(Exposed::Route(route)) => apply(Desired::apply(route)),
+        Some(Exposed::Ingress(ingress)) => apply(Desired::apply(ingress)),
+        None => {}
+    }
+    credentials_and_ingest(tenant, config, facts, &mut children);
+    children
+}
+
+/// The Secrets the pods read and the Deployment that reads them: written when their
+/// values are known, kept as they are otherwise (a database outage neither deletes nor
+/// rolls anything).
+fn credentials_and_ingest(
+    tenant: &Validated,
+    config: &Config,
+    facts: &Facts<'_>,
+    children: &mut Children,
+) {
+    let Some(inputs) = facts.inputs else {
+        for (kind, name) in [
+            ("Secret", WRITER_SECRET),
+            ("Secret", READER_SECRET),
+            ("Secret", ingest::KEYS_SECRET),
+            ("Deployment", ingest::INGEST),
+        ] {
+            children.unchanged.push((kind, name.to_string()));
+        }
+        return;
+    };
+    let writer = match facts.credentials {
+        Some((values, endpoint)) => {
+            let [writer, reader] = database_secrets(tenant, values, endpoint);
+            children.desired.push(Desired {
+                child: writer.clone().into(),
+                write: Write::Over(values.writer_version.clone()),
+            });
+            children.desired.push(Desired {
+                child: reader.into(),
+                write: Write::Over(values.reader_version.clone()),
+            });
+            Some(writer)
+        }
+        None => {
+            children.unchanged.push(("Secret", WRITER_SECRET.into()));
+            children.unchanged.push(("Secret", READER_SECRET.into()));
+            inputs.writer.clone()
+        }
+    };
+    children.desired.push(Desired {
+        child: inputs.keys.clone().into(),
+        write: Write::CreateOnce,
+    });
+    let ready = writer
+        .as_ref()
+        .filter(|_| !matches!(inputs.mqtt, MqttCredentials::Missing(_)));
+    match ready {
+        Some(writer) => {
+            let checksum = inputs.checksum_with(writer);
+            children
+                .desired
+                .push(Desired::apply(ingest::ingest_deployment(
+                    tenant, config, &checksum,
+                )));
+        }
+        None => children
+            .unchanged
+            .push(("Deployment", ingest::INGEST.to_string())),
+    }
+}
+
+/// `db-writer` and `db-reader` with the values the database agrees with.
+pub fn database_secrets(
+    tenant: &Validated,
+    values: &SecretValues,
+    endpoint: &DatabaseEndpoint,
+) -> [k8s_openapi::api::core::v1::Secret; 2] {
+    [
+        database_secret(
+            tenant,
+            WRITER_SECRET,
+            endpoint,
+            &values.writer_user,
+            &values.writer_password,
+            &values.issued_for,
+            Some(&values.retiring),
+        ),
+        database_secret(
+            tenant,
+            READER_SECRET,
+            endpoint,
+            &values.reader_user,
+            &values.reader_password,
+            &values.issued_for,
+            None,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -56,13 +158,76 @@ mod tests {
     use crate::resources::rbac::{SubjectKind, binding_name};
     use crate::test_support::{quantity, tenant};
 
-    fn build(tenant: &crate::crd::SmartRegionTenant, config: &Config) -> (Validated, Children) {
-        let validated = validate(tenant, config).expect("valid tenant");
-        let children = children(&validated, config);
-        (validated, children)
+    use super::super::kinds::Child;
+    use k8s_openapi::api::core::v1::{
+        LimitRange, Namespace, ResourceQuota, Service, ServiceAccount,
+    };
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    /// The children by kind, as the tests read them.
+    #[derive(Default)]
+    struct View {
+        namespace: Namespace,
+        service_account: ServiceAccount,
+        resource_quota: ResourceQuota,
+        limit_range: LimitRange,
+        network_policies: Vec<NetworkPolicy>,
+        admin_role: Role,
+        admin_bindings: Vec<RoleBinding>,
+        ingest_service: Service,
     }
 
-    fn hard(children: &Children, key: &str) -> String {
+    fn view(children: &Children) -> View {
+        let mut view = View::default();
+        for desired in &children.desired {
+            match desired.child.clone() {
+                Child::Namespace(object) => view.namespace = object,
+                Child::ServiceAccount(object) => view.service_account = object,
+                Child::ResourceQuota(object) => view.resource_quota = object,
+                Child::LimitRange(object) => view.limit_range = object,
+                Child::NetworkPolicy(object) => view.network_policies.push(object),
+                Child::Role(object) => view.admin_role = object,
+                Child::RoleBinding(object) => view.admin_bindings.push(object),
+                Child::Service(object) => view.ingest_service = object,
+                _ => {}
+            }
+        }
+        view
+    }
+
+    fn build(tenant: &crate::crd::SmartRegionTenant, config: &Config) -> (Validated, View) {
+        let validated = validate(tenant, config).expect("valid tenant");
+        let facts = Facts {
+            inputs: None,
+            credentials: None,
+        };
+        let children = children(&validated, config, &facts);
+        (validated, view(&children))
+    }
+
+    #[test]
+    fn without_inputs_the_credentials_and_ingest_are_kept_as_they_are() {
+        let validated = validate(&tenant("prato").build(), &Config::default()).unwrap();
+        let facts = Facts {
+            inputs: None,
+            credentials: None,
+        };
+        let children = children(&validated, &Config::default(), &facts);
+        assert!(
+            children
+                .desired
+                .iter()
+                .all(|d| !matches!(d.child, Child::Secret(_) | Child::Deployment(_)))
+        );
+        assert_eq!(children.unchanged.len(), 4, "{:?}", children.unchanged);
+        assert!(
+            matches!(children.desired[0].child, Child::Namespace(_)),
+            "namespace first"
+        );
+    }
+
+    fn hard(children: &View, key: &str) -> String {
         children
             .resource_quota
             .spec
@@ -81,12 +246,20 @@ mod tests {
         for tier in [Tier::Small, Tier::Medium, Tier::Large] {
             let (_, children) = build(&tenant("prato").tier(tier).build(), &config);
             let preset = config.tiers.preset(tier);
-            assert_eq!(hard(&children, "requests.cpu"), preset.cpu, "{tier:?}");
-            assert_eq!(hard(&children, "limits.memory"), preset.memory, "{tier:?}");
+            assert_eq!(
+                hard(&children, "requests.cpu"),
+                preset.cpu.as_str(),
+                "{tier:?}"
+            );
+            assert_eq!(
+                hard(&children, "limits.memory"),
+                preset.memory.as_str(),
+                "{tier:?}"
+            );
             assert_eq!(hard(&children, "pods"), preset.pods.to_string(), "{tier:?}");
             assert_eq!(
                 hard(&children, "requests.storage"),
-                preset.storage,
+                preset.storage.as_str(),
                 "{tier:?}"
             );
             assert_eq!(hard(&children, "services.loadbalancers"), "0");
@@ -94,7 +267,7 @@ mod tests {
                 .default
                 .clone()
                 .unwrap();
-            assert_eq!(defaults["cpu"].0, preset.container_cpu);
+            assert_eq!(defaults["cpu"].0, preset.container_cpu.as_str());
         }
     }
 
@@ -113,7 +286,7 @@ mod tests {
         assert_eq!(hard(&children, "pods"), "7");
         assert_eq!(
             hard(&children, "requests.memory"),
-            config.tiers.medium.memory
+            config.tiers.medium.memory.as_str()
         );
         assert_eq!(
             validated.limits.database_storage,

@@ -226,6 +226,15 @@ pub fn phase_and_ready(suspended: bool, was_ready: bool, parts: &[&Observed]) ->
     }
 }
 
+/// At most `max` characters of `text`, with an ellipsis when cut: condition messages and
+/// Events stay readable, whatever an error message holds.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => format!("{}…", &text[..index]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,32 +1,36 @@
-//! Database (database + client): the tenant's schema, roles, tables and partitions or
-//! hypertable, its storage quota, and the Secrets that carry its credentials into the
-//! namespace. `current_passwords`, `rotated_at` and `within_quota` are pure.
+//! Database (database; reads no Kubernetes object itself): the tenant's schema, roles,
+//! tables and partitions or hypertable, its storage quota and maintenance, and the
+//! credentials its Secrets carry. `current_passwords`, `rotated_at` and `within_quota`
+//! are pure.
 //!
-//! The Secrets are the only place the passwords are kept. Missing Secrets, or a new
-//! value of the rotate-credentials annotation, mean new passwords. Nothing here logs,
-//! reports or returns a password.
+//! The Secrets are the only place the passwords are kept; this step decides their
+//! values from the Secrets as read ([`super::inputs`]) and `apply` writes them, over the
+//! very versions read, while the pipeline still holds the tenant's lock ([`Locked`]).
+//! Missing Secrets, or a new value of the rotate-credentials annotation, mean new
+//! passwords. A writer login a rotation replaced is retired here once the inputs say no
+//! ingest pod uses it any more. Nothing here logs, reports or returns a password but in
+//! [`SecretValues`], which only `build` reads.
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use tracing::{info, warn};
 
+use super::inputs::Inputs;
 use super::status::{Observed, Reason, WITHIN_QUOTA};
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
 use crate::database::connect::{Database, Extension};
 use crate::database::logins::{self, Plan, SecretLogin, WriterLogins};
 use crate::database::names::TenantDb;
 use crate::database::new_password;
-use crate::database::provision::{self, Desired, Passwords};
+use crate::database::provision::{self, Desired, Passwords, Provisioning, Writes};
 use crate::database::quota::{self, RESUME_PERCENT, human_bytes};
 use crate::database::sql::RoleLimits;
 use crate::database::storage::{self, Layout};
 use crate::database::timescale::HypertableSettings;
 use crate::metrics::ErrorLabel;
 use crate::resources::secrets::{
-    READER_SECRET, RETIRING_ANNOTATION, ROTATION_ANNOTATION, WRITER_SECRET, database_secret,
-    password_of, retiring_of, user_of,
+    READER_SECRET, ROTATION_ANNOTATION, WRITER_SECRET, password_of, retiring_of, user_of,
 };
 use crate::tenant::{TenantName, Validated};
 
@@ -40,12 +44,6 @@ pub enum Error {
     Inspect(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Storage(#[from] storage::Error),
-    #[error("failed to read Secret {0}")]
-    ReadSecret(String, #[source] kube::Error),
-    #[error("failed to record on Secret {WRITER_SECRET} that the previous login is retired")]
-    RecordRetired(#[source] kube::Error),
-    #[error(transparent)]
-    Apply(#[from] super::apply::Error),
 }
 
 impl Error {
@@ -57,9 +55,6 @@ impl Error {
             Error::Inspect(error) if error.code().is_none() => ErrorLabel::DatabaseUnreachable,
             Error::Inspect(_) => ErrorLabel::DatabaseProvision,
             Error::Storage(_) => ErrorLabel::DatabaseStorage,
-            Error::ReadSecret(..) => ErrorLabel::ReadSecret,
-            Error::RecordRetired(_) => ErrorLabel::Apply,
-            Error::Apply(error) => error.metric_label(),
         }
     }
 
@@ -88,11 +83,57 @@ pub struct Outcome {
     /// TimescaleDB tenants: what the jobs recorded and achieved, and the policies the
     /// operator ran itself now.
     pub maintenance: Option<provision::Maintenance>,
-    /// Kubernetes writes made (0 in the steady state).
-    pub writes: usize,
-    /// Writer logins a rotation replaced that wait for the ingest pods to roll; a
-    /// rotation asked for meanwhile waits too.
+    /// What the Secrets `db-writer` and `db-reader` are to hold.
+    pub secrets: SecretValues,
+}
+
+/// The values of `db-writer` and `db-reader` the database now agrees with, and the
+/// versions of the Secrets they were decided from (apply writes only over those).
+#[derive(Clone, PartialEq)]
+pub struct SecretValues {
+    pub writer_user: String,
+    pub writer_password: String,
+    pub reader_user: String,
+    pub reader_password: String,
+    /// The rotate-credentials value they were issued for.
+    pub issued_for: String,
+    /// Writer logins a rotation replaced that wait for the ingest pods.
     pub retiring: Vec<String>,
+    pub writer_version: Option<String>,
+    pub reader_version: Option<String>,
+}
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValues")
+            .field("writer_user", &self.writer_user)
+            .field("reader_user", &self.reader_user)
+            .field("retiring", &self.retiring)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tenant's advisory lock, held in one pooled session from the database step until
+/// `apply` has written the Secrets: two operators (a leader hand-over) never interleave
+/// reading the Secrets, setting passwords and writing the Secrets.
+pub struct Locked {
+    connection: deadpool_postgres::Object,
+    db: TenantDb,
+}
+
+impl Locked {
+    pub async fn take(database: &Database, tenant: &TenantName) -> Result<Locked, Error> {
+        let db = TenantDb::for_tenant(tenant);
+        let connection = database.pool.get().await.map_err(Error::Unreachable)?;
+        provision::lock_tenant(&connection, &db).await?;
+        Ok(Locked { connection, db })
+    }
+
+    /// Gives the lock back; the pooled session outlives the reconcile.
+    pub async fn release(self) -> Result<(), Error> {
+        provision::unlock_tenant(&self.connection, &self.db).await?;
+        Ok(())
+    }
 }
 
 /// The tenant's database objects as its tier and spec want them. Connection limit: room
@@ -113,47 +154,25 @@ pub fn desired(tenant: &Validated, layout: Layout, timescaledb_schema: Option<St
     }
 }
 
-/// Makes the tenant's database objects and Secrets exist and enforces its storage quota:
-/// storage and rules first, then credentials, provisioning, storage maintenance,
-/// measurement and the Secrets.
-///
-/// Suspension and the quota are enforced on an existing schema before anything else,
-/// so a later step that fails (TimescaleDB refusing a statement, say) never leaves a
-/// suspended or over-quota writer with INSERT.
-///
-/// The whole step holds the tenant's advisory lock in the database: two operators (a
-/// leader hand-over) never interleave reading the Secrets, setting passwords and writing
-/// the Secrets, so the database and the Secrets never disagree.
+/// Makes the tenant's database objects exist, holds its storage quota and suspension,
+/// maintains its storage, and decides its credentials. Suspension and the quota are
+/// enforced on an existing schema before anything else, so a later step that fails
+/// (TimescaleDB refusing a statement, say) never leaves a suspended or over-quota
+/// writer with INSERT.
+/// (Long: one call per stage, in the order the rules require, and the outcome they add
+/// up to.)
 pub async fn ensure_database(
-    client: &Client,
+    locked: &mut Locked,
     database: &Database,
     tenant: &SmartRegionTenant,
     validated: &Validated,
+    inputs: &Inputs,
 ) -> Result<Outcome, Error> {
-    let db = TenantDb::for_tenant(&validated.name);
-    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
-    provision::lock_tenant(&connection, &db).await?;
-    let result = ensure_database_locked(client, database, &mut connection, tenant, validated).await;
-    // Given back on every path: the pooled session outlives this reconcile.
-    let unlocked = provision::unlock_tenant(&connection, &db).await;
-    let outcome = result?;
-    unlocked?;
-    Ok(outcome)
-}
-
-async fn ensure_database_locked(
-    client: &Client,
-    database: &Database,
-    connection: &mut deadpool_postgres::Object,
-    tenant: &SmartRegionTenant,
-    validated: &Validated,
-) -> Result<Outcome, Error> {
+    let connection = &mut locked.connection;
     let db = TenantDb::for_tenant(&validated.name);
     // Every later statement may act as the tenant's roles: the admin's membership first.
     provision::ensure_admin_membership(connection, &db).await?;
-    // Validation refused anything that is not a positive quantity.
-    let quota_bytes =
-        crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
+    let quota_bytes = validated.limits.database_storage.whole_units();
     let recorded = tenant
         .status
         .as_ref()
@@ -167,53 +186,22 @@ async fn ensure_database_locked(
         quota_bytes,
     )
     .await?;
-
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
     let rotation = tenant
         .annotations()
         .get(ROTATE_CREDENTIALS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    let credentials = credentials(connection, &db, &secrets, &rotation).await?;
-
+    let mut credentials = credentials(connection, &db, inputs, &rotation).await?;
     let desired = desired(
         validated,
         found.layout.clone(),
         found.timescaledb_schema.clone(),
     );
-    let provisioned = provision::ensure_schema_exists(
-        connection,
-        &db,
-        &desired,
-        found.table,
-        &credentials.logins,
-        &Passwords {
-            writer: &credentials.writer,
-            reader: &credentials.reader,
-        },
-        credentials.issue,
-        !validated.suspended,
-    )
-    .await?;
-    if provisioned.changed {
-        info!(schema = %db.schema, storage = ?found.layout.storage(), passwords_issued = provisioned.passwords_set, writer_login = %credentials.logins.active, retiring = ?credentials.logins.retiring, "database objects provisioned");
-    }
-    if credentials.deferred {
-        info!(schema = %db.schema, retiring = ?credentials.logins.retiring, "rotation waits until the previous login is retired");
-    }
+    let provisioned =
+        provision_schema(connection, &db, validated, &found, &credentials, &desired).await?;
+    retire_previous_logins(connection, &db, inputs, &mut credentials).await?;
     let maintenance = maintain_storage(connection, &db, &found.layout, &desired).await?;
-    let (maintained, maintenance_status) = match &maintenance {
-        Some(maintenance) => {
-            let previous_run = recorded
-                .and_then(|d| d.maintenance.as_ref())
-                .and_then(|m| m.operator_run_at.as_ref());
-            let (observed, status) =
-                super::maintenance::hypertable(maintenance, previous_run, jiff::Timestamp::now());
-            (observed, Some(status))
-        }
-        None => (super::maintenance::partitions(), None),
-    };
-
+    let (maintained, maintenance_status) = maintenance_condition(maintenance.as_ref(), recorded);
     let held = match found.held {
         Some(held) => held,
         // A schema created now: measured and held to the rules now.
@@ -223,35 +211,6 @@ async fn ensure_database_locked(
         }
     };
     let inserted = provision::rows_inserted(connection, &db, &found.layout).await?;
-
-    let mut writes = 0;
-    for (name, user, password, retiring, read) in [
-        (
-            WRITER_SECRET,
-            &credentials.logins.active,
-            &credentials.writer,
-            Some(credentials.logins.retiring.as_slice()),
-            &credentials.read.0,
-        ),
-        (
-            READER_SECRET,
-            &db.reader,
-            &credentials.reader,
-            None,
-            &credentials.read.1,
-        ),
-    ] {
-        let secret = database_secret(
-            validated,
-            name,
-            &database.endpoint,
-            user,
-            password,
-            &credentials.issued_for,
-            retiring,
-        );
-        writes += super::apply::ensure_secret(&secrets, &secret, read.as_ref()).await?;
-    }
     Ok(Outcome {
         status: DatabaseStatus {
             schema: db.schema.clone(),
@@ -270,64 +229,107 @@ async fn ensure_database_locked(
         within_quota: within_quota(
             held.bytes,
             quota_bytes,
-            &validated.limits.database_storage,
+            validated.limits.database_storage.as_str(),
             held.within,
         ),
         maintained,
         maintenance,
-        writes,
-        retiring: credentials.logins.retiring,
+        secrets: SecretValues {
+            writer_user: credentials.logins.active.clone(),
+            writer_password: credentials.writer,
+            reader_user: db.reader.clone(),
+            reader_password: credentials.reader,
+            issued_for: credentials.issued_for,
+            retiring: credentials.logins.retiring,
+            writer_version: inputs.writer.as_ref().and_then(|s| s.resource_version()),
+            reader_version: inputs.reader.as_ref().and_then(|s| s.resource_version()),
+        },
     })
 }
 
-/// Retires the writer logins a rotation replaced, once the ingest step saw every pod
-/// run from the current template (`rolled_out_with`: the resourceVersion of the
-/// `db-writer` Secret that template was made from). The Secret then records that
-/// nothing is pending any more; if it changed since, this waits for the next reconcile.
-/// Returns the logins retired.
-pub async fn ensure_previous_logins_retired(
-    client: &Client,
-    database: &Database,
+/// The roles, schema and tables as the tenant wants them, with the credentials decided.
+async fn provision_schema(
+    connection: &mut tokio_postgres::Client,
+    db: &TenantDb,
     validated: &Validated,
-    rolled_out_with: &str,
-) -> Result<Vec<String>, Error> {
-    let db = TenantDb::for_tenant(&validated.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &validated.namespace);
-    let Some(writer) = secrets
-        .get_opt(WRITER_SECRET)
-        .await
-        .map_err(|source| Error::ReadSecret(WRITER_SECRET.to_string(), source))?
-    else {
-        return Ok(Vec::new());
-    };
-    if writer.metadata.resource_version.as_deref() != Some(rolled_out_with) {
-        return Ok(Vec::new());
+    found: &Found,
+    credentials: &Credentials,
+    desired: &Desired,
+) -> Result<provision::Provisioned, Error> {
+    let provisioned = provision::ensure_schema_exists(
+        connection,
+        db,
+        &Provisioning {
+            desired,
+            table: found.table,
+            logins: &credentials.logins,
+            passwords: Passwords {
+                writer: &credentials.writer,
+                reader: &credentials.reader,
+            },
+            credentials: if credentials.issue {
+                provision::Credentials::Issue
+            } else {
+                provision::Credentials::Keep
+            },
+            writes: if validated.suspended {
+                Writes::Refused
+            } else {
+                Writes::Allowed
+            },
+        },
+    )
+    .await?;
+    if provisioned.changed {
+        info!(schema = %db.schema, storage = ?found.layout.storage(), passwords_issued = provisioned.passwords_set, writer_login = %credentials.logins.active, retiring = ?credentials.logins.retiring, "database objects provisioned");
     }
-    let user = user_of(&writer).unwrap_or_default();
-    let retiring: Vec<String> = retiring_of(&writer)
-        .into_iter()
-        .filter(|role| *role != user && db.writer_roles().contains(role))
+    if credentials.deferred {
+        info!(schema = %db.schema, retiring = ?credentials.logins.retiring, "rotation waits until the previous login is retired");
+    }
+    Ok(provisioned)
+}
+
+/// Retires the writer logins a rotation replaced once no ingest pod runs from older
+/// Secrets than the current ones (the inputs looked); the Secret written after this step
+/// then names none as retiring.
+async fn retire_previous_logins(
+    connection: &mut tokio_postgres::Client,
+    db: &TenantDb,
+    inputs: &Inputs,
+    credentials: &mut Credentials,
+) -> Result<(), Error> {
+    if !inputs.retirement_due || credentials.logins.retiring.is_empty() || credentials.issue {
+        return Ok(());
+    }
+    let retiring: Vec<String> = credentials
+        .logins
+        .retiring
+        .iter()
+        .filter(|role| **role != credentials.logins.active && db.writer_roles().contains(role))
+        .cloned()
         .collect();
-    if retiring.is_empty() {
-        return Ok(retiring);
-    }
-    let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
-    provision::ensure_logins_retired(&mut connection, &db, &retiring).await?;
-    // Only if the Secret is still the one the pods rolled onto.
-    let patch = serde_json::json!({ "metadata": {
-        "resourceVersion": rolled_out_with,
-        "annotations": { RETIRING_ANNOTATION: "" },
-    } });
-    secrets
-        .patch(
-            WRITER_SECRET,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::RecordRetired)?;
+    provision::ensure_logins_retired(connection, db, &retiring).await?;
     info!(schema = %db.schema, retired = ?retiring, "previous writer login retired");
-    Ok(retiring)
+    credentials.logins.retiring.clear();
+    Ok(())
+}
+
+/// `StorageMaintained` and `status.database.maintenance` from what maintenance found.
+fn maintenance_condition(
+    maintenance: Option<&provision::Maintenance>,
+    recorded: Option<&DatabaseStatus>,
+) -> (Observed, Option<crate::crd::MaintenanceStatus>) {
+    match maintenance {
+        Some(maintenance) => {
+            let previous_run = recorded
+                .and_then(|d| d.maintenance.as_ref())
+                .and_then(|m| m.operator_run_at.as_ref());
+            let (observed, status) =
+                super::maintenance::hypertable(maintenance, previous_run, jiff::Timestamp::now());
+            (observed, Some(status))
+        }
+        None => (super::maintenance::partitions(), None),
+    }
 }
 
 /// The tenant's table and storage as found, with the rules already held on an existing
@@ -454,10 +456,6 @@ struct Credentials {
     logins: WriterLogins,
     /// The rotate-credentials value the Secrets are issued for.
     issued_for: String,
-    /// `db-writer` and `db-reader` as read: they are written only over exactly these
-    /// versions (or created only where they were absent), so a Secret deleted meanwhile
-    /// never comes back with the passwords it had.
-    read: (Option<Secret>, Option<Secret>),
 }
 
 /// The passwords in the tenant's Secrets, or new ones when a Secret is missing or the
@@ -466,16 +464,10 @@ struct Credentials {
 async fn credentials(
     connection: &tokio_postgres::Client,
     db: &TenantDb,
-    secrets: &Api<Secret>,
+    inputs: &Inputs,
     rotation: &str,
 ) -> Result<Credentials, Error> {
-    let read = |name: &'static str| async move {
-        secrets
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::ReadSecret(name.to_string(), source))
-    };
-    let (writer, reader) = (read(WRITER_SECRET).await?, read(READER_SECRET).await?);
+    let (writer, reader) = (inputs.writer.clone(), inputs.reader.clone());
     let current = current_passwords(&writer, &reader, rotation);
     let stored = stored_passwords(&writer, &reader);
     // Only a Secret with both a user and a password says which login pods use.
@@ -493,7 +485,6 @@ async fn credentials(
         None => provision::writer_logins_enabled(connection, db).await?,
     };
     let plan = logins::plan(db, login.as_ref(), current.is_none(), &can_login);
-    let read = (writer.clone(), reader.clone());
     let issued = |logins: WriterLogins| Credentials {
         writer: new_password(),
         reader: new_password(),
@@ -501,7 +492,6 @@ async fn credentials(
         deferred: false,
         logins,
         issued_for: rotation.to_string(),
-        read: read.clone(),
     };
     Ok(match (plan, current, stored) {
         (Plan::Keep(logins), Some((writer, reader)), _) => Credentials {
@@ -511,7 +501,6 @@ async fn credentials(
             deferred: false,
             logins,
             issued_for: rotation.to_string(),
-            read: read.clone(),
         },
         (Plan::Deferred(logins), _, Some((writer_password, reader_password))) => Credentials {
             writer: writer_password,
@@ -521,7 +510,6 @@ async fn credentials(
             logins,
             // Still what they were issued for, so the rotation is noticed once it may run.
             issued_for: issued_for(&writer),
-            read: read.clone(),
         },
         (Plan::Issue(logins), ..) => issued(logins),
         // Not reached: a plan to keep needs current passwords, one to defer stored ones.

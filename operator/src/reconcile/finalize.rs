@@ -106,7 +106,18 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
         super::database::ensure_database_released(database, &tenant_name, drop_data).await?;
     }
 
-    let namespace = context.config.namespace_for(&name);
+    if let Some(waiting) = ensure_namespace_gone(tenant, context).await? {
+        return Ok(waiting);
+    }
+    remove_finalizer(tenant, context).await
+}
+
+/// Deletes the tenant's namespace, if it is the tenant's; `Some` while it is going.
+async fn ensure_namespace_gone(
+    tenant: &SmartRegionTenant,
+    context: &Context,
+) -> Result<Option<Action>, Error> {
+    let namespace = context.config.namespace_for(&tenant.name_any());
     let namespaces: Api<Namespace> = Api::all(context.client.clone());
     let present = namespaces
         .get_opt(&namespace)
@@ -144,10 +155,15 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
             )
             .await?;
             // The namespace watch wakes us when it is gone; this is the safety net.
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Ok(Some(Action::requeue(Duration::from_secs(5))));
         }
     }
+    Ok(None)
+}
 
+/// The last step: the tenant goes.
+async fn remove_finalizer(tenant: &SmartRegionTenant, context: &Context) -> Result<Action, Error> {
+    let name = tenant.name_any();
     let remaining: Vec<String> = tenant
         .finalizers()
         .iter()

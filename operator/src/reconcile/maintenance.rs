@@ -9,6 +9,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::conditions::truncate;
 use super::status::{ConditionType, Observed, Reason};
 use crate::crd::{JobStatus, MaintenanceStatus};
 use crate::database::provision::{FOREGROUND_RUN_TIMEOUT, Maintenance};
@@ -28,7 +29,24 @@ pub fn hypertable(
     } else {
         Some(Time(now))
     };
-    let operator_error = maintenance
+    let verdict = timescale::judge(
+        &maintenance.jobs,
+        maintenance.overdue,
+        operator_error(maintenance).as_deref(),
+        covering(&maintenance.jobs, operator_run_at.as_ref(), now),
+    );
+    let status = MaintenanceStatus {
+        jobs: maintenance.jobs.iter().map(job_status).collect(),
+        overdue_compression_chunks: maintenance.overdue.compression,
+        overdue_retention_chunks: maintenance.overdue.retention,
+        operator_run_at: operator_run_at.clone(),
+    };
+    (observed(verdict, operator_run_at.as_ref()), status)
+}
+
+/// What the operator's own run of a due policy failed with, if it did.
+fn operator_error(maintenance: &Maintenance) -> Option<String> {
+    maintenance
         .ran
         .iter()
         .find_map(|(policy, error)| {
@@ -46,21 +64,19 @@ pub fn hypertable(
             } else {
                 error
             }
-        });
-    let verdict = timescale::judge(
-        &maintenance.jobs,
-        maintenance.overdue,
-        operator_error.as_deref(),
-        covering(&maintenance.jobs, operator_run_at.as_ref(), now),
-    );
-    let ran = match &operator_run_at {
+        })
+}
+
+/// The condition a verdict comes to.
+fn observed(verdict: Verdict, operator_run_at: Option<&Time>) -> Observed {
+    let ran = match operator_run_at {
         Some(at) => format!(
             "; the operator last ran the due policies itself at {}",
             at.0
         ),
         None => String::new(),
     };
-    let observed = match verdict {
+    match verdict {
         Verdict::Current => Observed::ok(
             STORAGE_MAINTAINED,
             Reason::MaintenanceCurrent,
@@ -92,14 +108,7 @@ pub fn hypertable(
             Reason::MaintenanceOverdue,
             format!("{why}{ran}"),
         ),
-    };
-    let status = MaintenanceStatus {
-        jobs: maintenance.jobs.iter().map(job_status).collect(),
-        overdue_compression_chunks: maintenance.overdue.compression,
-        overdue_retention_chunks: maintenance.overdue.retention,
-        operator_run_at,
-    };
-    (observed, status)
+    }
 }
 
 /// A partitioned tenant: the operator itself creates partitions ahead and drops those
@@ -144,13 +153,6 @@ fn job_status(job: &JobHealth) -> JobStatus {
             .failing()
             .then(|| job.last_error.as_deref().map(|error| truncate(error, 300)))
             .flatten(),
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => format!("{}…", &text[..index]),
-        None => text.to_string(),
     }
 }
 

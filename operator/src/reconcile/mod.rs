@@ -1,10 +1,15 @@
-//! The reconcile pipeline of one tenant, one call per step: validate → namespace (build
-//! and apply) → database → ingest → status; and the finalizer path on deletion.
+//! The reconcile pipeline of one tenant, one call per step, top to bottom: validate →
+//! inputs (what the namespace holds) → database (schema, quota, maintenance,
+//! credentials; under the tenant's lock) → build (every child, pure) → apply (every
+//! child, in one place) → status; and the finalizer path on deletion. No step is
+//! visited twice: a rotated writer login retires in the database step of a later
+//! reconcile, once the inputs see no pod using it.
 //!
-//! Pure: `validate`, `build`, `conditions` (reasons, phase and readiness) and `step` (the
-//! shape every step returns). Talk to the API server: `apply`, `ingest`, `status`,
-//! `finalize`; `database` to PostgreSQL as well. Errors a user can fix end up in a
-//! condition and an Event, not only in a log.
+//! Pure: `validate`, `build`, `conditions` (reasons, phase and readiness), `ingest` and
+//! `maintenance` (conditions) and `step` (the shape every step returns). Talk to the API
+//! server: `inputs` (reads), `apply` with `kinds` (writes), `status`, `finalize`;
+//! `database` to PostgreSQL. Errors a user can fix end up in a condition and an Event,
+//! not only in a log.
 
 pub mod apply;
 pub mod build;
@@ -14,6 +19,8 @@ pub mod database;
 pub mod exposure;
 pub mod finalize;
 pub mod ingest;
+pub mod inputs;
+pub mod kinds;
 pub mod maintenance;
 pub mod status;
 pub mod step;
@@ -46,7 +53,7 @@ pub enum Error {
     #[error(transparent)]
     Database(#[from] database::Error),
     #[error(transparent)]
-    Ingest(#[from] ingest::Error),
+    Inputs(#[from] inputs::Error),
 }
 
 impl Error {
@@ -70,7 +77,7 @@ impl Error {
             Error::Status(_) => ErrorLabel::Status,
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
-            Error::Ingest(error) => error.metric_label(),
+            Error::Inputs(error) => error.metric_label(),
         }
     }
 }
@@ -106,33 +113,47 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         Ok(validated) => validated,
         Err(error) => return report_invalid(tenant, context, error).await,
     };
-    let namespace = namespace_step(context, &validated).await;
-    let database = database_step(context, tenant, &validated, &namespace).await;
+    let inputs = inputs_step(context, &validated).await;
+    let mut locked = lock_step(context, &validated).await;
+    let database = database_step(context, tenant, &validated, &inputs, &mut locked).await;
+    let children = build::children(
+        &validated,
+        &context.config,
+        &facts(context, &inputs, &database),
+    );
+    let applied = apply_step(context, &validated, children, &inputs).await;
+    // Held until the Secrets are written: see `database::Locked`.
+    let released = match locked {
+        Some(Ok(locked)) => locked.release().await,
+        _ => Ok(()),
+    };
+    let ingest = ingest_step(context, &validated, &inputs, &database, &applied);
+    let observation = observe(tenant, context, &validated, &applied, &database, &ingest);
+    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    record_metrics(context, tenant, &observation, &database, &applied);
     let retiring = database
         .done()
-        .is_some_and(|outcome| !outcome.retiring.is_empty());
-    let ingest = ingest_step(context, &validated, &namespace, retiring).await;
+        .is_some_and(|outcome| !outcome.secrets.retiring.is_empty());
+    // Retried with backoff by error_policy.
+    inputs.into_result()?;
+    applied.into_result()?;
+    database.into_result()?;
+    released?;
     // A rotated writer login retires once no ingest pod may still use it; until then the
     // tenant is looked at again soon (a pod that finally goes changes nothing watched).
-    let retired = match ingest.done().and_then(|o| o.rolled_out_with.as_deref()) {
-        Some(version) if retiring => match context.database.as_ref() {
-            Some(shared) => Some(
-                database::ensure_previous_logins_retired(
-                    &context.client,
-                    shared,
-                    &validated,
-                    version,
-                )
-                .await,
-            ),
-            None => None,
-        },
-        _ => None,
-    };
-    let still_retiring = retiring && !matches!(&retired, Some(Ok(roles)) if !roles.is_empty());
+    if retiring {
+        return Ok(Action::requeue(context.requeue.min(RETIREMENT_POLL)));
+    }
+    Ok(Action::requeue(context.requeue))
+}
 
-    let observation = observe(tenant, context, &validated, &namespace, &database, &ingest);
-    status::update(&context.client, &context.recorder, tenant, &observation).await?;
+fn record_metrics(
+    context: &Context,
+    tenant: &SmartRegionTenant,
+    observation: &Observation,
+    database: &Step<database::Outcome, database::Error>,
+    applied: &Step<apply::Outcome, apply::Error>,
+) {
     let name = tenant.name_any();
     context.metrics.set_phase(&name, Some(observation.phase));
     if let Some(outcome) = database.done() {
@@ -143,23 +164,11 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
             .metrics
             .set_maintenance(&name, outcome.maintenance.as_ref());
     }
-    if let Some(applied) = namespace.done()
+    if let Some(applied) = applied.done()
         && applied.writes > 0
     {
         info!(writes = applied.writes, "children applied");
     }
-    // Retried with backoff by error_policy.
-    namespace.into_result()?;
-    database.into_result()?;
-    ingest.into_result()?;
-    if let Some(Err(error)) = retired {
-        warn!(error = %error_chain(&error), "retiring the previous writer login failed");
-        return Err(error.into());
-    }
-    if still_retiring {
-        return Ok(Action::requeue(context.requeue.min(RETIREMENT_POLL)));
-    }
-    Ok(Action::requeue(context.requeue))
 }
 
 /// How often a tenant whose rotated writer login waits for the pods is looked at.
@@ -190,76 +199,70 @@ async fn report_invalid(
     Ok(Action::await_change())
 }
 
-/// Build and apply: the namespace and every child in it.
-async fn namespace_step(
+/// What the namespace holds now. Skipped without a database: the Secrets and the
+/// ingest Deployment are then the database's concern, not this operator's.
+async fn inputs_step(
     context: &Context,
     validated: &Validated,
-) -> Step<apply::Outcome, apply::Error> {
-    let children = build::children(validated, &context.config);
-    match apply::apply_children(&context.client, validated, children).await {
-        Ok(outcome) => {
-            let applied = Observed::ok(
-                NAMESPACE_READY,
-                Reason::Applied,
-                format!(
-                    "namespace {} with quota, limits, network policies and admin access is in place",
-                    validated.namespace
-                ),
-            );
-            let (_, exposure) =
-                exposure::observe(validated, &context.config, outcome.exposure.as_ref());
-            Step::Done(outcome, std::iter::once(applied).chain(exposure).collect())
+) -> Step<inputs::Inputs, inputs::Error> {
+    if context.database.is_none() {
+        return Step::Skipped;
+    }
+    match inputs::read_inputs(&context.client, validated).await {
+        Ok(inputs) => Step::Done(inputs, Vec::new()),
+        Err(error) => {
+            warn!(error = %error_chain(&error), "reading the tenant's Secrets failed");
+            Step::Failed(
+                Observed::not_ok(NAMESPACE_READY, Reason::ApplyFailed, error_chain(&error)),
+                error,
+            )
         }
-        Err(error @ apply::Error::NamespaceTerminating(_)) => Step::Failed(
-            Observed::not_ok(
-                NAMESPACE_READY,
-                Reason::NamespaceTerminating,
-                format!(
-                    "namespace {} is being deleted; it is created again once it is gone",
-                    validated.namespace
-                ),
-            ),
-            error,
-        ),
-        Err(error @ apply::Error::NotOurs { .. }) => Step::Failed(
-            Observed::not_ok(
-                NAMESPACE_READY,
-                Reason::NotOwnedByTenant,
-                error_chain(&error),
-            ),
-            error,
-        ),
-        Err(error) => Step::Failed(
-            Observed::not_ok(NAMESPACE_READY, Reason::ApplyFailed, error_chain(&error)),
-            error,
-        ),
     }
 }
 
-/// The tenant's database part; it needs the namespace (for its Secrets).
+/// The tenant's lock in the database, for the database step and the writes of its
+/// Secrets. `None` without a database.
+async fn lock_step(
+    context: &Context,
+    validated: &Validated,
+) -> Option<Result<database::Locked, database::Error>> {
+    let shared = context.database.as_ref()?;
+    Some(database::Locked::take(shared, &validated.name).await)
+}
+
+/// The tenant's database part: it needs the Secrets as they are (inputs).
 async fn database_step(
     context: &Context,
     tenant: &SmartRegionTenant,
     validated: &Validated,
-    namespace: &Step<apply::Outcome, apply::Error>,
+    inputs: &Step<inputs::Inputs, inputs::Error>,
+    locked: &mut Option<Result<database::Locked, database::Error>>,
 ) -> Step<database::Outcome, database::Error> {
     let Some(shared) = &context.database else {
         return Step::Skipped;
     };
-    if namespace.done().is_none() {
+    let Some(found) = inputs.done() else {
         return Step::Waiting(Observed::not_ok(
             DATABASE_READY,
             Reason::WaitingForNamespace,
-            "the database part waits until the namespace is in place",
+            "the database part waits until the tenant's Secrets can be read",
         ));
+    };
+    if matches!(locked, Some(Err(_)))
+        && let Some(Err(error)) = locked.take()
+    {
+        return database_failed(error);
     }
-    match database::ensure_database(&context.client, shared, tenant, validated).await {
+    let Some(Ok(locked)) = locked.as_mut() else {
+        return Step::Skipped;
+    };
+    match database::ensure_database(locked, shared, tenant, validated, found).await {
         Ok(outcome) => {
             let provisioned = Observed::ok(
                 DATABASE_READY,
                 Reason::Provisioned,
                 format!(
-                    "schema {} with its roles, tables and Secrets is in place",
+                    "schema {} with its roles and tables is in place",
                     outcome.status.schema
                 ),
             );
@@ -267,48 +270,108 @@ async fn database_step(
             let maintained = outcome.maintained.clone();
             Step::Done(outcome, vec![provisioned, within_quota, maintained])
         }
+        Err(error) => database_failed(error),
+    }
+}
+
+fn database_failed(error: database::Error) -> Step<database::Outcome, database::Error> {
+    warn!(error = %error_chain(&error), "database step failed");
+    Step::Failed(
+        Observed::not_ok(DATABASE_READY, error.reason(), error_chain(&error)),
+        error,
+    )
+}
+
+/// What `build` may rely on: the Secrets as read and the credentials decided.
+fn facts<'a>(
+    context: &'a Context,
+    inputs: &'a Step<inputs::Inputs, inputs::Error>,
+    database: &'a Step<database::Outcome, database::Error>,
+) -> build::Facts<'a> {
+    build::Facts {
+        inputs: inputs.done(),
+        credentials: database
+            .done()
+            .zip(context.database.as_ref())
+            .map(|(outcome, shared)| (&outcome.secrets, &shared.endpoint)),
+    }
+}
+
+/// Apply: the namespace and every child in it, in one place; `NamespaceReady` and, while
+/// ingest is exposed, `ExposureReady`. After a failure to read the inputs, nothing is
+/// written (the condition already says why).
+async fn apply_step(
+    context: &Context,
+    validated: &Validated,
+    children: build::Children,
+    inputs: &Step<inputs::Inputs, inputs::Error>,
+) -> Step<apply::Outcome, apply::Error> {
+    if let Step::Failed(observed, _) = inputs {
+        return Step::Waiting(observed.clone());
+    }
+    match apply::apply_children(&context.client, validated, children).await {
+        Ok(outcome) => {
+            let applied = Observed::ok(
+                NAMESPACE_READY,
+                Reason::Applied,
+                format!(
+                    "namespace {} with quota, limits, network policies, admin access, \
+                     credentials and ingest is in place",
+                    validated.namespace
+                ),
+            );
+            let (_, exposure) =
+                exposure::observe(validated, &context.config, outcome.exposure().as_ref());
+            Step::Done(outcome, std::iter::once(applied).chain(exposure).collect())
+        }
         Err(error) => {
-            warn!(error = %error_chain(&error), "database step failed");
+            let reason = match &error {
+                apply::Error::NamespaceTerminating(_) => Reason::NamespaceTerminating,
+                apply::Error::NotOurs { .. } => Reason::NotOwnedByTenant,
+                _ => Reason::ApplyFailed,
+            };
+            warn!(error = %error_chain(&error), "applying the children failed");
             Step::Failed(
-                Observed::not_ok(DATABASE_READY, error.reason(), error_chain(&error)),
+                Observed::not_ok(NAMESPACE_READY, reason, error_chain(&error)),
                 error,
             )
         }
     }
 }
 
-/// The ingest Deployment. It reads the db-writer Secret, so it comes after the database
-/// step, but is tried even when that failed: suspension and drift are handled during a
-/// database outage too. Without a database there is nothing for ingest to write to.
-async fn ingest_step(
+/// `IngestReady`, from the Deployment as applied or from why it is not desired yet. A
+/// step of its own in the status only: it writes nothing.
+fn ingest_step(
     context: &Context,
     validated: &Validated,
-    namespace: &Step<apply::Outcome, apply::Error>,
-    retiring: bool,
-) -> Step<ingest::Outcome, ingest::Error> {
+    inputs: &Step<inputs::Inputs, inputs::Error>,
+    database: &Step<database::Outcome, database::Error>,
+    applied: &Step<apply::Outcome, apply::Error>,
+) -> Step<(), ()> {
     if context.database.is_none() {
         return Step::Skipped;
     }
-    if namespace.done().is_none() {
+    let (Some(found), Some(outcome)) = (inputs.done(), applied.done()) else {
         return Step::Waiting(Observed::not_ok(
             INGEST_READY,
             Reason::WaitingForNamespace,
             "the ingest part waits until the namespace is in place",
         ));
-    }
-    match ingest::ensure_ingest(&context.client, validated, &context.config, retiring).await {
-        Ok(outcome) => {
-            let readiness = outcome.readiness.clone();
-            Step::Done(outcome, vec![readiness])
-        }
-        Err(error) => {
-            warn!(error = %error_chain(&error), "ingest step failed");
-            Step::Failed(
-                Observed::not_ok(INGEST_READY, error.reason(), error_chain(&error)),
-                error,
-            )
-        }
-    }
+    };
+    let writer_known = database.done().is_some() || found.writer.is_some();
+    let readiness = match (
+        ingest::waiting(validated, found, writer_known),
+        outcome.deployment(),
+    ) {
+        (Some(waiting), _) => waiting,
+        (None, Some(deployment)) => ingest::readiness(deployment, validated),
+        (None, None) => Observed::not_ok(
+            INGEST_READY,
+            Reason::WaitingForDatabase,
+            "the ingest pods wait for the database part",
+        ),
+    };
+    Step::Done((), vec![readiness])
 }
 
 /// The status the steps add up to.
@@ -316,9 +379,9 @@ fn observe(
     tenant: &SmartRegionTenant,
     context: &Context,
     validated: &Validated,
-    namespace: &Step<apply::Outcome, apply::Error>,
+    applied: &Step<apply::Outcome, apply::Error>,
     database: &Step<database::Outcome, database::Error>,
-    ingest: &Step<ingest::Outcome, ingest::Error>,
+    ingest: &Step<(), ()>,
 ) -> Observation {
     let was_ready = tenant
         .status
@@ -326,7 +389,7 @@ fn observe(
         .and_then(|status| status.phase)
         .is_some_and(|phase| phase == Phase::Ready || phase == Phase::Degraded);
     let parts: Vec<&Observed> = [
-        namespace.conditions(),
+        applied.conditions(),
         database.conditions(),
         ingest.conditions(),
     ]
@@ -346,11 +409,13 @@ fn observe(
                     .observe(validated.name.as_str(), inserted, std::time::Instant::now())
             }),
         }),
-        ingest_endpoint: ingest.done().map(|outcome| outcome.endpoint.clone()),
-        exposure: namespace
+        ingest_endpoint: ingest
+            .done()
+            .map(|()| crate::resources::ingest::ingest_endpoint(validated)),
+        exposure: applied
             .done()
             .map(|outcome| {
-                exposure::observe(validated, &context.config, outcome.exposure.as_ref()).0
+                exposure::observe(validated, &context.config, outcome.exposure().as_ref()).0
             })
             .unwrap_or_default(),
         conditions: std::iter::once(ready)

@@ -12,15 +12,13 @@ use serde_json::json;
 
 use crate::crd::{SmartRegionTenant, SmartRegionTenantStatus};
 
-pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason};
+pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason, truncate};
 
 pub const READY: ConditionType = ConditionType::Ready;
 pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
 pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
 pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
 pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
-pub const EXPOSURE_READY: ConditionType = ConditionType::ExposureReady;
-pub const STORAGE_MAINTAINED: ConditionType = ConditionType::StorageMaintained;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -190,13 +188,6 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
     events
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => format!("{}…", &text[..index]),
-        None => text.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +269,7 @@ mod tests {
             kind: crate::crd::ExposureKind::HttpRoute,
         });
         exposed.conditions.push(Observed::ok(
-            EXPOSURE_READY,
+            ConditionType::ExposureReady,
             Reason::RouteAccepted,
             "accepted",
         ));

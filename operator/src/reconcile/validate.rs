@@ -9,7 +9,8 @@
 use kube::{Resource, ResourceExt};
 
 use crate::config::Config;
-use crate::crd::SmartRegionTenant;
+use crate::crd::{SmartRegionTenant, SmartRegionTenantSpec};
+use crate::quantity::Amount;
 use crate::tenant::NotATenantName;
 pub use crate::tenant::{Admins, Ingest, Limits, Mqtt, TenantName, Validated};
 
@@ -36,20 +37,44 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         .ok_or(Error::NotPersisted)?;
     let spec = &tenant.spec;
     let preset = config.tiers.preset(spec.tier);
+    let limits = limits(spec, preset)?;
+    let ingest = ingest(spec)?;
+    let admins = spec.admins.clone().unwrap_or_default();
+    let sorted = |mut items: Vec<String>| {
+        items.sort();
+        items.dedup();
+        items
+    };
+    Ok(Validated {
+        namespace: config.namespace_for(name.as_str()),
+        name,
+        tier: spec.tier,
+        limits,
+        admins: Admins {
+            groups: sorted(admins.groups),
+            users: sorted(admins.users),
+        },
+        ingest,
+        suspended: spec.suspended,
+        owner_reference,
+    })
+}
+
+/// The tier's preset with `spec.quotas` and `spec.database` on top; every quantity parsed
+/// here, once, with the field named.
+fn limits(spec: &SmartRegionTenantSpec, preset: &Limits) -> Result<Limits, Error> {
     let quotas = spec.quotas.clone().unwrap_or_default();
+    // Parsed once, here, with the field named: downstream code holds `Amount`s.
     let quantity =
-        |field: &'static str, value: Option<crate::crd::Quantity>, default: &str| match value {
-            None => Ok(default.to_string()),
-            Some(value) => match crate::quantity::parse(&value.0) {
-                Some(amount) if amount > 0 => Ok(value.0),
-                _ => Err(Error::Quantity {
-                    field,
-                    value: value.0,
-                }),
-            },
+        |field: &'static str, value: Option<crate::crd::Quantity>, default: &Amount| match value {
+            None => Ok(default.clone()),
+            Some(value) => Amount::parse(&value.0).map_err(|_| Error::Quantity {
+                field,
+                value: value.0,
+            }),
         };
     let database = spec.database.clone().unwrap_or_default();
-    let limits = Limits {
+    Ok(Limits {
         cpu: quantity("cpu", quotas.cpu, &preset.cpu)?,
         memory: quantity("memory", quotas.memory, &preset.memory)?,
         pods: quotas.pods.unwrap_or(preset.pods),
@@ -77,8 +102,13 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         object_count: preset.object_count,
         ephemeral_storage: preset.ephemeral_storage.clone(),
         container_ephemeral_storage: preset.container_ephemeral_storage.clone(),
-    };
-    let ingest = Ingest {
+    })
+}
+
+/// `spec.ingest` with its MQTT broker's address parsed and its formats in a canonical
+/// order.
+fn ingest(spec: &SmartRegionTenantSpec) -> Result<Ingest, Error> {
+    Ok(Ingest {
         enabled: spec.ingest.as_ref().is_none_or(|ingest| ingest.enabled),
         formats: {
             let mut formats = spec
@@ -105,24 +135,5 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
                 })
             }
         },
-    };
-    let admins = spec.admins.clone().unwrap_or_default();
-    let sorted = |mut items: Vec<String>| {
-        items.sort();
-        items.dedup();
-        items
-    };
-    Ok(Validated {
-        namespace: config.namespace_for(name.as_str()),
-        name,
-        tier: spec.tier,
-        limits,
-        admins: Admins {
-            groups: sorted(admins.groups),
-            users: sorted(admins.users),
-        },
-        ingest,
-        suspended: spec.suspended,
-        owner_reference,
     })
 }

@@ -21,9 +21,9 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
 use smartregion_contract::env;
 
 use super::network::INGEST_POD_LABEL;
@@ -201,21 +201,20 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// timeout (30 s) for requests in flight to commit (the ingest drains them on SIGTERM).
 pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SLEEP_SECONDS + 30;
 
-/// Deployment `ingest`. `secrets_checksum` (see `reconcile::ingest::secrets_checksum`)
+/// Deployment `ingest`. `secrets_checksum` ([`secrets_checksum`])
 /// goes into the pod template, so the pods roll whenever the Secrets they read change.
+/// (Long: one object literal, the pod spec as Kubernetes reads it; split, it would be
+/// read in pieces.)
 pub fn ingest_deployment(
     tenant: &Validated,
     config: &Config,
     secrets_checksum: &str,
 ) -> Deployment {
     let resources = BTreeMap::from([
-        (
-            "cpu".to_string(),
-            Quantity(tenant.limits.container_cpu.clone()),
-        ),
+        ("cpu".to_string(), tenant.limits.container_cpu.quantity()),
         (
             "memory".to_string(),
-            Quantity(tenant.limits.container_memory.clone()),
+            tenant.limits.container_memory.quantity(),
         ),
     ]);
     let container = Container {
@@ -397,8 +396,78 @@ pub fn ingest_keys_secret(tenant: &Validated, key: &str) -> Secret {
     }
 }
 
+/// SHA-256 over the data of `secrets` (name, then keys in sorted order, every item length
+/// prefixed so no two different contents hash alike), as lowercase hex. One-way: the
+/// values cannot be recovered from it, and a change of any value changes it.
+pub fn secrets_checksum(secrets: &[&Secret]) -> String {
+    let mut hash = Sha256::new();
+    let mut item = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    for secret in secrets {
+        item(
+            secret
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        // A BTreeMap: sorted by key.
+        for (key, value) in secret.data.iter().flatten() {
+            item(key.as_bytes());
+            item(&value.0);
+        }
+    }
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
+    fn checksum_secret(name: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_checksum_moves_with_any_value_and_shows_none() {
+        let writer = checksum_secret(
+            "db-writer",
+            &[("password", "s3cret-pw"), ("user", "t_prato_writer")],
+        );
+        let keys = checksum_secret("ingest-keys", &[("keys", "key-one")]);
+        let base = secrets_checksum(&[&writer, &keys]);
+        assert_eq!(base.len(), 64);
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(base, secrets_checksum(&[&writer.clone(), &keys.clone()]));
+        let rotated = checksum_secret(
+            "db-writer",
+            &[("password", "n3w-pw"), ("user", "t_prato_writer")],
+        );
+        assert_ne!(base, secrets_checksum(&[&rotated, &keys]));
+        let more_keys = checksum_secret("ingest-keys", &[("keys", "key-one\nkey-two")]);
+        assert_ne!(base, secrets_checksum(&[&writer, &more_keys]));
+        // Moving bytes between a key and its value is a different content.
+        let shifted = checksum_secret("ingest-keys", &[("keysk", "ey-one")]);
+        assert_ne!(base, secrets_checksum(&[&writer, &shifted]));
+        assert!(!base.contains("s3cret") && !base.contains("key-one"));
+    }
+
     use super::*;
     use crate::config::ImagePullPolicy;
     use crate::crd::{MqttSource, Tier};
@@ -720,11 +789,11 @@ mod tests {
         let resources = container.resources.unwrap();
         assert_eq!(
             resources.requests.unwrap()["cpu"].0,
-            tenant.limits.container_cpu
+            tenant.limits.container_cpu.as_str()
         );
         assert_eq!(
             resources.limits.unwrap()["memory"].0,
-            tenant.limits.container_memory
+            tenant.limits.container_memory.as_str()
         );
         let strategy = spec.strategy.unwrap().rolling_update.unwrap();
         assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));

@@ -17,28 +17,22 @@ pub const LIMIT_RANGE: &str = "tenant-limits";
 pub fn resource_quota(tenant: &Validated) -> ResourceQuota {
     let limits = &tenant.limits;
     let hard = BTreeMap::from([
-        ("requests.cpu".to_string(), Quantity(limits.cpu.clone())),
-        ("limits.cpu".to_string(), Quantity(limits.cpu.clone())),
-        (
-            "requests.memory".to_string(),
-            Quantity(limits.memory.clone()),
-        ),
-        ("limits.memory".to_string(), Quantity(limits.memory.clone())),
+        ("requests.cpu".to_string(), limits.cpu.quantity()),
+        ("limits.cpu".to_string(), limits.cpu.quantity()),
+        ("requests.memory".to_string(), limits.memory.quantity()),
+        ("limits.memory".to_string(), limits.memory.quantity()),
         ("pods".to_string(), Quantity(limits.pods.to_string())),
-        (
-            "requests.storage".to_string(),
-            Quantity(limits.storage.clone()),
-        ),
+        ("requests.storage".to_string(), limits.storage.quantity()),
         // No load balancers or node ports: tenants are reached through the platform.
         ("services.loadbalancers".to_string(), Quantity("0".into())),
         ("services.nodeports".to_string(), Quantity("0".into())),
         (
             "requests.ephemeral-storage".to_string(),
-            Quantity(limits.ephemeral_storage.clone()),
+            limits.ephemeral_storage.quantity(),
         ),
         (
             "limits.ephemeral-storage".to_string(),
-            Quantity(limits.ephemeral_storage.clone()),
+            limits.ephemeral_storage.quantity(),
         ),
     ]);
     // Objects live in the cluster's etcd, which no other quota counts.
@@ -67,14 +61,11 @@ pub fn resource_quota(tenant: &Validated) -> ResourceQuota {
 pub fn limit_range(tenant: &Validated) -> LimitRange {
     let limits = &tenant.limits;
     let defaults = BTreeMap::from([
-        ("cpu".to_string(), Quantity(limits.container_cpu.clone())),
-        (
-            "memory".to_string(),
-            Quantity(limits.container_memory.clone()),
-        ),
+        ("cpu".to_string(), limits.container_cpu.quantity()),
+        ("memory".to_string(), limits.container_memory.quantity()),
         (
             "ephemeral-storage".to_string(),
-            Quantity(limits.container_ephemeral_storage.clone()),
+            limits.container_ephemeral_storage.quantity(),
         ),
     ]);
     LimitRange {
