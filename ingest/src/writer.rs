@@ -29,19 +29,39 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::BoxFuture;
 use futures::pin_mut;
 use jiff::Timestamp;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
+use crate::health::{DATABASE_UNREACHABLE, Readiness, Unready};
 use crate::metrics::Metrics;
 use crate::parse::Measurement;
+
+/// Where rows go: the group-commit [`Writer`] in the service, a stand-in in tests of the
+/// HTTP and MQTT layers (so every refusal's answer is tested without PostgreSQL).
+pub trait Store: Send + Sync + 'static {
+    /// Commits `rows` (received at `received`) and returns once they are durable, or
+    /// why they are not.
+    fn submit(
+        &self,
+        rows: Vec<Measurement>,
+        received: Timestamp,
+    ) -> BoxFuture<'_, Result<(), WriteError>>;
+
+    /// Most rows one submission may carry.
+    fn max_rows(&self) -> usize;
+
+    /// Why the store cannot take rows now; `None` when it can.
+    fn unready(&self) -> Option<Unready>;
+}
 
 /// Why rows were not committed. The `String`s are PostgreSQL's detail, for the log only:
 /// senders get a stable message (see `http`).
@@ -79,6 +99,10 @@ pub struct Settings {
     pub flush: Duration,
     pub queue_rows: usize,
     pub queue_wait: Duration,
+    /// An advisory lock key the probe's session takes and keeps while it can: the
+    /// tenant's MQTT session is consumed only by the pod holding it
+    /// ([`Writer::session_held`]). `None`: no lock.
+    pub session_lock: Option<i64>,
 }
 
 struct Job {
@@ -96,8 +120,10 @@ pub struct Writer {
     room: Arc<Semaphore>,
     queue_rows: usize,
     queue_wait: Duration,
-    /// The last commit or connection attempt succeeded.
-    healthy: Arc<AtomicBool>,
+    /// Whether the last commit or probe reached the database, and why not.
+    readiness: Arc<Readiness>,
+    /// Whether the probe's session holds [`Settings::session_lock`].
+    session_held: watch::Receiver<bool>,
 }
 
 impl Writer {
@@ -105,20 +131,22 @@ impl Writer {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Writer {
         let (queue, receiver) = mpsc::channel(settings.queue_rows.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
-        let healthy = Arc::new(AtomicBool::new(false));
+        let readiness = Arc::new(Readiness::starting(DATABASE_UNREACHABLE));
         let busy = Arc::new(AtomicUsize::new(0));
         let statements = Arc::new(Statements::new(&settings.schema));
-        tokio::spawn(probe(settings.clone(), healthy.clone()));
+        let (holding, session_held) = watch::channel(false);
+        tokio::spawn(probe(settings.clone(), readiness.clone(), holding));
         for index in 0..settings.writers.max(1) {
             let task = WriterTask {
                 index,
                 settings: settings.clone(),
                 receiver: receiver.clone(),
-                healthy: healthy.clone(),
+                readiness: readiness.clone(),
                 metrics: metrics.clone(),
                 statements: statements.clone(),
                 busy: busy.clone(),
                 session: None,
+                unreachable: false,
                 known_sensors: HashSet::new(),
             };
             tokio::spawn(task.run());
@@ -128,17 +156,14 @@ impl Writer {
             room: Arc::new(Semaphore::new(settings.queue_rows)),
             queue_rows: settings.queue_rows,
             queue_wait: settings.queue_wait,
-            healthy,
+            readiness,
+            session_held,
         }
     }
 
-    /// Most rows one submission may carry.
-    pub fn max_rows(&self) -> usize {
-        self.queue_rows
-    }
-
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Follows whether this process holds the session lock (always false without one).
+    pub fn session_held(&self) -> watch::Receiver<bool> {
+        self.session_held.clone()
     }
 
     /// Commits `rows` (received at `received`) and returns once they are durable.
@@ -170,6 +195,24 @@ impl Writer {
         answer
             .await
             .unwrap_or_else(|_| Err(WriteError::Unavailable("the writer stopped".into())))
+    }
+}
+
+impl Store for Writer {
+    fn submit(
+        &self,
+        rows: Vec<Measurement>,
+        received: Timestamp,
+    ) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(Writer::submit(self, rows, received))
+    }
+
+    fn max_rows(&self) -> usize {
+        self.queue_rows
+    }
+
+    fn unready(&self) -> Option<Unready> {
+        self.readiness.state()
     }
 }
 
@@ -225,12 +268,14 @@ struct WriterTask {
     index: usize,
     settings: Settings,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    healthy: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     statements: Arc<Statements>,
     /// Writers committing now (this one included while it does).
     busy: Arc<AtomicUsize>,
     session: Option<Session>,
+    /// The last failure was the database out of reach (not an answer from it).
+    unreachable: bool,
     /// Sensors this writer saw committed to the catalog: a batch of known sensors skips
     /// the catalog statement. Cleared when it grows past [`KNOWN_SENSORS`].
     known_sensors: HashSet<String>,
@@ -262,34 +307,10 @@ impl WriterTask {
             let Some(batch) = self.collect().await else {
                 return;
             };
-            self.commit_isolating(batch).await;
+            for (job, result) in isolate(&mut self, batch).await {
+                let _ = job.reply.send(result);
+            }
             self.busy.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Commits `batch` and answers every job of it. A batch refused for its data is
-    /// split in halves, each committed on its own, until the jobs at fault stand alone.
-    async fn commit_isolating(&mut self, batch: Vec<Job>) {
-        let mut groups = vec![batch];
-        while let Some(mut group) = groups.pop() {
-            let rows: usize = group.iter().map(|job| job.rows.len()).sum();
-            let started = Instant::now();
-            let result = self.commit(&group).await;
-            self.metrics
-                .observe_commit(rows, started.elapsed(), result.is_ok());
-            self.healthy.store(
-                !matches!(result, Err(WriteError::Unavailable(_))),
-                Ordering::Relaxed,
-            );
-            if matches!(result, Err(WriteError::Data(_))) && group.len() > 1 {
-                let second = group.split_off(group.len() / 2);
-                groups.push(second);
-                groups.push(group);
-                continue;
-            }
-            for job in group {
-                let _ = job.reply.send(result.clone());
-            }
         }
     }
 
@@ -363,7 +384,7 @@ impl WriterTask {
         Ok(self.session.as_mut().expect("connected above"))
     }
 
-    async fn commit(&mut self, batch: &[Job]) -> Result<(), WriteError> {
+    async fn commit_once(&mut self, batch: &[Job]) -> Result<(), WriteError> {
         let mut outcome = self.write(batch, Path::Direct).await;
         if outcome
             .as_ref()
@@ -389,20 +410,25 @@ impl WriterTask {
     /// What a failed transaction means for the requests in it.
     async fn failure(&mut self, error: &tokio_postgres::Error) -> WriteError {
         let detail = error_text(error);
+        let class = classify(error.code());
         if self
             .session
             .as_ref()
             .is_none_or(|session| session.client.is_closed())
             || error.code().is_none()
+            // A COPY refused before its first row leaves tokio-postgres' session out of
+            // step with the server ("unexpected message from server"): a new one checks.
+            || class == Class::Privilege
         {
-            // The session is gone or unusable; the next batch connects afresh.
+            // The session is gone or unusable; the next statement connects afresh.
             self.session = None;
         }
-        let class = error.code().map(|code| &code.code()[..2]);
-        let failure = if matches!(class, Some("22" | "23")) {
-            WriteError::Data(detail)
-        } else if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-            match self.may_insert().await {
+        // No SQLSTATE: the server was not reached or did not answer.
+        self.unreachable = error.code().is_none();
+        let failure = match class {
+            Class::Data => WriteError::Data(detail),
+            Class::Transient => WriteError::Unavailable(detail),
+            Class::Privilege => match self.may_insert().await {
                 Ok(Some(false)) => WriteError::Refused,
                 Ok(answer) => WriteError::Unavailable(format!(
                     "{detail} (yet the writer's INSERT privilege is {})",
@@ -415,9 +441,7 @@ impl WriterTask {
                     "{detail} (and checking the writer's privileges failed: {})",
                     error_text(&check)
                 )),
-            }
-        } else {
-            WriteError::Unavailable(detail)
+            },
         };
         warn!(writer = self.index, error = %failure, "commit failed; nothing of the batch was acknowledged");
         failure
@@ -425,10 +449,14 @@ impl WriterTask {
 
     /// Whether this session may insert into the tenant's tables; `None` when that cannot
     /// be told (no USAGE on the schema).
-    async fn may_insert(&mut self) -> Result<Option<bool>, tokio_postgres::Error> {
-        let statement = self.statements.may_insert.clone();
-        let session = self.connect().await?;
-        session.client.query_one(&statement, &[]).await?.try_get(0)
+    async fn may_insert(&self) -> Result<Option<bool>, tokio_postgres::Error> {
+        // A bare session: the writer's prepares statements that need the privileges
+        // in question.
+        let client = connect(&self.settings).await?;
+        client
+            .query_one(&self.statements.may_insert, &[])
+            .await?
+            .try_get(0)
     }
 
     /// One transaction writing `batch` by `path`; the sensors it catalogued on success.
@@ -511,28 +539,126 @@ impl WriterTask {
     }
 }
 
-/// Keeps `healthy` true while the database answers, also when no rows arrive: `/readyz`
-/// reports it, so an idle pod shows an outage and a recovered database shows at once.
-async fn probe(settings: Settings, healthy: Arc<AtomicBool>) {
+/// What a failed transaction's SQLSTATE says about the requests in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Classes 22 (data exception) and 23 (integrity constraint): the data, for good.
+    Data,
+    /// 42501: refused for privileges; whether for good needs a look at the grants.
+    Privilege,
+    /// Anything else, and no SQLSTATE at all (the connection): try again.
+    Transient,
+}
+
+fn classify(code: Option<&SqlState>) -> Class {
+    match code {
+        Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => Class::Privilege,
+        Some(code) if matches!(&code.code()[..2], "22" | "23") => Class::Data,
+        _ => Class::Transient,
+    }
+}
+
+/// One transaction of a group of jobs.
+trait Commit<J> {
+    async fn commit(&mut self, group: &[J]) -> Result<(), WriteError>;
+}
+
+impl Commit<Job> for WriterTask {
+    async fn commit(&mut self, group: &[Job]) -> Result<(), WriteError> {
+        let rows: usize = group.iter().map(|job| job.rows.len()).sum();
+        let started = Instant::now();
+        let result = self.commit_once(group).await;
+        self.metrics
+            .observe_commit(rows, started.elapsed(), result.is_ok());
+        match &result {
+            Err(WriteError::Unavailable(detail)) if self.unreachable => {
+                self.readiness.unready(DATABASE_UNREACHABLE, detail.clone());
+            }
+            Err(_) => {}
+            Ok(()) => self.readiness.ready(),
+        }
+        result
+    }
+}
+
+/// Commits `jobs` as one group; when the group is refused for its data, commits each half
+/// on its own, down to the jobs at fault, which alone get [`WriteError::Data`]. Every job
+/// comes back with its outcome.
+async fn isolate<J, C: Commit<J>>(
+    committer: &mut C,
+    jobs: Vec<J>,
+) -> Vec<(J, Result<(), WriteError>)> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut groups = vec![jobs];
+    while let Some(mut group) = groups.pop() {
+        let result = committer.commit(&group).await;
+        if matches!(result, Err(WriteError::Data(_))) && group.len() > 1 {
+            let second = group.split_off(group.len() / 2);
+            groups.push(second);
+            groups.push(group);
+            continue;
+        }
+        outcomes.extend(group.into_iter().map(|job| (job, result.clone())));
+    }
+    outcomes
+}
+
+/// Keeps the readiness true while the database answers, also when no rows arrive:
+/// `/readyz` reports it, so an idle pod shows an outage and a recovered database shows at
+/// once. Its session also takes the session lock, when there is one, and keeps it as
+/// long as it lives (`holding` says whether it does).
+async fn probe(settings: Settings, readiness: Arc<Readiness>, holding: watch::Sender<bool>) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
-        if client.as_ref().is_none_or(|client| client.is_closed()) {
-            client = connect(&settings).await.ok();
-        }
-        let answered = match &client {
-            Some(client) => {
-                tokio::time::timeout(Duration::from_secs(2), client.simple_query("SELECT 1"))
-                    .await
-                    .is_ok_and(|result| result.is_ok())
+        let answer = async {
+            if client.as_ref().is_none_or(|client| client.is_closed()) {
+                holding.send_replace(false);
+                client = Some(
+                    connect(&settings)
+                        .await
+                        .map_err(|error| error_text(&error))?,
+                );
             }
-            None => false,
-        };
-        if !answered {
-            client = None;
+            let session = client.as_ref().expect("connected above");
+            let check = async {
+                session.simple_query("SELECT 1").await?;
+                if let Some(key) = settings.session_lock
+                    && !*holding.borrow()
+                {
+                    let taken: bool = session
+                        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                        .await?
+                        .get(0);
+                    holding.send_replace(taken);
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), check).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error_text(&error)),
+                Err(_) => Err("no answer to SELECT 1 within 2 s".to_owned()),
+            }
         }
-        healthy.store(answered, Ordering::Relaxed);
+        .await;
+        match answer {
+            Ok(()) => readiness.ready(),
+            Err(cause) => {
+                // Whatever lock the session held goes with it.
+                client = None;
+                holding.send_replace(false);
+                readiness.unready(DATABASE_UNREACHABLE, cause);
+            }
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The session lock key of a tenant's MQTT session: a 64-bit advisory lock key of its
+/// own (the operator's per-tenant locks hash other text), from the schema.
+pub fn mqtt_session_lock(schema: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("smartregion-ingest/mqtt-session/{schema}"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -567,5 +693,112 @@ fn error_text(error: &tokio_postgres::Error) -> String {
     match std::error::Error::source(error) {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits refused for their data when they hold a bad job (an odd number here).
+    #[derive(Default)]
+    struct Picky {
+        commits: Vec<Vec<u32>>,
+    }
+
+    impl Commit<u32> for Picky {
+        async fn commit(&mut self, group: &[u32]) -> Result<(), WriteError> {
+            self.commits.push(group.to_vec());
+            if group.iter().any(|job| job % 2 == 1) {
+                Err(WriteError::Data("bad".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_refused_for_its_data_is_split_until_the_bad_jobs_stand_alone() {
+        let mut picky = Picky::default();
+        let mut outcomes = isolate(&mut picky, vec![0, 2, 4, 5, 6, 8, 10, 12]).await;
+        outcomes.sort_by_key(|(job, _)| *job);
+        for (job, outcome) in &outcomes {
+            assert_eq!(outcome.is_ok(), job % 2 == 0, "job {job}: {outcome:?}");
+        }
+        assert_eq!(outcomes.len(), 8);
+        // One try of all, then halves: the good half at once, the bad one down to 5.
+        assert_eq!(picky.commits[0], [0, 2, 4, 5, 6, 8, 10, 12]);
+        assert!(picky.commits.contains(&vec![6, 8, 10, 12]));
+        assert!(picky.commits.contains(&vec![5]));
+        assert!(picky.commits.len() <= 7, "{:?}", picky.commits);
+    }
+
+    #[tokio::test]
+    async fn other_failures_answer_the_whole_group_at_once() {
+        struct Down;
+        impl Commit<u32> for Down {
+            async fn commit(&mut self, _: &[u32]) -> Result<(), WriteError> {
+                Err(WriteError::Unavailable("connection refused".into()))
+            }
+        }
+        let outcomes = isolate(&mut Down, vec![1, 2, 3]).await;
+        assert_eq!(outcomes.len(), 3);
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, outcome)| matches!(outcome, Err(WriteError::Unavailable(_))))
+        );
+    }
+
+    #[test]
+    fn sqlstates_sort_into_data_privilege_and_transient() {
+        assert_eq!(
+            classify(Some(&SqlState::DATETIME_FIELD_OVERFLOW)),
+            Class::Data
+        );
+        assert_eq!(classify(Some(&SqlState::CHECK_VIOLATION)), Class::Data);
+        assert_eq!(classify(Some(&SqlState::NOT_NULL_VIOLATION)), Class::Data);
+        assert_eq!(
+            classify(Some(&SqlState::INSUFFICIENT_PRIVILEGE)),
+            Class::Privilege
+        );
+        assert_eq!(classify(Some(&SqlState::ADMIN_SHUTDOWN)), Class::Transient);
+        assert_eq!(
+            classify(Some(&SqlState::T_R_SERIALIZATION_FAILURE)),
+            Class::Transient
+        );
+        assert_eq!(classify(None), Class::Transient);
+    }
+
+    #[test]
+    fn statements_name_the_tenants_tables_only_and_need_no_temporary_table() {
+        let statements = Statements::new("t_prato");
+        for statement in [
+            &statements.copy_direct,
+            &statements.sensors,
+            &statements.insert_skipping,
+            &statements.may_insert,
+        ] {
+            assert!(statement.contains("\"t_prato\""), "{statement}");
+            assert!(!statement.to_uppercase().contains("TEMP"), "{statement}");
+        }
+        assert!(
+            statements
+                .insert_skipping
+                .ends_with("ON CONFLICT DO NOTHING")
+        );
+        assert!(
+            statements
+                .may_insert
+                .contains("has_table_privilege('\"t_prato\".measurements', 'INSERT')"),
+            "{}",
+            statements.may_insert
+        );
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_session_lock() {
+        assert_ne!(mqtt_session_lock("t_prato"), mqtt_session_lock("t_pisa"));
+        assert_eq!(mqtt_session_lock("t_prato"), mqtt_session_lock("t_prato"));
     }
 }

@@ -19,6 +19,7 @@
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Member, Shape};
 use super::{
@@ -65,6 +66,28 @@ pub fn parse_measurements_within(
         (kind, _) => Err(BodyError::Shape(format!(
             "expected an array of measurements or {{\"measurements\": [...]}}, found {kind}"
         ))),
+    }
+}
+
+/// `POST /v1/measurements`, MQTT topic level `measurements`.
+pub struct Measurements;
+
+impl super::Format for Measurements {
+    fn kind(&self) -> IngestFormat {
+        IngestFormat::Measurements
+    }
+
+    fn topic_level(&self) -> &'static str {
+        "measurements"
+    }
+
+    fn parse(
+        &self,
+        body: &[u8],
+        received: Timestamp,
+        limits: &Limits,
+    ) -> Result<Parsed, BodyError> {
+        parse_measurements_within(body, received, limits)
     }
 }
 

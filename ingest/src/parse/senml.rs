@@ -29,6 +29,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Shape};
 use super::{
@@ -89,6 +90,28 @@ pub fn parse_senml_within(
         )));
     }
     Ok(parsed)
+}
+
+/// `POST /v1/senml`, MQTT topic level `senml`.
+pub struct SenML;
+
+impl super::Format for SenML {
+    fn kind(&self) -> IngestFormat {
+        IngestFormat::SenML
+    }
+
+    fn topic_level(&self) -> &'static str {
+        "senml"
+    }
+
+    fn parse(
+        &self,
+        body: &[u8],
+        received: Timestamp,
+        limits: &Limits,
+    ) -> Result<Parsed, BodyError> {
+        parse_senml_within(body, received, limits)
+    }
 }
 
 /// The base fields in force.
