@@ -16,8 +16,9 @@
 //! PostgreSQL said) goes to the log under the same id, never to the sender.
 //!
 //! Every write holds a [`Reservation`] of the pod's memory budget ([`crate::memory`]) for
-//! the bytes it can hold at its peak, taken before it holds them: the body as it arrives
-//! (so a slow sender holds only what it has sent), then what parsing it can take
+//! the bytes it can hold at its peak, taken before it holds them: the body's first 256
+//! KiB, then, once more arrives, its whole declared length (so a slow sender holds no
+//! more than the first step), then what parsing it can take
 //! ([`parse::cost`]), kept until the answer. A body must arrive at a minimum rate after a
 //! grace period ([`BodyDeadline`]): a sender that trickles is answered 408 and its
 //! connection closed. A body refused for size or memory is still read to its end, within
@@ -398,8 +399,8 @@ fn take_rate(app: &App, rows: usize) -> Result<(), Refusal> {
 /// each waiting for what the other holds give way quickly.
 const GROW_WAIT: Duration = Duration::from_millis(500);
 
-/// The first reservation of a body, and the least it grows by: the budget is taken as
-/// the bytes arrive, doubling, so a sender holds at most twice what it has sent.
+/// The first reservation of a body: a sender that declares a large body holds no more
+/// than this until it has sent this much.
 const BODY_STEP: usize = 256 * 1024;
 
 /// Reads the body into memory reserved for it as it arrives. Over the size limit: 413; no
@@ -430,8 +431,10 @@ async fn read_body(
             return Err(drain(app, stream, started, 0, refusal).await);
         }
     };
-    // Address space only: pages count against the container's memory once written.
-    let mut data = Vec::with_capacity(declared.unwrap_or(0));
+    // The buffer never holds more room than is reserved: room allocated ahead (even
+    // untouched) ends up scattered over the allocator's free memory once requests fail
+    // part way, and that memory stays the process's, outside the budget.
+    let mut data = Vec::with_capacity(reservation.bytes());
     loop {
         let chunk = match tokio::time::timeout_at(
             app.body_deadline.after(started, data.len()),
@@ -450,18 +453,20 @@ async fn read_body(
             return Err(drain(app, stream, started, length, refusal).await);
         }
         if length > reservation.bytes() {
-            let step = (length - reservation.bytes()).max(reservation.bytes().max(BODY_STEP));
-            // Never more than a declared length still to come asks for.
-            let step = match declared {
-                Some(declared) if declared >= length => step.min(declared - reservation.bytes()),
-                _ => step,
+            // Past the first step, a declared length is reserved whole (as many bodies at
+            // once as the budget holds, as before any was read); without one, doubling.
+            let wanted = match declared {
+                Some(declared) if declared >= length => declared,
+                _ => length.max(2 * reservation.bytes()),
             };
+            let step = wanted - reservation.bytes();
             if let Err(shortage) = app.memory.grow(&mut reservation, step, GROW_WAIT).await {
-                let refusal = short_of_memory(shortage, reservation.bytes() + step);
+                let refusal = short_of_memory(shortage, wanted);
                 drop(reservation);
                 drop(data);
                 return Err(drain(app, stream, started, length, refusal).await);
             }
+            data.reserve_exact(reservation.bytes() - data.len());
         }
         data.extend_from_slice(&chunk);
     }
