@@ -132,9 +132,6 @@ pub struct Cli {
     /// Most rows in one commit.
     #[arg(long, env = "SMARTREGION_INGEST_BATCH_ROWS", default_value_t = 20_000)]
     pub batch_rows: usize,
-    /// How long a commit waits for more requests to join it, in milliseconds.
-    #[arg(long, env = "SMARTREGION_INGEST_FLUSH_MS", default_value_t = 2)]
-    pub flush_ms: u64,
     /// Most rows waiting for a commit; requests beyond wait, then get 503.
     #[arg(long, env = "SMARTREGION_INGEST_QUEUE_ROWS", default_value_t = 100_000)]
     pub queue_rows: usize,

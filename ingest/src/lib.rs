@@ -154,7 +154,6 @@ fn writer_settings(
         schema,
         writers: cli.writers,
         max_batch_rows: cli.batch_rows,
-        flush: Duration::from_millis(cli.flush_ms),
         queue_rows: cli.queue_rows,
         queue_wait: Duration::from_secs(5),
         session_lock,

@@ -20,16 +20,16 @@
 //! seen to lack INSERT on the tenant's tables (how the operator enforces a suspension or
 //! the storage quota); any other privilege error is transient ([`WriteError::Unavailable`]).
 //!
-//! A writer that finds no other writer busy commits what is queued at once; only while
-//! another commit is under way does it wait up to the flush interval for company (under
-//! load, requests coalesce; a lone sender never waits for nobody).
+//! No timer: a writer takes what is queued when it is free and commits it at once. Rows
+//! that arrive while commits are in flight wait for the next free writer and ride its
+//! commit together, so under load requests coalesce by themselves, and a lone sender
+//! never waits for company.
 //!
 //! Bounded: the rows waiting for a commit never exceed the queue size; a request that
 //! cannot get room in time is refused as busy (503), so memory stays flat under overload.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
@@ -96,7 +96,6 @@ pub struct Settings {
     pub schema: String,
     pub writers: usize,
     pub max_batch_rows: usize,
-    pub flush: Duration,
     pub queue_rows: usize,
     pub queue_wait: Duration,
     /// An advisory lock key the probe's session takes and keeps while it can: the
@@ -132,7 +131,6 @@ impl Writer {
         let (queue, receiver) = mpsc::channel(settings.queue_rows.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let readiness = Arc::new(Readiness::starting(DATABASE_UNREACHABLE));
-        let busy = Arc::new(AtomicUsize::new(0));
         let statements = Arc::new(Statements::new(&settings.schema));
         let (holding, session_held) = watch::channel(false);
         tokio::spawn(probe(settings.clone(), readiness.clone(), holding));
@@ -144,7 +142,6 @@ impl Writer {
                 readiness: readiness.clone(),
                 metrics: metrics.clone(),
                 statements: statements.clone(),
-                busy: busy.clone(),
                 session: None,
                 unreachable: false,
                 known_sensors: HashSet::new(),
@@ -225,7 +222,8 @@ pub struct Statements {
     /// New sensors into the catalog, given as a `text[]`.
     pub sensors: String,
     /// Rows given as five arrays (sensor, metric, time, value, received_at) into
-    /// measurements, duplicates absorbed.
+    /// measurements, duplicates absorbed, and the new sensors given as a sixth into the
+    /// catalog: one statement, so one round trip commits it.
     pub insert_skipping: String,
     /// Whether the session may insert into the tenant's tables at all: false is a
     /// suspension or the storage quota (the operator revokes INSERT for both).
@@ -246,7 +244,9 @@ impl Statements {
                 "INSERT INTO {quoted}.sensors (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
             ),
             insert_skipping: format!(
-                "INSERT INTO {quoted}.measurements (sensor, metric, time, value, received_at) \
+                "WITH catalogued AS (INSERT INTO {quoted}.sensors (id) \
+                 SELECT unnest($6::text[]) ON CONFLICT DO NOTHING) \
+                 INSERT INTO {quoted}.measurements (sensor, metric, time, value, received_at) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], \
                  $4::float8[], $5::timestamptz[]) ON CONFLICT DO NOTHING"
             ),
@@ -271,8 +271,6 @@ struct WriterTask {
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     statements: Arc<Statements>,
-    /// Writers committing now (this one included while it does).
-    busy: Arc<AtomicUsize>,
     session: Option<Session>,
     /// The last failure was the database out of reach (not an answer from it).
     unreachable: bool,
@@ -292,14 +290,10 @@ struct Session {
     insert_skipping: tokio_postgres::Statement,
 }
 
-/// How a batch is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// COPY into measurements; fails on a duplicate.
-    Direct,
-    /// One insert of the rows as arrays, skipping duplicates.
-    Skipping,
-}
+/// Batches of at most this many rows are written by one statement (one round trip, in
+/// its own implicit transaction) rather than by BEGIN, COPY, COMMIT (four): for a few
+/// rows the round trips, not the rows, are the cost. Above it COPY is cheaper per row.
+const ONE_STATEMENT_ROWS: usize = 64;
 
 impl WriterTask {
     async fn run(mut self) {
@@ -310,14 +304,12 @@ impl WriterTask {
             for (job, result) in isolate(&mut self, batch).await {
                 let _ = job.reply.send(result);
             }
-            self.busy.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Waits for a first job and takes what else is queued. Only when another writer is
-    /// committing (there is load) does it wait up to the flush interval for more, up to
-    /// the batch size; alone, it commits at once. Other writers commit meanwhile; this
-    /// one holds the queue. Counts itself busy before it lets go of the queue.
+    /// Waits for a first job and takes what else is queued, up to the batch size, without
+    /// waiting for more: rows that arrive while this commit is in flight ride the next one
+    /// (another writer's, or this one's when it is back). Alone, a request commits at once.
     async fn collect(&self) -> Option<Vec<Job>> {
         let mut receiver = self.receiver.lock().await;
         let first = receiver.recv().await?;
@@ -332,19 +324,6 @@ impl WriterTask {
                 Err(_) => break,
             }
         }
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            let deadline = tokio::time::Instant::now() + self.settings.flush;
-            while rows < self.settings.max_batch_rows {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => {
-                        rows += job.rows.len();
-                        batch.push(job);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        self.busy.fetch_add(1, Ordering::Relaxed);
         Some(batch)
     }
 
@@ -373,6 +352,7 @@ impl WriterTask {
                             Type::TIMESTAMPTZ_ARRAY,
                             Type::FLOAT8_ARRAY,
                             Type::TIMESTAMPTZ_ARRAY,
+                            Type::TEXT_ARRAY,
                         ],
                     )
                     .await?,
@@ -385,17 +365,24 @@ impl WriterTask {
     }
 
     async fn commit_once(&mut self, batch: &[Job]) -> Result<(), WriteError> {
-        let mut outcome = self.write(batch, Path::Direct).await;
-        if outcome
-            .as_ref()
-            .is_err_and(|error| error.code() == Some(&SqlState::UNIQUE_VIOLATION))
+        let new_sensors = self.new_sensors(batch);
+        let rows: usize = batch.iter().map(|job| job.rows.len()).sum();
+        let mut outcome = if rows <= ONE_STATEMENT_ROWS {
+            self.insert(batch, &new_sensors).await
+        } else {
+            self.copy(batch, &new_sensors).await
+        };
+        if rows > ONE_STATEMENT_ROWS
+            && outcome
+                .as_ref()
+                .is_err_and(|error| error.code() == Some(&SqlState::UNIQUE_VIOLATION))
         {
             // A row is already stored: nothing of the first try was committed; redo it
             // the way that skips duplicates.
             self.metrics.staged_commit();
-            outcome = self.write(batch, Path::Skipping).await;
+            outcome = self.insert(batch, &new_sensors).await;
         }
-        match outcome {
+        match outcome.map(|()| new_sensors) {
             Ok(new_sensors) => {
                 if self.known_sensors.len() + new_sensors.len() > KNOWN_SENSORS {
                     self.known_sensors.clear();
@@ -459,83 +446,90 @@ impl WriterTask {
             .try_get(0)
     }
 
-    /// One transaction writing `batch` by `path`; the sensors it catalogued on success.
-    async fn write(
+    /// The sensors of `batch` this writer has not seen catalogued, once each.
+    fn new_sensors(&self, batch: &[Job]) -> Vec<String> {
+        let mut seen = HashSet::new();
+        batch
+            .iter()
+            .flat_map(|job| &job.rows)
+            .map(|row| row.sensor.as_str())
+            .filter(|sensor| !self.known_sensors.contains(*sensor) && seen.insert(*sensor))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One transaction: BEGIN, a binary COPY of `batch` into measurements (new rows
+    /// only: a duplicate fails it), `new_sensors` into the catalog, COMMIT.
+    async fn copy(
         &mut self,
         batch: &[Job],
-        path: Path,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
-        let new_sensors: Vec<String> = {
-            let mut seen = HashSet::new();
-            batch
-                .iter()
-                .flat_map(|job| &job.rows)
-                .map(|row| row.sensor.as_str())
-                .filter(|sensor| !self.known_sensors.contains(*sensor) && seen.insert(*sensor))
-                .map(str::to_owned)
-                .collect()
-        };
+        new_sensors: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
         let session = self.connect().await?;
         let transaction = session.client.transaction().await?;
-        match path {
-            Path::Direct => {
-                let sink = transaction.copy_in(&session.copy_direct).await?;
-                let writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TIMESTAMPTZ,
-                        Type::FLOAT8,
-                        Type::TIMESTAMPTZ,
-                    ],
-                );
-                pin_mut!(writer);
-                for job in batch {
-                    for row in &job.rows {
-                        let time = SystemTime::from(row.time);
-                        writer
-                            .as_mut()
-                            .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
-                            .await?;
-                    }
-                }
-                writer.finish().await?;
-            }
-            Path::Skipping => {
-                let rows = batch
-                    .iter()
-                    .flat_map(|job| job.rows.iter().map(move |row| (row, job.received)));
-                let count = batch.iter().map(|job| job.rows.len()).sum();
-                let (mut sensors, mut metrics, mut times, mut values, mut received) = (
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                );
-                for (row, at) in rows {
-                    sensors.push(row.sensor.as_str());
-                    metrics.push(row.metric.as_str());
-                    times.push(SystemTime::from(row.time));
-                    values.push(row.value);
-                    received.push(at);
-                }
-                transaction
-                    .execute(
-                        &session.insert_skipping,
-                        &[&sensors, &metrics, &times, &values, &received],
-                    )
+        let sink = transaction.copy_in(&session.copy_direct).await?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::FLOAT8,
+                Type::TIMESTAMPTZ,
+            ],
+        );
+        pin_mut!(writer);
+        for job in batch {
+            for row in &job.rows {
+                let time = SystemTime::from(row.time);
+                writer
+                    .as_mut()
+                    .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
                     .await?;
             }
         }
+        writer.finish().await?;
         if !new_sensors.is_empty() {
             transaction
                 .execute(&session.sensors, &[&new_sensors])
                 .await?;
         }
-        transaction.commit().await?;
-        Ok(new_sensors)
+        transaction.commit().await
+    }
+
+    /// One statement, its own transaction: `batch` as arrays into measurements,
+    /// duplicates skipped, and `new_sensors` into the catalog.
+    async fn insert(
+        &mut self,
+        batch: &[Job],
+        new_sensors: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
+        let count = batch.iter().map(|job| job.rows.len()).sum();
+        let (mut sensors, mut metrics, mut times, mut values, mut received) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        for job in batch {
+            for row in &job.rows {
+                sensors.push(row.sensor.as_str());
+                metrics.push(row.metric.as_str());
+                times.push(SystemTime::from(row.time));
+                values.push(row.value);
+                received.push(job.received);
+            }
+        }
+        let session = self.connect().await?;
+        session
+            .client
+            .execute(
+                &session.insert_skipping,
+                &[&sensors, &metrics, &times, &values, &received, &new_sensors],
+            )
+            .await?;
+        Ok(())
     }
 }
 
