@@ -41,23 +41,29 @@ impl Readiness {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn ready(&self) {
+    /// Ready; logged when it was not (after starting). Whether it logged.
+    pub fn ready(&self) -> bool {
         let mut state = self.lock();
-        if let Some(was) = state.take()
-            && was.cause != "starting"
-        {
-            info!(was = was.reason, "ready again");
+        match state.take() {
+            Some(was) if was.cause != "starting" => {
+                info!(was = was.reason, "ready again");
+                true
+            }
+            _ => false,
         }
     }
 
-    /// Not ready for `reason`; logged (with `cause`) when the reason is new.
-    pub fn unready(&self, reason: &'static str, cause: impl Into<String>) {
+    /// Not ready for `reason`; logged (with `cause`) when the reason is new. Whether it
+    /// logged.
+    pub fn unready(&self, reason: &'static str, cause: impl Into<String>) -> bool {
         let cause = cause.into();
         let mut state = self.lock();
-        if state.as_ref().is_none_or(|now| now.reason != reason) {
+        let new = state.as_ref().is_none_or(|now| now.reason != reason);
+        if new {
             warn!(reason, %cause, "not ready");
         }
         *state = Some(Unready { reason, cause });
+        new
     }
 
     /// `None` when ready.
@@ -92,45 +98,16 @@ mod tests {
         assert_eq!(readiness.state(), None);
     }
 
-    /// The log lines `run` writes.
-    fn logged(run: impl FnOnce()) -> Vec<String> {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, run);
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
-    }
-
     #[test]
-    fn each_change_is_logged_once_with_its_cause() {
-        let lines = logged(|| {
-            let readiness = Readiness::starting(DATABASE_UNREACHABLE);
-            readiness.ready();
-            for _ in 0..5 {
-                readiness.unready(DATABASE_UNREACHABLE, "connection refused");
-            }
-            readiness.unready("the queue is stuck", "no writer answers");
-            readiness.ready();
-            readiness.ready();
-        });
-        assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].contains("not ready") && lines[0].contains("connection refused"));
-        assert!(lines[1].contains("the queue is stuck") && lines[1].contains("no writer answers"));
-        assert!(lines[2].contains("ready again"));
+    fn each_change_is_logged_once() {
+        let readiness = Readiness::starting(DATABASE_UNREACHABLE);
+        assert!(!readiness.ready(), "starting up is not news");
+        let logged: Vec<bool> = (0..5)
+            .map(|_| readiness.unready(DATABASE_UNREACHABLE, "connection refused"))
+            .collect();
+        assert_eq!(logged, [true, false, false, false, false]);
+        assert!(readiness.unready("the queue is stuck", "no writer answers"));
+        assert!(readiness.ready());
+        assert!(!readiness.ready());
     }
 }

@@ -569,7 +569,9 @@ impl Commit<Job> for WriterTask {
                 self.readiness.unready(DATABASE_UNREACHABLE, detail.clone());
             }
             Err(_) => {}
-            Ok(()) => self.readiness.ready(),
+            Ok(()) => {
+                self.readiness.ready();
+            }
         }
         result
     }
@@ -604,16 +606,20 @@ async fn isolate<J, C: Commit<J>>(
 async fn probe(settings: Settings, readiness: Arc<Readiness>, holding: watch::Sender<bool>) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
-        let answer = async {
-            if client.as_ref().is_none_or(|client| client.is_closed()) {
-                holding.send_replace(false);
-                client = Some(
-                    connect(&settings)
-                        .await
-                        .map_err(|error| error_text(&error))?,
-                );
+        if client.as_ref().is_some_and(|client| client.is_closed()) {
+            // Whatever lock the session held went with it.
+            client = None;
+            holding.send_replace(false);
+        }
+        if client.is_none() {
+            match connect(&settings).await {
+                Ok(connected) => client = Some(connected),
+                Err(error) => {
+                    readiness.unready(DATABASE_UNREACHABLE, error_text(&error));
+                }
             }
-            let session = client.as_ref().expect("connected above");
+        }
+        if let Some(session) = &client {
             let check = async {
                 session.simple_query("SELECT 1").await?;
                 if let Some(key) = settings.session_lock
@@ -628,19 +634,20 @@ async fn probe(settings: Settings, readiness: Arc<Readiness>, holding: watch::Se
                 Ok::<_, tokio_postgres::Error>(())
             };
             match tokio::time::timeout(Duration::from_secs(2), check).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error_text(&error)),
-                Err(_) => Err("no answer to SELECT 1 within 2 s".to_owned()),
-            }
-        }
-        .await;
-        match answer {
-            Ok(()) => readiness.ready(),
-            Err(cause) => {
-                // Whatever lock the session held goes with it.
-                client = None;
-                holding.send_replace(false);
-                readiness.unready(DATABASE_UNREACHABLE, cause);
+                Ok(Ok(())) => {
+                    readiness.ready();
+                }
+                Ok(Err(error)) => {
+                    readiness.unready(DATABASE_UNREACHABLE, error_text(&error));
+                    client = None;
+                    holding.send_replace(false);
+                }
+                // Slow is not gone: the session, and the lock it holds, stay until the
+                // connection itself ends (a busy pod must not hand its MQTT session
+                // back and forth).
+                Err(_) => {
+                    readiness.unready(DATABASE_UNREACHABLE, "no answer to SELECT 1 within 2 s");
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
