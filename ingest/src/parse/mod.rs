@@ -515,12 +515,9 @@ mod tests {
             {"sensor": "s", "metric": "m", "value": 4, "time": "2025-11-23T10:05:00Z"},
             {"sensor": "s", "metric": "m", "value": 5, "time": "2025-11-23T10:04:59Z"},
         ]);
-        let parsed = measurements::parse_measurements_within(
-            batch.to_string().as_bytes(),
-            received,
-            &limits,
-        )
-        .expect("an array body");
+        let parsed = measurements::Measurements
+            .parse(batch.to_string().as_bytes(), received, &limits)
+            .expect("an array body");
         assert_eq!(parsed.rows.len(), 2);
         assert_eq!(blamed(&parsed), [(1, "time"), (2, "time"), (4, "time")]);
         assert_eq!(
@@ -538,7 +535,7 @@ mod tests {
         let pack = br#"[{"bn":"dev:","n":"temp","v":1,"t":-2.3e11},
                         {"n":"temp","v":2,"t":4102444800},
                         {"n":"temp","v":3}]"#;
-        let parsed = senml::parse_senml_within(pack, received, &limits).expect("a pack");
+        let parsed = senml::SenML.parse(pack, received, &limits).expect("a pack");
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(blamed(&parsed), [(0, "t"), (1, "t")]);
 
@@ -548,9 +545,9 @@ mod tests {
             {"id": "Room2", "temperature": {"type": "Number", "value": 21, "metadata":
                 {"TimeInstant": {"type": "DateTime", "value": "1900-01-01T00:00:00Z"}}},
              "humidity": 40}]}"#;
-        let parsed = ngsi::parse_ngsi_notification_within(notification, received, &limits)
-            .expect("a notification")
-            .parsed;
+        let parsed = ngsi::NgsiV2
+            .parse(notification, received, &limits)
+            .expect("a notification");
         assert_eq!(blamed(&parsed), [(0, "temperature"), (1, "temperature")]);
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(parsed.rows[0].metric, "humidity");
