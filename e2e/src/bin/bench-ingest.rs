@@ -512,9 +512,11 @@ struct MqttFigures {
     /// Publish to the broker's PUBACK.
     p50: Duration,
     p99: Duration,
-    /// From the last publish until all of them were committed.
+    /// From the last publish until all of them were committed (or the wait gave up).
     drained: Duration,
     acknowledged: usize,
+    /// Of those, committed when the wait ended (all, unless it gave up after 120 s).
+    stored: i64,
     cpu: CpuUse,
 }
 
@@ -558,16 +560,14 @@ async fn mqtt_run(
     let last_publish = Instant::now();
     let acknowledged = published.acknowledged.len();
     let stored = wait_stored(db, table, run, acknowledged, Duration::from_secs(120)).await?;
-    if stored < acknowledged as i64 {
-        bail!("{table} holds {stored} of the {acknowledged} messages acknowledged in {run}");
-    }
     let cpu = processes.since(cpu);
     Ok(MqttFigures {
-        rows_per_second: acknowledged as f64 / started.elapsed().as_secs_f64(),
+        rows_per_second: stored as f64 / started.elapsed().as_secs_f64(),
         p50: published.latency(0.5),
         p99: published.latency(0.99),
         drained: last_publish.elapsed(),
         acknowledged,
+        stored,
         cpu,
     })
 }
@@ -886,8 +886,13 @@ async fn ours_unconstrained(bench: &Bench<'_>) -> Result<Ours> {
 
 fn print_mqtt(who: &str, devices: usize, figures: &MqttFigures) {
     eprintln!(
-        "bench-ingest: {who}: MQTT {devices:>4} devices: {} messages, {:>7.0} rows/s committed, PUBACK p50 {:?}, p99 {:?}, all committed {:?} after the last publish",
-        figures.acknowledged, figures.rows_per_second, figures.p50, figures.p99, figures.drained
+        "bench-ingest: {who}: MQTT {devices:>4} devices: {} messages acknowledged, {} committed, {:>7.0} rows/s committed, PUBACK p50 {:?}, p99 {:?}, committed {:?} after the last publish",
+        figures.acknowledged,
+        figures.stored,
+        figures.rows_per_second,
+        figures.p50,
+        figures.p99,
+        figures.drained
     );
 }
 
@@ -1201,19 +1206,23 @@ fn mqtt_table(
     version: &str,
 ) -> String {
     let mut text = format!(
-        "| devices | smartregion-ingest rows/s | PUBACK p50 | p99 | all committed after the last publish | CPU: service | PostgreSQL | {version} rows/s | PUBACK p50 | all committed after | CPU: service | PostgreSQL | ratio |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| devices | smartregion-ingest rows/s | committed / acknowledged | PUBACK p50 | p99 | committed after the last publish | CPU: service | PostgreSQL | {version} rows/s | committed / acknowledged | PUBACK p50 | committed after | CPU: service | PostgreSQL | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for ((devices, mine), (_, theirs)) in ours.iter().zip(peer) {
         text.push_str(&format!(
-            "| {devices} | {:.0} | {:.1} ms | {:.1} ms | {:.0} ms | {:.2} | {:.2} | {:.0} | {:.1} ms | {:.0} ms | {:.2} | {:.2} | {:.2} |\n",
+            "| {devices} | {:.0} | {} / {} | {:.1} ms | {:.1} ms | {:.0} ms | {:.2} | {:.2} | {:.0} | {} / {} | {:.1} ms | {:.0} ms | {:.2} | {:.2} | {:.2} |\n",
             mine.rows_per_second,
+            mine.stored,
+            mine.acknowledged,
             ms(mine.p50),
             ms(mine.p99),
             ms(mine.drained),
             mine.cpu.service,
             mine.cpu.postgres,
             theirs.rows_per_second,
+            theirs.stored,
+            theirs.acknowledged,
             ms(theirs.p50),
             ms(theirs.drained),
             theirs.cpu.service,
@@ -1279,7 +1288,7 @@ fn report(
     ));
     report.push_str(&table(&limited.http, copy, plain, "(after commit)"));
     report.push_str(&format!(
-        "\n64 MQTT devices (as below): {:.0} rows/s committed.\n\n\
+        "\n64 MQTT devices (as below): {:.0} rows/s committed ({} of {} acknowledged messages).\n\n\
          Then {NEAR_LIMIT_SENDERS} concurrent NGSI notifications of just under 8 MiB each (what \
          OOM-killed it at 24 before): {}. Peak memory of the cgroup over the whole \
          run: {:.1} MiB of {} MiB; OOM kills: {}; process alive at the end: {}.\n\n\
@@ -1290,6 +1299,8 @@ fn report(
          writing: rows/s here are rows **committed**, from the start of the run until the\n\
          table holds every acknowledged row.\n\n",
         limited.mqtt.rows_per_second,
+        limited.mqtt.stored,
+        limited.mqtt.acknowledged,
         limited.near_limit,
         limited.peak_mib,
         limited.memory_bytes >> 20,
