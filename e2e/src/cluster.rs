@@ -258,7 +258,15 @@ async fn start(state_dir: &Path, marker: &Path, engine: Engine) -> Result<Cluste
     node::start(&layout, marker, &client, apiserver_port, &mut record).await?;
     clock.done("real node Ready (containerd, kubelet, kube-proxy, kube-router), CoreDNS Ready");
 
-    postgres::wait_and_create_database(&postgres, marker, &password, postgres_port).await?;
+    postgres::wait_and_create_database(
+        &postgres,
+        marker,
+        &password,
+        postgres_port,
+        engine,
+        postgres::Setup::Platform,
+    )
+    .await?;
     clock.done(match engine {
         Engine::Plain => "PostgreSQL ready",
         Engine::TimescaleDb => "PostgreSQL with TimescaleDB ready",

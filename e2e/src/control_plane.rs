@@ -433,8 +433,8 @@ pub async fn create_nodes(started: &Started, marker: &Path, client: &Client) -> 
                 },
             },
             "status": {
-                "allocatable": { "cpu": "32", "memory": "256Gi", "pods": "110" },
-                "capacity": { "cpu": "32", "memory": "256Gi", "pods": "110" },
+                "allocatable": { "cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti" },
+                "capacity": { "cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti" },
             },
         }))?;
         nodes.create(&PostParams::default(), &node).await?;

@@ -23,6 +23,8 @@ pub fn output(args: &[&str]) -> Result<Output> {
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_DATA_HOME", home.join("data"))
+        // Its discovery cache too: never in the user's ~/.kube.
+        .env("KUBECACHEDIR", workspace_root().join("target/kube-cache"))
         .stdin(Stdio::null())
         .output()
         .with_context(|| {

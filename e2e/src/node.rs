@@ -15,9 +15,12 @@
 //!   the allowed set, lets a test prove that rule without aiming at any real address.
 //! - kubelet sets machine-wide sysctls (`vm.overcommit_memory`, `kernel.panic`, ...): their
 //!   values before it starts are saved and put back by [`teardown`] (`cluster down`).
-//! - `ip netns add` makes [`RUN_NETNS`] a mount point (and the directory) the first time it
-//!   runs on a machine: what it created is recorded and given back once the node's
-//!   namespaces are gone, so every run starts from the state a fresh machine is in.
+//! - Some of the node's software makes directories of the machine the first time it runs
+//!   there ([`FIRST_RUN_PATHS`]: `ip netns add` mounts [`RUN_NETNS`] onto itself,
+//!   containerd's shims, CNI's cache, kubelet's device plugins, mount's `utab`): which of
+//!   them did not exist is recorded before the node starts, and those are removed (and
+//!   unmounted) once it is stopped, so every run starts from the state a fresh machine is
+//!   in.
 //! - containerd's and kubelet's files, mounts and logs stay under the state directory,
 //!   its cgroups under [`CGROUP_ROOT`].
 //!
@@ -103,19 +106,36 @@ impl Paths {
     fn sysctls(&self) -> PathBuf {
         self.dir.join("saved-sysctls.json")
     }
-    fn run_netns(&self) -> PathBuf {
-        self.dir.join("created-run-netns.json")
+    fn first_run_paths(&self) -> PathBuf {
+        self.dir.join("created-on-the-machine.json")
     }
 }
 
 /// Where `ip netns` keeps its named namespaces (a bind mount of itself, made shared).
 pub const RUN_NETNS: &str = "/run/netns";
 
-/// What the node's first `ip netns add` created of [`RUN_NETNS`].
+/// Paths outside the state directory that the node's software creates on a machine where
+/// they do not exist, none of which can be moved by configuration: `ip netns`' mount
+/// point, containerd's shim sockets (`/run/containerd/s`), libcni's result cache,
+/// kubelet's device-plugin socket and container log links, and libmount's `utab`
+/// (kubelet mounts volumes with mount(8)). (kubectl's discovery cache is moved into the
+/// state directory with `KUBECACHEDIR` instead: a user's `~/.kube` is never touched.)
+pub const FIRST_RUN_PATHS: [&str; 7] = [
+    RUN_NETNS,
+    "/run/containerd",
+    "/run/mount",
+    "/var/lib/cni",
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+];
+
+/// Which of [`FIRST_RUN_PATHS`] the node created (they did not exist before it started),
+/// and whether [`RUN_NETNS`] was a mount point.
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
-struct CreatedRunNetns {
-    directory: bool,
-    mount: bool,
+struct CreatedOnTheMachine {
+    paths: Vec<String>,
+    run_netns_mount: bool,
 }
 
 /// What the node changed on the machine, saved before the change.
@@ -195,15 +215,21 @@ pub fn claim(state_dir: &Path) -> Result<()> {
 
 /// The node's network: namespaces, links, addresses, routes, the egress rule.
 pub fn network_up(paths: &Paths) -> Result<()> {
-    // Recorded before `ip netns add` changes it, so teardown gives back only what this
-    // node created (another program's namespaces may live there too).
-    let run_netns = Path::new(RUN_NETNS);
-    let created = CreatedRunNetns {
-        directory: !run_netns.exists(),
-        mount: !is_mount_point(run_netns),
+    // Recorded before anything of the node runs, so teardown gives back only what this
+    // node created (another program's namespaces may live in /run/netns too).
+    let created = CreatedOnTheMachine {
+        paths: FIRST_RUN_PATHS
+            .iter()
+            .filter(|path| !Path::new(path).exists())
+            .map(|path| path.to_string())
+            .collect(),
+        run_netns_mount: !is_mount_point(Path::new(RUN_NETNS)),
     };
     std::fs::create_dir_all(&paths.dir)?;
-    std::fs::write(paths.run_netns(), serde_json::to_vec_pretty(&created)?)?;
+    std::fs::write(
+        paths.first_run_paths(),
+        serde_json::to_vec_pretty(&created)?,
+    )?;
     run("ip", &["netns", "add", NETNS])?;
     run("ip", &["netns", "add", CANARY_NETNS])?;
     // IPv6 off before any link exists in the namespace; forwarding on (both per namespace).
@@ -407,6 +433,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
+        Root = "{dir}/runc"
         SystemdCgroup = false
 "#,
         dir = paths.dir.display(),
@@ -658,8 +685,8 @@ pub fn teardown(state_dir: &Path) -> Result<()> {
     if Path::new("/sys/class/net").join(HOST_LINK).exists() {
         note(run("ip", &["link", "del", HOST_LINK]).map(|_| ()));
     }
-    note(give_back_run_netns(&paths));
     note(remove_container_log_links(state_dir));
+    note(give_back_first_run_paths(&paths));
     note(restore_sysctls(&paths));
     if problems.is_empty() {
         let _ = std::fs::remove_file(OWNER_FILE);
@@ -674,37 +701,44 @@ pub fn teardown(state_dir: &Path) -> Result<()> {
     }
 }
 
-/// Unmounts and removes [`RUN_NETNS`] when this node's `ip netns add` created them and no
-/// namespace is left in it; keeps them (and says why) while another program's
-/// namespace is there.
-fn give_back_run_netns(paths: &Paths) -> Result<()> {
-    let Ok(bytes) = std::fs::read(paths.run_netns()) else {
+/// Removes what of [`FIRST_RUN_PATHS`] the node created, unmounting [`RUN_NETNS`] first
+/// if its `ip netns add` made it a mount point; keeps [`RUN_NETNS`] (and says why) while
+/// another program's namespace is in it. Runs once every process of the node is gone.
+fn give_back_first_run_paths(paths: &Paths) -> Result<()> {
+    let Ok(bytes) = std::fs::read(paths.first_run_paths()) else {
         return Ok(());
     };
-    let created: CreatedRunNetns = serde_json::from_slice(&bytes)?;
+    let created: CreatedOnTheMachine = serde_json::from_slice(&bytes)?;
     let run_netns = Path::new(RUN_NETNS);
-    let left: Vec<String> = std::fs::read_dir(run_netns)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    ensure!(
-        left.is_empty() || !(created.mount || created.directory),
-        "{RUN_NETNS} was created by this node but holds other namespaces ({}); \
-         delete them (`ip netns del`) and run `e2e/cluster down` again",
-        left.join(", ")
-    );
-    if created.mount && is_mount_point(run_netns) {
-        nix::mount::umount2(run_netns, nix::mount::MntFlags::empty())
-            .with_context(|| format!("failed to unmount {RUN_NETNS}"))?;
+    let ours = |path: &str| created.paths.iter().any(|created| created == path);
+    if created.run_netns_mount || ours(RUN_NETNS) {
+        let left: Vec<String> = std::fs::read_dir(run_netns)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(
+            left.is_empty(),
+            "{RUN_NETNS} was created by this node but holds other namespaces ({}); \
+             delete them (`ip netns del`) and run `e2e/cluster down` again",
+            left.join(", ")
+        );
+        if created.run_netns_mount && is_mount_point(run_netns) {
+            nix::mount::umount2(run_netns, nix::mount::MntFlags::empty())
+                .with_context(|| format!("failed to unmount {RUN_NETNS}"))?;
+        }
     }
-    if created.directory && run_netns.exists() {
-        std::fs::remove_dir(run_netns).with_context(|| format!("failed to remove {RUN_NETNS}"))?;
+    for path in &created.paths {
+        let path = Path::new(path);
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("failed to remove {}", path.display()))?;
+        }
     }
-    std::fs::remove_file(paths.run_netns())?;
+    std::fs::remove_file(paths.first_run_paths())?;
     Ok(())
 }
 
@@ -877,6 +911,9 @@ fn restore_sysctls(paths: &Paths) -> Result<()> {
 pub struct Snapshot {
     pub links: Vec<String>,
     pub netns: Vec<String>,
+    /// Which of [`FIRST_RUN_PATHS`] exist.
+    #[serde(default)]
+    pub paths: Vec<String>,
     pub mounts: Vec<String>,
     pub cgroups: Vec<String>,
     pub sysctls: Vec<(String, String)>,
@@ -900,6 +937,11 @@ impl Snapshot {
             })
             .unwrap_or_default();
         netns.sort();
+        let paths = FIRST_RUN_PATHS
+            .iter()
+            .filter(|path| Path::new(path).exists())
+            .map(|path| path.to_string())
+            .collect();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")?
             .lines()
             .filter_map(|line| line.split_whitespace().nth(4).map(str::to_string))
@@ -939,6 +981,7 @@ impl Snapshot {
         Ok(Snapshot {
             links,
             netns,
+            paths,
             mounts,
             cgroups,
             sysctls,
@@ -960,6 +1003,7 @@ impl Snapshot {
         let mut out = Vec::new();
         new_in("link", &self.links, &now.links, &mut out);
         new_in("network namespace", &self.netns, &now.netns, &mut out);
+        new_in("path", &self.paths, &now.paths, &mut out);
         new_in("mount", &self.mounts, &now.mounts, &mut out);
         new_in("cgroup", &self.cgroups, &now.cgroups, &mut out);
         new_in("iptables line", &self.iptables, &now.iptables, &mut out);

@@ -52,6 +52,10 @@ impl Operator {
         command
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("SMARTREGION_DATABASE_URL", &cluster.operator_database_url)
+            // As in production: the server authenticated against the cluster's CA (every
+            // PostgreSQL of the harness serves a certificate it signed).
+            .env("SMARTREGION_DATABASE_SSLMODE", "verify-full")
+            .env("SMARTREGION_DATABASE_CA_FILE", &cluster.ca_cert)
             .env("RUST_LOG", "info,smartregion_operator=debug")
             .envs(env.iter().map(|(name, value)| (name, value)))
             .arg("run")

@@ -228,13 +228,27 @@ pub fn operator_url(password: &str, port: u16) -> String {
     format!("postgres://{OPERATOR_ADMIN}:{password}@127.0.0.1:{port}/{DATABASE}")
 }
 
+/// What the database gets besides the operator's admin role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// As a DBA sets up the platform's database: with TimescaleDB preloaded, the
+    /// extension is created beforehand; then every fix of the operator's database checks
+    /// (`smartregion_operator::database::checks`) is applied.
+    Platform,
+    /// The admin role only: a database the operator meets as it is (it creates the
+    /// TimescaleDB extension itself, when the server preloads it).
+    Bare,
+}
+
 /// Waits for the server to accept connections, then creates the `smartregion` database
-/// and the operator's admin role.
+/// and the operator's admin role, and sets the database up as `setup` says.
 pub async fn wait_and_create_database(
     started: &Started,
     marker: &Path,
     password: &str,
     port: u16,
+    engine: Engine,
+    setup: Setup,
 ) -> Result<()> {
     let admin_url = format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres");
     let client = ready(started, marker, "PostgreSQL to accept connections", || {
@@ -258,8 +272,34 @@ pub async fn wait_and_create_database(
         ))
         .await
         .context("failed to create the operator's admin role")?;
-    // On TimescaleDB the extension is left to the operator: it creates it as the
-    // least-privileged admin (a trusted extension), as it would on a user's database.
+    if setup == Setup::Bare {
+        return Ok(());
+    }
+    let (database, connection) = tokio_postgres::connect(
+        &format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    if engine == Engine::TimescaleDb {
+        database
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await
+            .context("failed to create the timescaledb extension")?;
+    }
+    use smartregion_operator::database::checks;
+    for check in checks::CHECKS {
+        for statement in checks::fix(check, OPERATOR_ADMIN, DATABASE) {
+            // The job history exists only with TimescaleDB.
+            if statement.contains("_timescaledb_internal") && engine != Engine::TimescaleDb {
+                continue;
+            }
+            database
+                .batch_execute(&statement)
+                .await
+                .with_context(|| format!("failed to set the database up: {statement}"))?;
+        }
+    }
     Ok(())
 }
 
@@ -276,6 +316,9 @@ pub struct Server {
     engine: Engine,
     bin: PathBuf,
     dir: PathBuf,
+    /// The cluster's server certificate and key (for 127.0.0.1, signed by its CA): an
+    /// operator reaches this server with `verify-full` too.
+    tls: (PathBuf, PathBuf),
     marker: PathBuf,
     port: u16,
     password: String,
@@ -298,12 +341,24 @@ impl Server {
             bin,
             dir,
             marker: PathBuf::from(format!("{}/", cluster.state_dir.display())),
+            tls: {
+                let pki = crate::pki::Pki::at(&cluster.state_dir.join("pki"));
+                (pki.postgres_cert, pki.postgres_key)
+            },
             port: crate::control_plane::free_port()?,
             password,
             pid: None,
         };
         let started = server.spawn()?;
-        wait_and_create_database(&started, &server.marker, &server.password, server.port).await?;
+        wait_and_create_database(
+            &started,
+            &server.marker,
+            &server.password,
+            server.port,
+            server.engine,
+            Setup::Bare,
+        )
+        .await?;
         Ok(server)
     }
 
@@ -318,7 +373,18 @@ impl Server {
     }
 
     fn spawn(&mut self) -> Result<Started> {
-        let started = start(&self.bin, &self.dir, self.port, None, self.engine, false)?;
+        let tls = Tls {
+            cert: &self.tls.0,
+            key: &self.tls.1,
+        };
+        let started = start(
+            &self.bin,
+            &self.dir,
+            self.port,
+            Some(&tls),
+            self.engine,
+            false,
+        )?;
         self.pid = Some(started.pid);
         Ok(started)
     }
@@ -334,6 +400,20 @@ impl Server {
             )?;
         }
         Ok(())
+    }
+
+    /// Stops the server, makes every password login of `role` use `method` (`password`:
+    /// the server asks for it in clear text), and starts it again. The superuser keeps
+    /// SCRAM, for the test's own checks.
+    pub async fn authenticate_role_with(&mut self, role: &str, method: &str) -> Result<()> {
+        self.stop()?;
+        let hba = data_dir(&self.dir).join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        let first = format!(
+            "host all {role} 127.0.0.1/32 {method}\nhostssl all {role} 127.0.0.1/32 {method}\n"
+        );
+        std::fs::write(&hba, format!("{first}{rules}"))?;
+        self.restart().await
     }
 
     /// Starts the stopped server again as `engine` (TimescaleDB preloaded or not), on the

@@ -7,8 +7,10 @@ use kube::api::Api;
 
 /// The environment of `container` in the Deployment `deployment`, as the kubelet would
 /// give it: `secretKeyRef`s replaced by the Secret's value, `fieldRef: metadata.namespace`
-/// by the namespace, `resourceFieldRef: limits.memory` by the container's limit in bytes.
-/// Anything else the harness cannot resolve is an error.
+/// by the namespace, `resourceFieldRef: limits.memory` by the container's limit in bytes,
+/// and a path into a mounted Secret volume by a file of the same content the harness
+/// writes (the database's CA bundle for `PGSSLROOTCERT`). Anything else the harness
+/// cannot resolve is an error.
 pub async fn container_env(
     client: &kube::Client,
     namespace: &str,
@@ -19,14 +21,84 @@ pub async fn container_env(
         .get(deployment)
         .await
         .with_context(|| format!("the Deployment {namespace}/{deployment}"))?;
-    let spec = object
+    let pod = object
         .spec
         .and_then(|spec| spec.template.spec)
-        .and_then(|pod| pod.containers.into_iter().find(|c| c.name == container))
+        .with_context(|| format!("the Deployment {deployment} has no pod template"))?;
+    let spec = pod
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .cloned()
         .with_context(|| format!("the Deployment {deployment} has no container {container}"))?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mounted = secret_mounts(&secrets, &pod, &spec, namespace, deployment).await?;
+    let env = resolve_env(&secrets, &spec, namespace).await?;
+    Ok(env
+        .into_iter()
+        .map(|(name, value)| {
+            let value = mounted
+                .iter()
+                .find_map(|(mount, dir)| {
+                    value
+                        .strip_prefix(mount.as_str())
+                        .map(|rest| format!("{}{rest}", dir.display()))
+                })
+                .unwrap_or(value);
+            (name, value)
+        })
+        .collect())
+}
+
+/// Writes the keys of every Secret volume `container` mounts into a directory of the
+/// harness's, as the kubelet would into the pod; returns (mount path, directory) pairs.
+async fn secret_mounts(
+    secrets: &Api<Secret>,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    container: &k8s_openapi::api::core::v1::Container,
+    namespace: &str,
+    deployment: &str,
+) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let mut mounted = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let Some(source) = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == mount.name)
+            .and_then(|volume| volume.secret.clone())
+        else {
+            continue;
+        };
+        let name = source.secret_name.clone().unwrap_or_default();
+        let data = secrets
+            .get_opt(&name)
+            .await?
+            .and_then(|secret| secret.data)
+            .unwrap_or_default();
+        let dir = std::env::temp_dir()
+            .join(format!("smartregion-e2e-{namespace}-{deployment}"))
+            .join(&mount.name);
+        std::fs::create_dir_all(&dir)?;
+        for item in source.items.iter().flatten() {
+            // An optional key that is absent is left out, as the kubelet does.
+            if let Some(value) = data.get(&item.key) {
+                std::fs::write(dir.join(&item.path), &value.0)?;
+            }
+        }
+        mounted.push((mount.mount_path.clone(), dir));
+    }
+    Ok(mounted)
+}
+
+/// The container's environment with every reference resolved (see [`container_env`]).
+async fn resolve_env(
+    secrets: &Api<Secret>,
+    spec: &k8s_openapi::api::core::v1::Container,
+    namespace: &str,
+) -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
-    for variable in spec.env.unwrap_or_default() {
+    for variable in spec.env.clone().unwrap_or_default() {
         let value = match (variable.value, variable.value_from) {
             (Some(value), _) => value,
             (None, Some(source)) => {

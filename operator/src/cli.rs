@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_INGEST_IMAGE, ExposureFlags, ImagePullPolicy};
 use crate::crd::{EntityType, Tier};
-use crate::database::connect::SslMode;
+use crate::database::connect::{ChannelBinding, SslMode};
 use crate::database::storage::StorageMode;
 pub use smartregion_contract::logging::LogFormat;
 
@@ -174,11 +174,25 @@ pub struct RunArgs {
     #[arg(long, env = "SMARTREGION_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// How the connection to the database is protected: `disable`, `require` (encrypted,
-    /// server not authenticated) or `verify-full` (encrypted, server certificate checked
-    /// against --database-ca-file and the host name). Also written into tenants' Secrets.
-    #[arg(long, env = "SMARTREGION_DATABASE_SSLMODE", value_enum, default_value_t = SslMode::Disable)]
+    /// How the connection to the database is protected: `verify-full` (encrypted, server
+    /// certificate checked against --database-ca-file and the host name), `require`
+    /// (encrypted, server not authenticated) or `disable`. The last two need
+    /// --database-insecure: a server that is not authenticated can be impersonated and
+    /// handed the admin's password. Also written into tenants' Secrets.
+    #[arg(long, env = "SMARTREGION_DATABASE_SSLMODE", value_enum, default_value_t = SslMode::VerifyFull)]
     pub database_sslmode: SslMode,
+
+    /// Accept --database-sslmode `require` or `disable` (a test database, a connection
+    /// protected some other way). Logged as a warning at start.
+    #[arg(long, env = "SMARTREGION_DATABASE_INSECURE")]
+    pub database_insecure: bool,
+
+    /// SCRAM channel binding on the admin connection: `require` (the default; also
+    /// refuses a server that asks for the password in clear text or as MD5), `prefer` or
+    /// `disable` (for a server that does not authenticate the admin with SCRAM over TLS).
+    /// Without TLS there is nothing to bind to, and it is off.
+    #[arg(long, env = "SMARTREGION_DATABASE_CHANNEL_BINDING", value_enum, default_value_t = ChannelBinding::Require)]
+    pub database_channel_binding: ChannelBinding,
 
     /// PEM file with the CA certificates that sign the database server's certificate
     /// (needed by `--database-sslmode=verify-full`).

@@ -77,6 +77,31 @@ pub struct Limits {
     pub container_cpu: String,
     /// Default memory request and limit of a container without its own (LimitRange).
     pub container_memory: String,
+    /// Most Secrets, ConfigMaps, Services and PersistentVolumeClaims in the namespace
+    /// (each): objects are stored in the cluster's etcd, which no other quota counts.
+    #[serde(default = "default_object_count")]
+    pub object_count: i32,
+    /// ResourceQuota `requests.ephemeral-storage` and `limits.ephemeral-storage`: the
+    /// nodes' disk the namespace's containers may fill (logs, writable layers, emptyDirs).
+    #[serde(default = "default_ephemeral_storage")]
+    pub ephemeral_storage: String,
+    /// Default ephemeral-storage request and limit of a container without its own.
+    #[serde(default = "default_container_ephemeral_storage")]
+    pub container_ephemeral_storage: String,
+}
+
+/// Tiers files written before these settings existed keep working: the small tier's
+/// values.
+fn default_object_count() -> i32 {
+    50
+}
+
+fn default_ephemeral_storage() -> String {
+    "10Gi".into()
+}
+
+fn default_container_ephemeral_storage() -> String {
+    "1Gi".into()
 }
 
 /// Where tenants' clients connect to the shared database (from `--database-url` and
@@ -169,25 +194,43 @@ impl Tiers {
 impl Default for Tiers {
     /// Built-in presets, used when no tiers file is configured.
     fn default() -> Self {
-        let preset =
-            |cpu: &str, memory: &str, pods, storage: &str, db: &str, rate, replicas| Limits {
-                cpu: cpu.into(),
-                memory: memory.into(),
-                pods,
-                storage: storage.into(),
-                database_storage: db.into(),
-                ingest_rate: rate,
-                ingest_replicas: replicas,
-                retention_days: 365,
-                compress_after_days: 7,
-                chunk_interval_hours: 24,
-                container_cpu: "250m".into(),
-                container_memory: "256Mi".into(),
-            };
+        let preset = |cpu: &str,
+                      memory: &str,
+                      pods,
+                      storage: &str,
+                      db: &str,
+                      rate,
+                      replicas,
+                      (object_count, ephemeral): (i32, &str)| Limits {
+            cpu: cpu.into(),
+            memory: memory.into(),
+            pods,
+            storage: storage.into(),
+            database_storage: db.into(),
+            ingest_rate: rate,
+            ingest_replicas: replicas,
+            retention_days: 365,
+            compress_after_days: 7,
+            chunk_interval_hours: 24,
+            container_cpu: "250m".into(),
+            container_memory: "256Mi".into(),
+            object_count,
+            ephemeral_storage: ephemeral.into(),
+            container_ephemeral_storage: "1Gi".into(),
+        };
         Tiers {
-            small: preset("2", "4Gi", 20, "20Gi", "10Gi", 500, 1),
-            medium: preset("8", "16Gi", 60, "100Gi", "50Gi", 5_000, 2),
-            large: preset("32", "64Gi", 200, "500Gi", "250Gi", 50_000, 3),
+            small: preset("2", "4Gi", 20, "20Gi", "10Gi", 500, 1, (50, "10Gi")),
+            medium: preset("8", "16Gi", 60, "100Gi", "50Gi", 5_000, 2, (150, "40Gi")),
+            large: preset(
+                "32",
+                "64Gi",
+                200,
+                "500Gi",
+                "250Gi",
+                50_000,
+                3,
+                (500, "200Gi"),
+            ),
         }
     }
 }

@@ -117,12 +117,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
             public_host: args.database_public_host.clone(),
             pool_size: usize::from(args.database_pool_size),
             storage: args.database_storage,
+            insecure: args.database_insecure,
+            channel_binding: args.database_channel_binding,
         })?),
         None => {
             warn!("no --database-url: managing only the Kubernetes side of tenants");
             None
         }
     };
+    if let Some(database) = &database {
+        report_database_checks(database, &metrics).await;
+    }
     let context = Arc::new(Context::new(
         client.clone(),
         config,
@@ -162,6 +167,51 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Checks at start what the operator needs of the database and what in it would let a
+/// tenant reach past its schema or quota (`database::checks`), and says each finding
+/// with the statement that fixes it. Never fatal: a database that is down now is
+/// waited for by the reconciles, which report their own errors.
+async fn report_database_checks(database: &Database, metrics: &Metrics) {
+    use crate::database::checks::{self, Kind};
+    let connection = match database.pool.get().await {
+        Ok(connection) => connection,
+        Err(error) => {
+            warn!(%error, "the database is not reachable at start; its checks wait for the next start");
+            return;
+        }
+    };
+    let names = connection
+        .query_one("SELECT current_user::text, current_database()::text", &[])
+        .await
+        .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)));
+    let (admin, dbname) = names.unwrap_or_else(|_| ("<admin>".into(), "<database>".into()));
+    let findings = checks::run(&connection).await;
+    for check in checks::CHECKS {
+        let finding = findings.iter().find(|f| f.check.name == check.name);
+        metrics.set_database_check(check.name, finding.is_none());
+        let Some(finding) = finding else { continue };
+        let fix = checks::fix(check, &admin, &dbname).join("; ");
+        let kind: &'static str = check.kind.into();
+        match (&finding.unknown, check.kind) {
+            (Some(error), _) => {
+                warn!(check = check.name, kind, %error, "could not check the database")
+            }
+            (None, Kind::Needed) => {
+                tracing::error!(check = check.name, kind, problem = check.problem, fix = %fix, "the database lacks what the operator needs")
+            }
+            (None, Kind::Hazard) => {
+                warn!(check = check.name, kind, problem = check.problem, fix = %fix, "the database lets tenants reach past their limits")
+            }
+        }
+    }
+    if findings.is_empty() {
+        info!(
+            checks = checks::CHECKS.len(),
+            "the database passed every check"
+        );
+    }
+}
+
 async fn check_crd_installed(client: &Client) -> Result<()> {
     let name = SmartRegionTenant::crd_name();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -197,11 +247,23 @@ async fn check_gateway_api_installed(client: &Client) -> Result<()> {
 /// The Gateway API's HTTPRoute CRD.
 pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
 
-fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<SmartRegionTenant>> {
-    object
-        .labels()
-        .get(TENANT_LABEL)
-        .map(|tenant| ObjectRef::new(tenant))
+/// Maps a labelled child to its tenant, but only where that tenant's children live: in
+/// its own namespace, or, for the namespace itself, that namespace. A tenant admin can put
+/// any label on an object in their namespace; it never makes the operator look at
+/// another tenant.
+pub fn tenant_of<K: Resource>(
+    namespace_prefix: &str,
+) -> impl Fn(K) -> Option<ObjectRef<SmartRegionTenant>> + Clone + Send + Sync + 'static {
+    let prefix = namespace_prefix.to_string();
+    move |object: K| {
+        let tenant = object.labels().get(TENANT_LABEL)?;
+        let place = object
+            .meta()
+            .namespace
+            .as_ref()
+            .or(object.meta().name.as_ref())?;
+        (*place == format!("{prefix}{tenant}")).then(|| ObjectRef::new(tenant))
+    }
 }
 
 async fn controller(
@@ -214,64 +276,65 @@ async fn controller(
     // controller's cache, which it then skips.
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
     let exposure = context.config.exposure.as_ref().map(|e| e.via.clone());
+    let prefix = context.config.namespace_prefix.clone();
     let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants)
         .watches(
             Api::<Namespace>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<ServiceAccount>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<ResourceQuota>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<LimitRange>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<NetworkPolicy>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<Role>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<RoleBinding>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         // The ingest Deployment's status changes drive IngestReady through a rollout.
         .watches(
             Api::<Deployment>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<Service>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         .watches(
             Api::<PodDisruptionBudget>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         )
         // db-writer, db-reader and ingest-keys: a deleted one is issued again, and a
         // changed one rolls the ingest pods.
         .watches(
             Api::<Secret>::all(client.clone()),
             children.clone(),
-            by_tenant_label,
+            tenant_of(&prefix),
         );
     // Only the kind in use is watched: without the Gateway API's CRDs a watch of
     // HTTPRoutes would fail forever. A route's status drives ExposureReady.
@@ -279,12 +342,12 @@ async fn controller(
         Some(ExposureVia::Gateway(_)) => controller.watches(
             Api::<HTTPRoute>::all(client.clone()),
             children,
-            by_tenant_label,
+            tenant_of(&prefix),
         ),
         Some(ExposureVia::Ingress { .. }) => controller.watches(
             Api::<Ingress>::all(client.clone()),
             children,
-            by_tenant_label,
+            tenant_of(&prefix),
         ),
         None => controller,
     };
@@ -418,5 +481,34 @@ mod tests {
             respond(&post, &metrics, true).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[test]
+    fn a_child_maps_to_its_tenant_only_from_that_tenants_namespace() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::ObjectMeta;
+        let labelled = |namespace: Option<&str>, name: &str, tenant: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: namespace.map(str::to_string),
+                labels: Some([(TENANT_LABEL.to_string(), tenant.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let map = tenant_of::<ConfigMap>("srt-");
+        assert_eq!(
+            map(labelled(Some("srt-prato"), "ingest", "prato")),
+            Some(ObjectRef::new("prato"))
+        );
+        // Prato's admin labels an object of theirs for Firenze: nothing for Firenze.
+        assert_eq!(map(labelled(Some("srt-prato"), "bait", "firenze")), None);
+        assert_eq!(map(labelled(Some("default"), "bait", "firenze")), None);
+        // The namespace itself (cluster-scoped) maps by its name.
+        assert_eq!(
+            map(labelled(None, "srt-firenze", "firenze")),
+            Some(ObjectRef::new("firenze"))
+        );
+        assert_eq!(map(labelled(None, "kube-system", "firenze")), None);
     }
 }

@@ -389,7 +389,8 @@ pub struct SmartRegionTenantStatus {
     pub phase: Option<Phase>,
 
     /// `Ready`, and one condition per part: `NamespaceReady`, `DatabaseReady`,
-    /// `IngestReady`, `WithinQuota`, and `ExposureReady` while ingest is exposed.
+    /// `IngestReady`, `WithinQuota`, `StorageMaintained`, and `ExposureReady` while ingest
+    /// is exposed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -452,6 +453,65 @@ pub struct DatabaseStatus {
     /// When the credentials were last issued or rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_rotated_at: Option<Time>,
+    /// TimescaleDB tenants: the retention and compression jobs and what they achieve
+    /// (the `StorageMaintained` condition sums it up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
+}
+
+/// A hypertable tenant's maintenance: its TimescaleDB jobs as TimescaleDB records them,
+/// and their effect, measured on the chunks.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceStatus {
+    /// The retention and compression jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobStatus>,
+    /// Chunks past `compressAfterDays` that are still uncompressed although their job
+    /// has had its chance (a schedule interval and more) since they became due.
+    pub overdue_compression_chunks: i64,
+    /// Chunks wholly past `retentionDays` that still exist although their job has had
+    /// its chance since they became due.
+    pub overdue_retention_chunks: i64,
+    /// When the operator last ran a due policy itself, because the jobs did not do the
+    /// work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_run_at: Option<Time>,
+}
+
+/// One TimescaleDB job of the tenant, as TimescaleDB records it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// What the job does.
+    pub policy: MaintenancePolicy,
+    /// TimescaleDB's job id (`timescaledb_information.jobs`).
+    pub job_id: i32,
+    /// When its last run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_started_at: Option<Time>,
+    /// How TimescaleDB recorded its last run: `Success` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_status: Option<String>,
+    /// When a run last finished with success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<Time>,
+    /// Runs recorded as failed since the last success.
+    pub consecutive_failures: i32,
+    /// The error of its last failed run, while it is failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A TimescaleDB policy of a tenant's hypertable.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
+)]
+pub enum MaintenancePolicy {
+    /// Drops chunks past `retentionDays`.
+    Retention,
+    /// Compresses chunks past `compressAfterDays`.
+    Compression,
 }
 
 /// How the tenant's ingest is reached from outside the cluster.

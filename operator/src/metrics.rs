@@ -10,7 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::crd::Phase;
+use crate::crd::{MaintenancePolicy, Phase};
+use crate::database::provision::Maintenance;
 
 /// The `reason` of `smartregion_reconcile_errors_total`: one per kind of failure, named
 /// after its variant in snake_case (docs/troubleshooting.md lists them all).
@@ -21,6 +22,7 @@ pub enum ErrorLabel {
     Apply,
     Prune,
     NamespaceTerminating,
+    NotOurs,
     Status,
     AddFinalizer,
     RemoveFinalizer,
@@ -48,6 +50,26 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// One of `database::checks::CHECKS`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+}
+
+/// A tenant's TimescaleDB policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub tenant: String,
+    pub policy: String,
+}
+
+/// A policy the operator ran itself, and how that went (`ok` or `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub policy: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
@@ -61,6 +83,12 @@ pub struct Metrics {
     tenants: Family<PhaseLabels, Gauge>,
     phases: Mutex<HashMap<String, Phase>>,
     database_bytes: Family<TenantLabels, Gauge>,
+    job_last_run: Family<JobLabels, Gauge>,
+    job_last_run_success: Family<JobLabels, Gauge>,
+    job_consecutive_failures: Family<JobLabels, Gauge>,
+    overdue_chunks: Family<JobLabels, Gauge>,
+    maintenance_runs: Family<RunLabels, Counter>,
+    database_checks: Family<CheckLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,6 +116,43 @@ impl Default for Metrics {
             "Size of each tenant's database schema, as last measured",
             database_bytes.clone(),
         );
+        let job_last_run = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "tenant_job_last_run_timestamp_seconds",
+            "When each tenant's TimescaleDB retention or compression job last started",
+            job_last_run.clone(),
+        );
+        let job_last_run_success = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "tenant_job_last_run_success",
+            "1 when TimescaleDB recorded the job's last run as a success, 0 as a failure",
+            job_last_run_success.clone(),
+        );
+        let job_consecutive_failures = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "tenant_job_consecutive_failures",
+            "Runs of the job TimescaleDB recorded as failed since its last success",
+            job_consecutive_failures.clone(),
+        );
+        let overdue_chunks = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "tenant_maintenance_overdue_chunks",
+            "Chunks whose retention or compression is overdue, after the operator's own run",
+            overdue_chunks.clone(),
+        );
+        let maintenance_runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "maintenance_runs",
+            "Due policies the operator ran itself because the jobs did not do the work",
+            maintenance_runs.clone(),
+        );
+        let database_checks = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "database_check_ok",
+            "1 when the database passed the check at the operator's start, 0 when not \
+             (docs/security.md)",
+            database_checks.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -96,6 +161,12 @@ impl Default for Metrics {
             tenants,
             phases: Mutex::default(),
             database_bytes,
+            job_last_run,
+            job_last_run_success,
+            job_consecutive_failures,
+            overdue_chunks,
+            maintenance_runs,
+            database_checks,
         }
     }
 }
@@ -133,10 +204,69 @@ impl Metrics {
         }
     }
 
+    /// Records a TimescaleDB tenant's jobs, overdue chunks and the operator's own runs
+    /// (`None`: the tenant is gone or has no jobs).
+    pub fn set_maintenance(&self, tenant: &str, maintenance: Option<&Maintenance>) {
+        use strum::IntoEnumIterator;
+        for policy in MaintenancePolicy::iter() {
+            let labels = JobLabels {
+                tenant: tenant.to_string(),
+                policy: policy_label(policy).to_string(),
+            };
+            let job = maintenance.and_then(|m| m.jobs.iter().find(|job| job.policy == policy));
+            match (maintenance, job) {
+                (Some(maintenance), Some(job)) => {
+                    if let Some(started) = job.last_start {
+                        self.job_last_run.get_or_create(&labels).set(started as i64);
+                    }
+                    if let Some(status) = &job.last_status {
+                        self.job_last_run_success
+                            .get_or_create(&labels)
+                            .set(i64::from(status == "Success"));
+                    }
+                    self.job_consecutive_failures
+                        .get_or_create(&labels)
+                        .set(i64::from(job.consecutive_failures));
+                    let overdue = match policy {
+                        MaintenancePolicy::Retention => maintenance.overdue.retention,
+                        MaintenancePolicy::Compression => maintenance.overdue.compression,
+                    };
+                    self.overdue_chunks.get_or_create(&labels).set(overdue);
+                }
+                _ => {
+                    self.job_last_run.remove(&labels);
+                    self.job_last_run_success.remove(&labels);
+                    self.job_consecutive_failures.remove(&labels);
+                    self.overdue_chunks.remove(&labels);
+                }
+            }
+        }
+        for (policy, error) in maintenance.map(|m| m.ran.as_slice()).unwrap_or_default() {
+            self.maintenance_runs
+                .get_or_create(&RunLabels {
+                    policy: policy_label(*policy).to_string(),
+                    result: if error.is_none() { "ok" } else { "failed" }.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn set_database_check(&self, check: &str, ok: bool) {
+        self.database_checks
+            .get_or_create(&CheckLabels {
+                check: check.to_string(),
+            })
+            .set(i64::from(ok));
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+fn policy_label(policy: MaintenancePolicy) -> &'static str {
+    crate::database::timescale::policy_name(policy)
 }

@@ -68,10 +68,21 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .map(String::from)
     .into();
     assert_eq!(kinds(&defaults), expected);
+    let without = apply::documents(&helm::template(
+        "sr",
+        "smartregion-system",
+        &["admissionPolicies.enabled=false"],
+    )?)?;
+    assert!(
+        !kinds(&without).contains("ValidatingAdmissionPolicy"),
+        "the policies can be left out"
+    );
     let deployment = of_kind(&defaults, "Deployment")[0];
     assert_eq!(deployment.data["spec"]["replicas"], json!(2));
     let pod = &deployment.data["spec"]["template"]["spec"];
@@ -109,6 +120,7 @@ fn the_chart_lints_and_renders_what_its_values_ask_for() -> Result<()> {
             "replicaCount=1",
             "metrics.serviceMonitor.enabled=true",
             "database.existingSecret=smartregion-db",
+            "database.caSecret=smartregion-db-ca",
         ],
     )?)?;
     let kinds = kinds(&single);
@@ -153,6 +165,27 @@ fn bad_values_are_refused_with_a_message_that_names_them() -> Result<()> {
     .err()
     .context("verify-full without a CA was accepted")?;
     assert!(error.to_string().contains("database.caSecret"), "{error:#}");
+    // A server that is not authenticated only on purpose.
+    for mode in ["require", "disable"] {
+        let sslmode = format!("database.sslmode={mode}");
+        let error = helm::template(
+            "sr",
+            "smartregion-system",
+            &["database.existingSecret=smartregion-db", &sslmode],
+        )
+        .err()
+        .with_context(|| format!("sslmode {mode} without database.insecure was accepted"))?;
+        assert!(error.to_string().contains("database.insecure"), "{error:#}");
+        helm::template(
+            "sr",
+            "smartregion-system",
+            &[
+                "database.existingSecret=smartregion-db",
+                &sslmode,
+                "database.insecure=true",
+            ],
+        )?;
+    }
     for (set, says) in [
         (
             "ingest.exposure.gateway.ref=gw/public,ingest.exposure.ingress.className=nginx,ingest.exposure.domain=ingest.example.it",
@@ -372,6 +405,7 @@ async fn the_operator_onboards_a_tenant_with_only_the_charts_service_account() -
             &[
                 "database.existingSecret=smartregion-db",
                 "database.sslmode=disable",
+                "database.insecure=true",
                 "replicaCount=1",
                 &selector,
             ],

@@ -22,3 +22,4 @@ mod real_node;
 mod resilience;
 mod smoke;
 mod tenant_database;
+mod trust;

@@ -69,6 +69,41 @@ async fn running_the_cluster_up_again_changes_nothing() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_second_cluster_is_refused_and_leaves_no_snapshot_of_the_first_ones_machine() -> Result<()>
+{
+    let running = shared().clone();
+    let other = running
+        .state_dir
+        .with_file_name(unique_name("second-cluster"));
+    let refused = Cluster::up(&other, running.engine).await;
+    let message = match refused {
+        Ok(_) => bail!(
+            "a second cluster started while {} runs the real node",
+            running.state_dir.display()
+        ),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        message.contains("runs this machine's real node"),
+        "the refusal says why: {message}"
+    );
+    // What the machine looks like while the first cluster's kubelet has changed its
+    // settings is no "before": nothing a later `down` could compare against is left.
+    assert!(
+        !other.join("node/machine-before.json").exists(),
+        "a refused start left a snapshot of the machine"
+    );
+    Cluster::down(&other)?;
+    assert!(
+        !other.exists(),
+        "down removes the refused cluster's directory"
+    );
+    // The running cluster is untouched.
+    shared().client().await?.apiserver_version().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn crd_is_established_and_a_valid_tenant_is_accepted_with_defaults() -> Result<()> {
     let client = client().await?;
     let name = unique_name("smoke-valid");

@@ -289,3 +289,67 @@ fn the_readme_names_the_workspaces_minimum_rust() {
         "README.md must name Rust {msrv} (workspace.package.rust-version) as the minimum"
     );
 }
+
+/// The operator guide shows every statement the operator's database checks name as a
+/// fix, as a DBA runs it (the local cluster's database is set up with the same list).
+#[test]
+fn the_operator_guide_shows_every_fix_of_the_database_checks() {
+    let guide = read("docs/operator-guide.md");
+    for check in smartregion_operator::database::checks::CHECKS {
+        for statement in check.fix {
+            let shown = statement
+                .replace("{admin}", "smartregion_admin")
+                .replace("{database}", "smartregion");
+            assert!(
+                guide
+                    .lines()
+                    .any(|line| line.trim().trim_end_matches(';') == shown
+                        || line.contains(&format!("`{shown}`"))),
+                "docs/operator-guide.md does not show the fix of the check {}: {shown}",
+                check.name
+            );
+        }
+    }
+}
+
+/// Every test `docs/security.md` names exists: a `fn` of that name, or a test module file.
+#[test]
+fn the_threat_model_names_only_tests_that_exist() {
+    let model = read("docs/security.md");
+    let root = paths::workspace_root();
+    let mut sources = String::new();
+    let mut modules = Vec::new();
+    let mut stack = vec![
+        root.join("e2e/tests"),
+        root.join("operator/src"),
+        root.join("ingest/src"),
+    ];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                modules.push(path.file_stem().unwrap().to_string_lossy().to_string());
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut named = 0;
+    for cell in model.split('`').skip(1).step_by(2) {
+        let is_path = cell.contains("::")
+            && cell
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':');
+        if !is_path {
+            continue;
+        }
+        named += 1;
+        let last = cell.rsplit("::").next().unwrap();
+        assert!(
+            sources.contains(&format!("fn {last}(")) || modules.iter().any(|m| m == last),
+            "docs/security.md names {cell}, which is neither a test nor a test module"
+        );
+    }
+    assert!(named >= 15, "the threat model names its tests: {named}");
+}

@@ -23,8 +23,25 @@ use crate::config::DatabaseEndpoint;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a free pooled connection: a slow database must not hold every tenant.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Admin sessions give up on a statement or a lock rather than hang a reconcile.
-const SESSION_OPTIONS: &str = "-c statement_timeout=60000 -c lock_timeout=10000";
+/// Admin sessions give up on a statement or a lock rather than hang a reconcile, and
+/// resolve names in PostgreSQL's own catalog first and temporary objects last: a function
+/// or table of the same name that someone put in a schema of the search path never runs
+/// as the admin.
+const SESSION_OPTIONS: &str = "-c statement_timeout=60000 -c lock_timeout=10000 \
+     -c search_path=pg_catalog,pg_temp";
+
+/// SCRAM channel binding on the admin connection (libpq's `channel_binding`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[value(rename_all = "kebab-case")]
+pub enum ChannelBinding {
+    /// Only SCRAM bound to the TLS channel: a server in the middle cannot relay the
+    /// authentication, and a server asking for the password in clear text or as MD5 is
+    /// refused before anything is sent.
+    #[default]
+    Require,
+    Prefer,
+    Disable,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +61,12 @@ pub enum Error {
     },
     #[error("failed to build the database connection pool")]
     Pool(#[source] deadpool_postgres::BuildError),
+    #[error(
+        "--database-sslmode={0} does not authenticate the database server: anyone who can \
+         take its address can receive the admin's password. Use --database-sslmode=verify-full \
+         with --database-ca-file, or accept the risk with --database-insecure"
+    )]
+    Insecure(&'static str),
 }
 
 /// What the operator was told about the database.
@@ -57,6 +80,9 @@ pub struct Settings {
     pub pool_size: usize,
     /// What new tenants get.
     pub storage: StorageMode,
+    /// `require` or `disable` were accepted on purpose.
+    pub insecure: bool,
+    pub channel_binding: ChannelBinding,
 }
 
 /// TimescaleDB in the operator's database, as far as tenants' storage is concerned.
@@ -106,6 +132,15 @@ pub struct Database {
 
 impl Database {
     pub fn new(settings: &Settings) -> Result<Database, Error> {
+        if settings.sslmode != SslMode::VerifyFull {
+            if !settings.insecure {
+                return Err(Error::Insecure(settings.sslmode.as_libpq()));
+            }
+            warn!(
+                sslmode = settings.sslmode.as_libpq(),
+                "the database server is not authenticated (--database-insecure)"
+            );
+        }
         let mut config: tokio_postgres::Config = settings.url.parse().map_err(|_| Error::Url)?;
         let host = match (&settings.public_host, config.get_hosts().first()) {
             (Some(host), _) => host.clone(),
@@ -148,11 +183,19 @@ impl Database {
             settings.ca_file.as_deref(),
         )? {
             None => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                config
+                    .ssl_mode(tokio_postgres::config::SslMode::Disable)
+                    .channel_binding(tokio_postgres::config::ChannelBinding::Disable);
                 Manager::from_config(config, tokio_postgres::NoTls, manager_config)
             }
             Some(connector) => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                config
+                    .ssl_mode(tokio_postgres::config::SslMode::Require)
+                    .channel_binding(match settings.channel_binding {
+                        ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+                        ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+                        ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+                    });
                 Manager::from_config(config, connector, manager_config)
             }
         };
@@ -220,7 +263,8 @@ impl Database {
         self.extension_attempt
             .get_or_init(|| async {
                 match client
-                    .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                    // The admin's search path is pinned to pg_catalog: the schema is named.
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
                     .await
                 {
                     Ok(()) => info!("the timescaledb extension is in the database"),
@@ -283,6 +327,22 @@ mod tests {
             public_host: None,
             pool_size: 2,
             storage: StorageMode::Auto,
+            insecure: true,
+            channel_binding: ChannelBinding::Require,
+        }
+    }
+
+    #[test]
+    fn a_server_that_is_not_authenticated_needs_an_explicit_opt_out() {
+        let url = "postgres://admin:s3cret@db.example/smartregion";
+        for mode in [SslMode::Disable, SslMode::Require] {
+            let mut refused = settings(url, mode);
+            refused.insecure = false;
+            let error = Database::new(&refused).err().unwrap();
+            assert!(matches!(error, Error::Insecure(_)), "{error}");
+            assert!(error.to_string().contains("--database-insecure"), "{error}");
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+            assert!(Database::new(&settings(url, mode)).is_ok());
         }
     }
 

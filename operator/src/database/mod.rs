@@ -2,12 +2,14 @@
 //! tables and credentials (docs/database.md).
 //!
 //! [`names`], [`logins`], [`sql`], [`storage`], [`timescale`], [`partitions`], [`quota`] and [`rate`] are pure (identifiers,
-//! statement text and decisions, unit-tested); [`connect`] and [`provision`] talk to the
-//! database. No user-typed text ever reaches SQL: identifiers come from the validated
+//! statement text and decisions, unit-tested); [`connect`], [`provision`] and
+//! [`checks`] (what the operator needs of the database and what is dangerous in it)
+//! talk to the database. No user-typed text ever reaches SQL: identifiers come from the validated
 //! tenant name and are quoted, values are bound parameters, and the only literals spliced
 //! in are numbers from the validated configuration, partition bounds and SCRAM verifiers
 //! that this code computed itself.
 
+pub mod checks;
 pub mod connect;
 pub mod logins;
 pub mod names;

@@ -265,6 +265,50 @@ pub async fn ensure_schema_exists(
     })
 }
 
+/// Takes the tenant's advisory lock for the session (the transactions inside take it
+/// again, which the same session may). Waits at most the session's lock timeout.
+pub async fn lock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
+    client
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&db.lock_key()])
+        .await
+        .map_err(failed("take the tenant's lock", db))?;
+    Ok(())
+}
+
+/// Gives back [`lock_tenant`]'s lock.
+pub async fn unlock_tenant(client: &Client, db: &TenantDb) -> Result<()> {
+    client
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&db.lock_key()])
+        .await
+        .map_err(failed("give back the tenant's lock", db))?;
+    Ok(())
+}
+
+/// Makes the admin a member of every tenant role that exists (it acts as the owner,
+/// ends the logins' sessions and drops what they own), before any statement relies on
+/// it. Reads only when it already is. A no-op for a superuser.
+pub async fn ensure_admin_membership(client: &Client, db: &TenantDb) -> Result<()> {
+    let wrap = failed("make the admin a member of the tenant's roles", db);
+    let missing: Vec<String> = client
+        .query(
+            "SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = ANY($1) \
+               AND NOT pg_has_role(current_user, r.oid, 'MEMBER')",
+            &[&db.roles()],
+        )
+        .await
+        .map_err(&wrap)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !missing.is_empty() {
+        client
+            .batch_execute(&sql::grant_roles_to_admin(&missing))
+            .await
+            .map_err(&wrap)?;
+    }
+    Ok(())
+}
+
 async fn lock(client: &impl GenericClient, db: &TenantDb) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
@@ -448,6 +492,125 @@ pub async fn ensure_hypertable(
     }
     transaction.commit().await.map_err(&wrap)?;
     Ok(changes)
+}
+
+/// How long the operator's own run of a due policy may take, per reconcile. The policies
+/// commit chunk by chunk, so a run stopped here has kept what it did, and the next
+/// reconcile goes on from there.
+pub const FOREGROUND_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What `ensure_maintenance` found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Maintenance {
+    pub jobs: Vec<timescale::JobHealth>,
+    /// Overdue after the operator's own run, if it ran.
+    pub overdue: timescale::Overdue,
+    /// The policies the operator ran itself now, each with its error if it failed.
+    pub ran: Vec<(crate::crd::MaintenancePolicy, Option<String>)>,
+}
+
+/// TimescaleDB only: reads how TimescaleDB records the tenant's jobs and what they
+/// achieved (reads only, in the steady state); where work is overdue, runs the due
+/// policy itself in this session (which holds the tenant's lock: [`lock_tenant`]), as the
+/// owner role, for at most [`FOREGROUND_RUN_TIMEOUT`], then measures again.
+pub async fn ensure_maintenance(
+    client: &Client,
+    db: &TenantDb,
+    settings: &HypertableSettings,
+    timescaledb: &str,
+) -> Result<Maintenance> {
+    let wrap = failed("read the hypertable's jobs and chunks", db);
+    let jobs: Vec<timescale::JobHealth> = client
+        .query(timescale::JOB_HEALTH_QUERY, &[&db.schema])
+        .await
+        .map_err(&wrap)?
+        .iter()
+        .filter_map(|row| {
+            Some(timescale::JobHealth {
+                id: row.get(0),
+                policy: timescale::policy_of(row.get(1))?,
+                schedule_seconds: row.get(2),
+                last_start: row.get(3),
+                last_success: row.get(4),
+                last_status: row.get(5),
+                consecutive_failures: row.get(6),
+                last_error: row.get(7),
+            })
+        })
+        .collect();
+    let grace = |policy| {
+        jobs.iter()
+            .find(|job| job.policy == policy)
+            .map_or(86_400.0, timescale::JobHealth::grace_seconds)
+    };
+    let measure = || async {
+        let row = client
+            .query_one(
+                timescale::OVERDUE_QUERY,
+                &[
+                    &db.schema,
+                    &settings.compress_after_days,
+                    &settings.retention_days,
+                    &grace(crate::crd::MaintenancePolicy::Compression),
+                    &grace(crate::crd::MaintenancePolicy::Retention),
+                ],
+            )
+            .await
+            .map_err(&wrap)?;
+        Ok::<_, Error>(timescale::Overdue {
+            compression: row.get(0),
+            retention: row.get(1),
+        })
+    };
+    let mut overdue = measure().await?;
+    let mut ran = Vec::new();
+    for policy in overdue.policies() {
+        let Some(job) = jobs.iter().find(|job| job.policy == policy) else {
+            continue;
+        };
+        let result = run_job_in_foreground(client, db, timescaledb, job.id).await;
+        ran.push((policy, result.err().map(|error| error_text(&error))));
+    }
+    if !ran.is_empty() {
+        overdue = measure().await?;
+    }
+    Ok(Maintenance { jobs, overdue, ran })
+}
+
+/// A driver error as one line: the server's message where there is one.
+fn error_text(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db_error) => db_error.message().to_string(),
+        None => error.to_string(),
+    }
+}
+
+/// `CALL run_job` as the job's owner, with a statement timeout, in the session that holds
+/// the tenant's lock. The session is given back as it was, whatever happened.
+async fn run_job_in_foreground(
+    client: &Client,
+    db: &TenantDb,
+    timescaledb: &str,
+    job: i32,
+) -> Result<(), tokio_postgres::Error> {
+    let timeout_ms = FOREGROUND_RUN_TIMEOUT.as_millis();
+    let attempt = async {
+        client
+            .batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
+            .await?;
+        client
+            .batch_execute(&format!("SET ROLE {}", quote(&db.owner)))
+            .await?;
+        // The procedure commits as it goes: simple protocol, no transaction block.
+        client
+            .batch_execute(&timescale::run_job_statement(timescaledb, job))
+            .await
+    };
+    let result = attempt.await;
+    let cleanup = client
+        .batch_execute("RESET ROLE; RESET statement_timeout")
+        .await;
+    result.and(cleanup)
 }
 
 /// What `ensure_partitions` changed.
@@ -766,6 +929,16 @@ pub async fn ensure_schema_absent(
     let wrap = failed("drop the schema and roles", db);
     let transaction = client.transaction().await.map_err(&wrap)?;
     lock(&transaction, db).await.map_err(&wrap)?;
+    let jobs: Vec<i32> = match timescaledb {
+        Some(_) => transaction
+            .query(timescale::JOB_IDS_QUERY, &[&db.schema])
+            .await
+            .map_err(&wrap)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect(),
+        None => Vec::new(),
+    };
     transaction
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
@@ -773,6 +946,7 @@ pub async fn ensure_schema_absent(
         ))
         .await
         .map_err(&wrap)?;
+
     // Members before the role they are members of; the owner, who owns the rest, last.
     let roles = db
         .writer_logins
@@ -795,5 +969,29 @@ pub async fn ensure_schema_absent(
         }
     }
     transaction.commit().await.map_err(&wrap)?;
+    // The jobs went with the hypertable; TimescaleDB keeps their runs (failed ones
+    // always), which go too. Needs a grant TimescaleDB's installation does not give the
+    // admin (`database::checks`): without it the tenant is still deleted, and the log
+    // says what is left and how to allow it.
+    if !jobs.is_empty() {
+        match client
+            .execute(timescale::DELETE_JOB_HISTORY, &[&jobs])
+            .await
+        {
+            Ok(_) => {}
+            Err(error)
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                tracing::warn!(
+                    schema = %db.schema,
+                    ?jobs,
+                    fix = "GRANT DELETE ON _timescaledb_internal.bgw_job_stat_history TO <the operator's role>",
+                    "the deleted tenant's job runs stay in TimescaleDB's job history: the admin may not delete them"
+                );
+            }
+            Err(error) => return Err(wrap(error)),
+        }
+    }
     Ok(())
 }

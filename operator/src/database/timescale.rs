@@ -16,6 +16,7 @@
 //! - dropping the hypertable drops its chunks, its compressed hypertable and its jobs.
 
 use super::names::{TenantDb, quote};
+use crate::crd::MaintenancePolicy;
 
 /// Connection limit of a hypertable tenant's owner role: its background jobs (retention
 /// and compression) connect as it, one session each.
@@ -243,6 +244,240 @@ pub fn statement(
         ),
     }
 }
+
+/// The tenant's retention and compression jobs with what TimescaleDB recorded of their
+/// runs (its own views and job statistics; times as seconds since the epoch, NULL when
+/// never): id, proc_name, schedule interval, last start, last success, last result,
+/// consecutive failures, the error of the latest failed run. `$1` is the schema.
+pub const JOB_HEALTH_QUERY: &str = "SELECT j.job_id, j.proc_name::text, \
+     extract(epoch FROM j.schedule_interval)::float8, \
+     CASE WHEN isfinite(s.last_start) THEN extract(epoch FROM s.last_start)::float8 END, \
+     CASE WHEN isfinite(s.last_successful_finish) \
+          THEN extract(epoch FROM s.last_successful_finish)::float8 END, \
+     CASE WHEN s.last_finish IS NULL OR NOT isfinite(s.last_finish) THEN NULL \
+          WHEN s.last_run_success THEN 'Success' ELSE 'Failed' END, \
+     coalesce(s.consecutive_failures, 0), \
+     (SELECT e.err_message FROM timescaledb_information.job_errors e \
+       WHERE e.job_id = j.job_id ORDER BY e.start_time DESC LIMIT 1) \
+     FROM timescaledb_information.jobs j \
+     LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.job_id \
+     WHERE j.hypertable_schema = $1 AND j.hypertable_name = 'measurements' \
+       AND j.proc_name IN ('policy_retention', 'policy_compression') \
+     ORDER BY j.job_id";
+
+/// The effect of the jobs, measured on the chunks: how many are past compress-after and
+/// still uncompressed, and how many are wholly past retention and still there, counting
+/// only chunks due for longer than their job's grace (a chunk is due from the later of
+/// its end plus the setting and its creation: backfilled old data is not late the moment
+/// it arrives). `$1` schema, `$2` compress-after days, `$3` retention days, `$4` and `$5`
+/// the compression and retention grace in seconds.
+pub const OVERDUE_QUERY: &str = "SELECT \
+     count(*) FILTER (WHERE NOT c.is_compressed \
+       AND greatest(c.range_end + make_interval(days => $2), \
+                    coalesce(c.chunk_creation_time, '-infinity')) \
+           < now() - make_interval(secs => $4)), \
+     count(*) FILTER (WHERE greatest(c.range_end + make_interval(days => $3), \
+                    coalesce(c.chunk_creation_time, '-infinity')) \
+           < now() - make_interval(secs => $5)) \
+     FROM timescaledb_information.chunks c \
+     WHERE c.hypertable_schema = $1 AND c.hypertable_name = 'measurements'";
+
+/// What TimescaleDB records of one job (a row of [`JOB_HEALTH_QUERY`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobHealth {
+    pub id: i32,
+    pub policy: MaintenancePolicy,
+    pub schedule_seconds: f64,
+    pub last_start: Option<f64>,
+    pub last_success: Option<f64>,
+    /// `Success` or `Failed`; `None` before its first run.
+    pub last_status: Option<String>,
+    pub consecutive_failures: i32,
+    pub last_error: Option<String>,
+}
+
+impl JobHealth {
+    /// TimescaleDB counts its latest runs as failed.
+    pub fn failing(&self) -> bool {
+        self.consecutive_failures > 0 || self.last_status.as_deref() == Some("Failed")
+    }
+
+    /// A job is late once twice its schedule interval has passed since a chunk became
+    /// due: it has had one run and one retry's worth of time to do the work.
+    pub fn grace_seconds(&self) -> f64 {
+        2.0 * self.schedule_seconds
+    }
+
+    /// The failure is the one TimescaleDB 2.28 records on PostgreSQL 15.19 and later for
+    /// every background run, after the run did its work (the job's portal is dropped in
+    /// a state those releases refuse).
+    pub fn misreported(&self) -> bool {
+        self.last_error
+            .as_deref()
+            .is_some_and(|error| error.starts_with(MISREPORTED_FAILURE))
+    }
+}
+
+/// Runs in a row a job must have failed (with a real error) before the tenant's
+/// maintenance counts as failing.
+pub const FAILURES_BEFORE_ALARM: i32 = 2;
+
+/// The start of the error TimescaleDB 2.28's background jobs end with on PostgreSQL
+/// 15.19 and later, after their work is committed (docs/database.md, "Job health").
+pub const MISREPORTED_FAILURE: &str = "cannot drop portal";
+
+/// The policy a job's `proc_name` runs.
+pub fn policy_of(proc_name: &str) -> Option<MaintenancePolicy> {
+    match proc_name {
+        RETENTION_JOB => Some(MaintenancePolicy::Retention),
+        COMPRESSION_JOB => Some(MaintenancePolicy::Compression),
+        _ => None,
+    }
+}
+
+/// Chunks whose policy is late ([`OVERDUE_QUERY`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overdue {
+    pub compression: i64,
+    pub retention: i64,
+}
+
+impl Overdue {
+    /// The policies with work overdue, in the order the operator runs them: retention
+    /// first, so nothing is compressed that is about to be dropped.
+    pub fn policies(&self) -> Vec<MaintenancePolicy> {
+        let mut due = Vec::new();
+        if self.retention > 0 {
+            due.push(MaintenancePolicy::Retention);
+        }
+        if self.compression > 0 {
+            due.push(MaintenancePolicy::Compression);
+        }
+        due
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compression == 0 && self.retention == 0
+    }
+}
+
+/// How the tenant's maintenance stands, judged by its effect first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing overdue and the jobs succeed.
+    Current,
+    /// Nothing overdue, but TimescaleDB records the runs as failed with the known
+    /// misreport: the work is done.
+    Misreported { error: String },
+    /// Nothing overdue (any more) because the operator ran the due policies itself: the
+    /// jobs did not do the work.
+    ByOperator { why: String },
+    /// The jobs fail for real (another error): said even while nothing is overdue yet.
+    Failing { why: String },
+    /// Work overdue that the operator's own run did not finish either.
+    Overdue { why: String },
+}
+
+/// The verdict from the jobs as recorded, what is overdue after the operator's own run
+/// (if any), that run's error, and whether the operator covered for the jobs since
+/// their last success (`covering`).
+pub fn judge(
+    jobs: &[JobHealth],
+    overdue: Overdue,
+    operator_error: Option<&str>,
+    covering: bool,
+) -> Verdict {
+    let describe = |job: &JobHealth| {
+        format!(
+            "the {} job {} failed {} time(s) in a row: {}",
+            policy_name(job.policy),
+            job.id,
+            job.consecutive_failures.max(1),
+            job.last_error.as_deref().unwrap_or("no error recorded")
+        )
+    };
+    let real_failures = jobs
+        .iter()
+        .filter(|job| job.failing() && !job.misreported());
+    // A single failed run may be a race (the tenant's own retention dropping a chunk the
+    // compression was about to take): TimescaleDB retries, and only a failure that
+    // repeats is an alarm. Any failure is named while work is overdue.
+    let alarms: Vec<String> = real_failures
+        .clone()
+        .filter(|job| job.consecutive_failures >= FAILURES_BEFORE_ALARM)
+        .map(describe)
+        .collect();
+    let failures: Vec<String> = real_failures.map(describe).collect();
+
+    if !overdue.is_empty() {
+        let mut why = vec![describe_overdue(overdue)];
+        why.extend(failures);
+        if let Some(error) = operator_error {
+            why.push(format!("the operator's own run did not finish it: {error}"));
+        }
+        return Verdict::Overdue {
+            why: why.join("; "),
+        };
+    }
+    if !alarms.is_empty() {
+        return Verdict::Failing {
+            why: alarms.join("; "),
+        };
+    }
+    if covering {
+        return Verdict::ByOperator {
+            why: "the jobs did not do the due work in time (status.database.maintenance.jobs \
+                  says what TimescaleDB recorded of them)"
+                .into(),
+        };
+    }
+    match jobs.iter().find(|job| job.failing() && job.misreported()) {
+        Some(job) => Verdict::Misreported {
+            error: job.last_error.clone().unwrap_or_default(),
+        },
+        None => Verdict::Current,
+    }
+}
+
+pub fn policy_name(policy: MaintenancePolicy) -> &'static str {
+    match policy {
+        MaintenancePolicy::Retention => "retention",
+        MaintenancePolicy::Compression => "compression",
+    }
+}
+
+fn describe_overdue(overdue: Overdue) -> String {
+    let mut parts = Vec::new();
+    if overdue.compression > 0 {
+        parts.push(format!(
+            "{} chunk(s) past compressAfterDays are not compressed",
+            overdue.compression
+        ));
+    }
+    if overdue.retention > 0 {
+        parts.push(format!(
+            "{} chunk(s) past retentionDays are not dropped",
+            overdue.retention
+        ));
+    }
+    parts.join(" and ")
+}
+
+/// Runs the job now in this session, as `CALL run_job` does for a user (not through the
+/// background worker): the policy commits as it goes, so work done before a timeout
+/// stays done.
+pub fn run_job_statement(timescaledb: &str, job: i32) -> String {
+    format!("CALL {}({job})", function(timescaledb, "run_job"))
+}
+
+/// Delete: what TimescaleDB keeps of the tenant's jobs' runs after the jobs are gone.
+/// `$1` the job ids.
+pub const DELETE_JOB_HISTORY: &str =
+    "DELETE FROM _timescaledb_internal.bgw_job_stat_history WHERE job_id = ANY($1)";
+
+/// The ids of the tenant's jobs; `$1` the schema.
+pub const JOB_IDS_QUERY: &str = "SELECT job_id FROM timescaledb_information.jobs \
+     WHERE hypertable_schema = $1 AND hypertable_name = 'measurements'";
 
 /// Retain: the data stays as it is, so its jobs stop (retention would keep dropping it).
 /// `$1` is the schema. Adoption resumes them ([`Change::Resume`]).

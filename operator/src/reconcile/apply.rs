@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,6 +53,13 @@ pub enum Error {
     },
     #[error("namespace {0} is being deleted; it is created again once it is gone")]
     NamespaceTerminating(String),
+    #[error(
+        "{kind} {name} already exists and does not belong to this tenant (it has no owner \
+         reference with the tenant's uid): the operator does not take it over. Delete or \
+         rename it, or hand it over on purpose (docs/operator-guide.md, \
+         \"Handing over an existing namespace\")"
+    )]
+    NotOurs { kind: String, name: String },
 }
 
 impl Error {
@@ -61,6 +70,7 @@ impl Error {
             Error::Apply { .. } => ErrorLabel::Apply,
             Error::Prune { .. } => ErrorLabel::Prune,
             Error::NamespaceTerminating(_) => ErrorLabel::NamespaceTerminating,
+            Error::NotOurs { .. } => ErrorLabel::NotOurs,
         }
     }
 }
@@ -239,6 +249,12 @@ where
 {
     let name = desired.name_any();
     if let Some(current) = read(api, &name).await? {
+        if !owned_alike(&current, desired) {
+            return Err(Error::NotOurs {
+                kind: kind::<K>(),
+                name,
+            });
+        }
         let present = serde_json::to_value(&current).expect("objects serialize");
         let wanted = serde_json::to_value(desired).expect("objects serialize");
         if contains(&present, &wanted) {
@@ -258,6 +274,68 @@ where
             source,
         })?;
     Ok((1, applied))
+}
+
+/// Writes a Secret with a precondition on what the caller read before deciding its
+/// values: created only if it was absent (a Secret created meanwhile is a conflict), and
+/// updated only over the very version read (one deleted or changed meanwhile is a
+/// conflict). A conflict fails this reconcile; the next one reads afresh. So a Secret
+/// deleted to force new credentials never comes back with the old ones. Returns the
+/// writes made (0 when the version read already holds every desired value).
+pub async fn ensure_secret(
+    api: &Api<Secret>,
+    desired: &Secret,
+    read: Option<&Secret>,
+) -> Result<usize, Error> {
+    let name = desired.name_any();
+    let failed = |source| Error::Apply {
+        kind: kind::<Secret>(),
+        name: name.clone(),
+        source,
+    };
+    match read {
+        None => {
+            api.create(&PostParams::default(), desired)
+                .await
+                .map_err(failed)?;
+        }
+        Some(current) => {
+            if !owned_alike(current, desired) {
+                return Err(Error::NotOurs {
+                    kind: kind::<Secret>(),
+                    name,
+                });
+            }
+            let present = serde_json::to_value(current).expect("objects serialize");
+            let wanted = serde_json::to_value(desired).expect("objects serialize");
+            if contains(&present, &wanted) {
+                return Ok(0);
+            }
+            let mut guarded = desired.clone();
+            guarded.metadata.resource_version = current.resource_version();
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&guarded),
+            )
+            .await
+            .map_err(failed)?;
+        }
+    }
+    Ok(1)
+}
+
+/// `current` carries every owner reference (by uid) that `desired` sets: an object that
+/// someone else created, or that a tenant of the same name owned before, is never
+/// adopted by applying over it (its label alone proves nothing: anyone who can write it
+/// can copy a label).
+pub fn owned_alike<K: Resource>(current: &K, desired: &K) -> bool {
+    desired.owner_references().iter().all(|wanted| {
+        current
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == wanted.uid)
+    })
 }
 
 /// Deletes the objects of kind `K` in the tenant's namespace that the tenant owns (an

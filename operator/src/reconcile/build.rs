@@ -294,11 +294,13 @@ mod tests {
             domain: Some("ingest.example.it".into()),
             ..Default::default()
         });
-        assert_eq!(writable(&Config::default(), "ingresses"), (true, true));
+        // Ingresses are the platform's whether or not ingest is exposed (a tenant's could
+        // claim another's host on a shared controller).
+        assert_eq!(writable(&Config::default(), "ingresses"), (true, false));
         assert_eq!(writable(&Config::default(), "httproutes"), (false, false));
         assert_eq!(writable(&ingress, "ingresses"), (true, false));
         assert_eq!(writable(&gateway, "httproutes"), (true, false));
-        assert_eq!(writable(&gateway, "ingresses"), (true, true));
+        assert_eq!(writable(&gateway, "ingresses"), (true, false));
     }
 
     #[test]

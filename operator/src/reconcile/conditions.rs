@@ -21,6 +21,9 @@ pub enum ConditionType {
     /// Only while ingest is exposed: the HTTPRoute accepted by its Gateway, or the
     /// Ingress in place.
     ExposureReady,
+    /// Retention and compression do their work: judged on the chunks, with what
+    /// TimescaleDB records of its jobs (partitioned tenants: the operator's own work).
+    StorageMaintained,
 }
 
 impl ConditionType {
@@ -42,6 +45,7 @@ pub enum Reason {
     Applied,
     ApplyFailed,
     NamespaceTerminating,
+    NotOwnedByTenant,
     // DatabaseReady and IngestReady
     WaitingForNamespace,
     // DatabaseReady
@@ -52,6 +56,13 @@ pub enum Reason {
     // WithinQuota
     WithinQuota,
     DatabaseStorageExceeded,
+    // StorageMaintained
+    MaintenanceCurrent,
+    JobsMisreportFailure,
+    MaintainedByOperator,
+    PartitionsMaintained,
+    JobsFailing,
+    MaintenanceOverdue,
     // IngestReady
     WaitingForDatabase,
     WaitingForMqttCredentials,

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::status::{Observed, Reason, WITHIN_QUOTA};
 use crate::crd::{DatabaseStatus, ROTATE_CREDENTIALS_ANNOTATION, SmartRegionTenant};
@@ -83,6 +83,11 @@ pub struct Outcome {
     /// Rows ever inserted into measurements (PostgreSQL's counter).
     pub inserted: Option<i64>,
     pub within_quota: Observed,
+    /// Whether retention and compression do their work (`StorageMaintained`).
+    pub maintained: Observed,
+    /// TimescaleDB tenants: what the jobs recorded and achieved, and the policies the
+    /// operator ran itself now.
+    pub maintenance: Option<provision::Maintenance>,
     /// Kubernetes writes made (0 in the steady state).
     pub writes: usize,
     /// Writer logins a rotation replaced that wait for the ingest pods to roll; a
@@ -115,6 +120,10 @@ pub fn desired(tenant: &Validated, layout: Layout, timescaledb_schema: Option<St
 /// Suspension and the quota are enforced on an existing schema before anything else,
 /// so a later step that fails (TimescaleDB refusing a statement, say) never leaves a
 /// suspended or over-quota writer with INSERT.
+///
+/// The whole step holds the tenant's advisory lock in the database: two operators (a
+/// leader hand-over) never interleave reading the Secrets, setting passwords and writing
+/// the Secrets, so the database and the Secrets never disagree.
 pub async fn ensure_database(
     client: &Client,
     database: &Database,
@@ -123,6 +132,25 @@ pub async fn ensure_database(
 ) -> Result<Outcome, Error> {
     let db = TenantDb::for_tenant(&validated.name);
     let mut connection = database.pool.get().await.map_err(Error::Unreachable)?;
+    provision::lock_tenant(&connection, &db).await?;
+    let result = ensure_database_locked(client, database, &mut connection, tenant, validated).await;
+    // Given back on every path: the pooled session outlives this reconcile.
+    let unlocked = provision::unlock_tenant(&connection, &db).await;
+    let outcome = result?;
+    unlocked?;
+    Ok(outcome)
+}
+
+async fn ensure_database_locked(
+    client: &Client,
+    database: &Database,
+    connection: &mut deadpool_postgres::Object,
+    tenant: &SmartRegionTenant,
+    validated: &Validated,
+) -> Result<Outcome, Error> {
+    let db = TenantDb::for_tenant(&validated.name);
+    // Every later statement may act as the tenant's roles: the admin's membership first.
+    provision::ensure_admin_membership(connection, &db).await?;
     // Validation refused anything that is not a positive quantity.
     let quota_bytes =
         crate::quantity::whole_units(&validated.limits.database_storage).unwrap_or(i128::MAX);
@@ -131,7 +159,7 @@ pub async fn ensure_database(
         .as_ref()
         .and_then(|status| status.database.as_ref());
     let found = storage_and_rules(
-        &connection,
+        connection,
         database,
         &db,
         validated,
@@ -146,7 +174,7 @@ pub async fn ensure_database(
         .get(ROTATE_CREDENTIALS_ANNOTATION)
         .cloned()
         .unwrap_or_default();
-    let credentials = credentials(&connection, &db, &secrets, &rotation).await?;
+    let credentials = credentials(connection, &db, &secrets, &rotation).await?;
 
     let desired = desired(
         validated,
@@ -154,7 +182,7 @@ pub async fn ensure_database(
         found.timescaledb_schema.clone(),
     );
     let provisioned = provision::ensure_schema_exists(
-        &mut connection,
+        connection,
         &db,
         &desired,
         found.table,
@@ -173,27 +201,45 @@ pub async fn ensure_database(
     if credentials.deferred {
         info!(schema = %db.schema, retiring = ?credentials.logins.retiring, "rotation waits until the previous login is retired");
     }
-    maintain_storage(&mut connection, &db, &found.layout, &desired).await?;
+    let maintenance = maintain_storage(connection, &db, &found.layout, &desired).await?;
+    let (maintained, maintenance_status) = match &maintenance {
+        Some(maintenance) => {
+            let previous_run = recorded
+                .and_then(|d| d.maintenance.as_ref())
+                .and_then(|m| m.operator_run_at.as_ref());
+            let (observed, status) =
+                super::maintenance::hypertable(maintenance, previous_run, jiff::Timestamp::now());
+            (observed, Some(status))
+        }
+        None => (super::maintenance::partitions(), None),
+    };
 
     let held = match found.held {
         Some(held) => held,
         // A schema created now: measured and held to the rules now.
         None => {
-            let bytes = provision::measure_schema_bytes(&connection, &db, &found.layout).await?;
-            hold_the_rules(&connection, &db, validated, Some(bytes), quota_bytes).await?
+            let bytes = provision::measure_schema_bytes(connection, &db, &found.layout).await?;
+            hold_the_rules(connection, &db, validated, Some(bytes), quota_bytes).await?
         }
     };
-    let inserted = provision::rows_inserted(&connection, &db, &found.layout).await?;
+    let inserted = provision::rows_inserted(connection, &db, &found.layout).await?;
 
     let mut writes = 0;
-    for (name, user, password, retiring) in [
+    for (name, user, password, retiring, read) in [
         (
             WRITER_SECRET,
             &credentials.logins.active,
             &credentials.writer,
             Some(credentials.logins.retiring.as_slice()),
+            &credentials.read.0,
         ),
-        (READER_SECRET, &db.reader, &credentials.reader, None),
+        (
+            READER_SECRET,
+            &db.reader,
+            &credentials.reader,
+            None,
+            &credentials.read.1,
+        ),
     ] {
         let secret = database_secret(
             validated,
@@ -204,7 +250,7 @@ pub async fn ensure_database(
             &credentials.issued_for,
             retiring,
         );
-        writes += super::apply::ensure(&secrets, &secret).await?;
+        writes += super::apply::ensure_secret(&secrets, &secret, read.as_ref()).await?;
     }
     Ok(Outcome {
         status: DatabaseStatus {
@@ -217,6 +263,7 @@ pub async fn ensure_database(
                 provisioned.passwords_set,
                 Time(jiff::Timestamp::now()),
             ),
+            maintenance: maintenance_status,
         },
         bytes: held.bytes,
         inserted: Some(inserted),
@@ -226,6 +273,8 @@ pub async fn ensure_database(
             &validated.limits.database_storage,
             held.within,
         ),
+        maintained,
+        maintenance,
         writes,
         retiring: credentials.logins.retiring,
     })
@@ -345,13 +394,14 @@ async fn storage_and_rules(
 }
 
 /// Partitions ahead of now and none past retention, or the hypertable's settings and
-/// jobs as the tenant's.
+/// jobs as the tenant's, with how the jobs do (the due policies run by the operator
+/// where they do not).
 async fn maintain_storage(
     connection: &mut tokio_postgres::Client,
     db: &TenantDb,
     layout: &Layout,
     desired: &Desired,
-) -> Result<(), Error> {
+) -> Result<Option<provision::Maintenance>, Error> {
     match layout {
         Layout::Partitions => {
             let changes = provision::ensure_partitions(
@@ -374,9 +424,23 @@ async fn maintain_storage(
                 let changes: Vec<String> = changes.iter().map(|c| c.describe()).collect();
                 info!(schema = %db.schema, ?changes, "hypertable brought to the tenant's settings");
             }
+            let maintenance =
+                provision::ensure_maintenance(connection, db, &desired.hypertable, timescaledb)
+                    .await?;
+            for (policy, error) in &maintenance.ran {
+                match error {
+                    None => {
+                        info!(schema = %db.schema, ?policy, "the jobs left work overdue: the operator ran the policy itself")
+                    }
+                    Some(error) => {
+                        warn!(schema = %db.schema, ?policy, %error, "the operator's own run of an overdue policy failed")
+                    }
+                }
+            }
+            return Ok(Some(maintenance));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The passwords to provision with, whether they are new (to be issued), and the
@@ -390,6 +454,10 @@ struct Credentials {
     logins: WriterLogins,
     /// The rotate-credentials value the Secrets are issued for.
     issued_for: String,
+    /// `db-writer` and `db-reader` as read: they are written only over exactly these
+    /// versions (or created only where they were absent), so a Secret deleted meanwhile
+    /// never comes back with the passwords it had.
+    read: (Option<Secret>, Option<Secret>),
 }
 
 /// The passwords in the tenant's Secrets, or new ones when a Secret is missing or the
@@ -425,6 +493,7 @@ async fn credentials(
         None => provision::writer_logins_enabled(connection, db).await?,
     };
     let plan = logins::plan(db, login.as_ref(), current.is_none(), &can_login);
+    let read = (writer.clone(), reader.clone());
     let issued = |logins: WriterLogins| Credentials {
         writer: new_password(),
         reader: new_password(),
@@ -432,6 +501,7 @@ async fn credentials(
         deferred: false,
         logins,
         issued_for: rotation.to_string(),
+        read: read.clone(),
     };
     Ok(match (plan, current, stored) {
         (Plan::Keep(logins), Some((writer, reader)), _) => Credentials {
@@ -441,6 +511,7 @@ async fn credentials(
             deferred: false,
             logins,
             issued_for: rotation.to_string(),
+            read: read.clone(),
         },
         (Plan::Deferred(logins), _, Some((writer_password, reader_password))) => Credentials {
             writer: writer_password,
@@ -450,6 +521,7 @@ async fn credentials(
             logins,
             // Still what they were issued for, so the rotation is noticed once it may run.
             issued_for: issued_for(&writer),
+            read: read.clone(),
         },
         (Plan::Issue(logins), ..) => issued(logins),
         // Not reached: a plan to keep needs current passwords, one to defer stored ones.

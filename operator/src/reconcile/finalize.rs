@@ -113,15 +113,24 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
         .await
         .map_err(|source| Error::DeleteNamespace(namespace.clone(), source))?;
     if let Some(present) = present {
-        // Only a namespace this tenant owns is deleted; a foreign one of the same name is
-        // left alone.
-        let ours = present.labels().get(crate::crd::TENANT_LABEL) == Some(&name);
+        // Only a namespace this tenant owns (by its uid, which no one can copy) is
+        // deleted, and only that very namespace (a precondition on its uid); a foreign
+        // one of the same name is left alone with everything in it.
+        let tenant_uid = tenant.uid().unwrap_or_default();
+        let ours = present
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == tenant_uid);
         if ours {
             if present.metadata.deletion_timestamp.is_none() {
-                match namespaces
-                    .delete(&namespace, &DeleteParams::background())
-                    .await
-                {
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: present.uid(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                match namespaces.delete(&namespace, &params).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(response)) if response.code == 404 => {}
                     Err(source) => return Err(Error::DeleteNamespace(namespace, source)),
@@ -152,6 +161,7 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
     }
     context.metrics.set_phase(&name, None);
     context.metrics.set_database_bytes(&name, None);
+    context.metrics.set_maintenance(&name, None);
     context.rates.forget(&name);
     tracing::info!(tenant = %name, "tenant removed");
     Ok(Action::await_change())

@@ -14,6 +14,7 @@ pub mod database;
 pub mod exposure;
 pub mod finalize;
 pub mod ingest;
+pub mod maintenance;
 pub mod status;
 pub mod step;
 pub mod validate;
@@ -95,6 +96,7 @@ pub async fn reconcile(
     if result.is_ok() {
         context.succeeded(&tenant.name_any());
     }
+    tracing::debug!(tenant = %tenant.name_any(), ok = result.is_ok(), elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
     result
 }
 
@@ -137,6 +139,9 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
         context
             .metrics
             .set_database_bytes(&name, Some(outcome.bytes));
+        context
+            .metrics
+            .set_maintenance(&name, outcome.maintenance.as_ref());
     }
     if let Some(applied) = namespace.done()
         && applied.writes > 0
@@ -216,6 +221,14 @@ async fn namespace_step(
             ),
             error,
         ),
+        Err(error @ apply::Error::NotOurs { .. }) => Step::Failed(
+            Observed::not_ok(
+                NAMESPACE_READY,
+                Reason::NotOwnedByTenant,
+                error_chain(&error),
+            ),
+            error,
+        ),
         Err(error) => Step::Failed(
             Observed::not_ok(NAMESPACE_READY, Reason::ApplyFailed, error_chain(&error)),
             error,
@@ -251,7 +264,8 @@ async fn database_step(
                 ),
             );
             let within_quota = outcome.within_quota.clone();
-            Step::Done(outcome, vec![provisioned, within_quota])
+            let maintained = outcome.maintained.clone();
+            Step::Done(outcome, vec![provisioned, within_quota, maintained])
         }
         Err(error) => {
             warn!(error = %error_chain(&error), "database step failed");

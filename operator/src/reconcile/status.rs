@@ -20,6 +20,7 @@ pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
 pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
 pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
 pub const EXPOSURE_READY: ConditionType = ConditionType::ExposureReady;
+pub const STORAGE_MAINTAINED: ConditionType = ConditionType::StorageMaintained;
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to write the status of tenant {name}")]
@@ -150,8 +151,8 @@ pub async fn update(
 }
 
 /// The Events that announce what changed: the phase (with the Ready condition's reason)
-/// and every part condition that turned True or False. A part that is fine from the
-/// start is announced by the phase alone.
+/// and every part condition that turned True or False or changed its reason. A part
+/// that is fine from the start is announced by the phase alone.
 pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observation) -> Vec<Event> {
     let event = |observed: &Observed| Event {
         type_: if observed.warning() {
@@ -172,11 +173,15 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
     let before = |type_: ConditionType| {
         previous
             .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_.as_str()))
-            .map(|condition| condition.status == "True")
+            .map(|condition| (condition.status == "True", condition.reason.as_str()))
     };
     for observed in observation.conditions.iter().skip(1) {
         match before(observed.type_) {
-            Some(was_ok) if was_ok != observed.ok => events.push(event(observed)),
+            Some((was_ok, reason))
+                if was_ok != observed.ok || reason != observed.reason.as_str() =>
+            {
+                events.push(event(observed))
+            }
             // A part that is on its way from the start is announced by the phase alone.
             None if observed.warning() => events.push(event(observed)),
             _ => {}

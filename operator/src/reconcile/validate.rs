@@ -74,6 +74,9 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
             .unwrap_or(preset.chunk_interval_hours),
         container_cpu: preset.container_cpu.clone(),
         container_memory: preset.container_memory.clone(),
+        object_count: preset.object_count,
+        ephemeral_storage: preset.ephemeral_storage.clone(),
+        container_ephemeral_storage: preset.container_ephemeral_storage.clone(),
     };
     let ingest = Ingest {
         enabled: spec.ingest.as_ref().is_none_or(|ingest| ingest.enabled),

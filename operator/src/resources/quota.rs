@@ -32,7 +32,26 @@ pub fn resource_quota(tenant: &Validated) -> ResourceQuota {
         // No load balancers or node ports: tenants are reached through the platform.
         ("services.loadbalancers".to_string(), Quantity("0".into())),
         ("services.nodeports".to_string(), Quantity("0".into())),
+        (
+            "requests.ephemeral-storage".to_string(),
+            Quantity(limits.ephemeral_storage.clone()),
+        ),
+        (
+            "limits.ephemeral-storage".to_string(),
+            Quantity(limits.ephemeral_storage.clone()),
+        ),
     ]);
+    // Objects live in the cluster's etcd, which no other quota counts.
+    let counted = [
+        "count/secrets",
+        "count/configmaps",
+        "count/services",
+        "count/persistentvolumeclaims",
+    ];
+    let hard = hard
+        .into_iter()
+        .chain(counted.map(|kind| (kind.to_string(), Quantity(limits.object_count.to_string()))))
+        .collect();
     ResourceQuota {
         metadata: object_meta(tenant, RESOURCE_QUOTA, true),
         spec: Some(ResourceQuotaSpec {
@@ -52,6 +71,10 @@ pub fn limit_range(tenant: &Validated) -> LimitRange {
         (
             "memory".to_string(),
             Quantity(limits.container_memory.clone()),
+        ),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(limits.container_ephemeral_storage.clone()),
         ),
     ]);
     LimitRange {

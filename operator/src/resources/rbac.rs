@@ -39,14 +39,12 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The tenant admins' Role. While the operator exposes ingest, the kind it exposes it
-/// with is the operator's: admins may read it, not write it (an Ingress of theirs could
-/// claim another tenant's host on the shared controller).
+/// The tenant admins' Role. Ingresses are the platform's: admins may read them, never
+/// write them (an Ingress of theirs could claim another tenant's host on a shared
+/// controller); the chart's admission policy refuses them too, with `externalIPs` and
+/// `ExternalName` Services and budgets that forbid every disruption.
 pub fn admin_role(tenant: &Validated, config: &Config) -> Role {
-    let ingresses = match config.exposure.as_ref().map(|exposure| &exposure.via) {
-        Some(ExposureVia::Ingress { .. }) => READ,
-        _ => ALL,
-    };
+    let ingresses = READ;
     let mut rules = vec![
         rule(
             &[""],
