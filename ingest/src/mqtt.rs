@@ -48,7 +48,7 @@ use serde_json::json;
 use smartregion_contract::format::IngestFormat;
 use smartregion_contract::mqtt::{BadUrl, Broker, parse_url};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{info, trace, warn};
 
 use crate::http::RequestId;
 use crate::memory::{Budget, Reservation, Shortage};
@@ -63,6 +63,11 @@ pub const DATA_TRIES: usize = 3;
 /// How long a message waits for its share of the memory budget at a time; the source
 /// reads nothing more from the broker meanwhile.
 const MEMORY_WAIT: Duration = Duration::from_secs(1);
+
+/// Messages received, their payload's memory reserved, waiting for the consumer: few,
+/// so that what waits holds little of the budget (beyond them the source stops reading
+/// from the broker: backpressure).
+const QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -217,8 +222,10 @@ fn options(settings: &Settings) -> Result<MqttOptions, Error> {
 
 /// One connection of the session, until it is dropped: the event loop and the consumer.
 fn connect(settings: &Settings, sink: Sink) -> Result<impl Future<Output = ()>, Error> {
-    let (client, events) = AsyncClient::new(options(settings)?, 1024);
-    let (queue, received) = mpsc::unbounded_channel();
+    // The client's requests (acknowledgements, dead letters) never wait for room: the
+    // event loop may be waiting to queue a message while the consumer acknowledges.
+    let (client, events) = AsyncClient::new(options(settings)?, 4 * settings.in_flight + QUEUE);
+    let (queue, received) = mpsc::channel(QUEUE);
     let confirmations = Arc::new(Mutex::new(Confirmations::default()));
     let consumer = Arc::new(Consumer {
         client: client.clone(),
@@ -251,7 +258,7 @@ async fn poll(
     client: AsyncClient,
     settings: &Settings,
     memory: &Budget,
-    queue: mpsc::UnboundedSender<(Publish, Result<Reservation, Shortage>)>,
+    queue: mpsc::Sender<(Publish, Result<Reservation, Shortage>)>,
     confirmations: &Mutex<Confirmations>,
 ) {
     loop {
@@ -266,7 +273,7 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let reservation = reserve(memory, publish.payload.len()).await;
-                if queue.send((publish, reservation)).is_err() {
+                if queue.send((publish, reservation)).await.is_err() {
                     return;
                 }
             }
@@ -357,6 +364,13 @@ impl DeadLetter {
     }
 }
 
+/// A message with its format, the limits of its parse and the memory it may hold.
+struct Admitted {
+    format: &'static dyn Format,
+    limits: parse::Limits,
+    reservation: Reservation,
+}
+
 /// Stores messages, several at once, and acknowledges each in arrival order once it is
 /// stored or set aside.
 struct Consumer {
@@ -369,27 +383,42 @@ struct Consumer {
 impl Consumer {
     async fn run(
         self: Arc<Self>,
-        mut received: mpsc::UnboundedReceiver<(Publish, Result<Reservation, Shortage>)>,
+        mut received: mpsc::Receiver<(Publish, Result<Reservation, Shortage>)>,
     ) {
         let mut storing = FuturesOrdered::new();
+        // Stored, in arrival order, waiting to be acknowledged: the client's request
+        // channel may be full (rumqttc's event loop takes one request per turn, after every
+        // message it has already read), and the consumer must not wait for it while the
+        // event loop waits for the consumer to take a message.
+        let mut unacknowledged = VecDeque::new();
+        let mut retry = tokio::time::interval(Duration::from_millis(5));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 Some(done) = storing.next(), if !storing.is_empty() => {
-                    let Ok(publish) = done else {
+                    match done {
+                        Ok::<Publish, _>(publish) => {
+                            unacknowledged.push_back(publish);
+                            self.acknowledge(&mut unacknowledged);
+                        }
                         // A panic: never acknowledged, so the broker sends it again.
-                        warn!("storing an MQTT message failed unexpectedly");
-                        continue;
-                    };
-                    if let Err(error) = self.client.ack(&publish).await {
-                        warn!(%error, "failed to acknowledge an MQTT message; the broker will send it again");
+                        Err(error) => warn!(%error, "storing an MQTT message failed unexpectedly"),
                     }
+                }
+                _ = retry.tick(), if !unacknowledged.is_empty() => {
+                    self.acknowledge(&mut unacknowledged);
                 }
                 message = received.recv(), if storing.len() < self.settings.in_flight => {
                     let Some((publish, reservation)) = message else { return };
+                    trace!(pkid = publish.pkid, "received");
+                    // Memory for its parse before it is stored beside the others: a
+                    // message waits for it holding only its payload, and none of those
+                    // stored waits for memory (they would wait on each other).
+                    let admitted = self.admit(&publish, reservation).await;
                     let consumer = self.clone();
                     storing.push_back(tokio::spawn(async move {
-                        consumer.handle(&publish, reservation).await;
+                        consumer.handle(&publish, admitted).await;
                         publish
                     }));
                 }
@@ -398,13 +427,55 @@ impl Consumer {
         }
     }
 
+    /// Acknowledges what it can of `unacknowledged`, in order, without waiting.
+    fn acknowledge(&self, unacknowledged: &mut VecDeque<Publish>) {
+        while let Some(publish) = unacknowledged.front() {
+            if self.client.try_ack(publish).is_err() {
+                // Full: the next turn. (Closed: the connection is ending anyway, and what
+                // was not acknowledged comes again.)
+                return;
+            }
+            trace!(pkid = publish.pkid, "acknowledged");
+            unacknowledged.pop_front();
+        }
+    }
+
+    /// The format of `publish`, the limits of its parse and the memory for it all; or
+    /// why it is set aside.
+    async fn admit(
+        &self,
+        publish: &Publish,
+        payload: Result<Reservation, Shortage>,
+    ) -> Result<Admitted, DeadLetter> {
+        let mut reservation =
+            payload.map_err(|shortage| DeadLetter::new("too_large", shortage.to_string()))?;
+        let format = self
+            .settings
+            .format_of(&publish.topic)
+            .map_err(|(reason, message)| DeadLetter::new(reason, message))?;
+        let limits = parse::Limits {
+            max_rows: self.sink.store.max_rows(),
+            window: self.settings.window,
+        };
+        let needed = format.parse_cost(&publish.payload, &limits);
+        let more = reserve(&self.sink.memory, needed)
+            .await
+            .map_err(|shortage| DeadLetter::new("too_large", shortage.to_string()))?;
+        reservation.merge(more);
+        Ok(Admitted {
+            format,
+            limits,
+            reservation,
+        })
+    }
+
     /// Stores one message, or sets it aside.
-    async fn handle(&self, publish: &Publish, reservation: Result<Reservation, Shortage>) {
+    async fn handle(&self, publish: &Publish, admitted: Result<Admitted, DeadLetter>) {
         let id = RequestId::new();
         let arrived = Timestamp::now();
-        let letter = match reservation {
-            Ok(reservation) => self.store(publish, reservation, arrived, id).await,
-            Err(shortage) => Some(DeadLetter::new("too_large", shortage.to_string())),
+        let letter = match admitted {
+            Ok(admitted) => self.store(publish, admitted, arrived, id).await,
+            Err(letter) => Some(letter),
         };
         if let Some(letter) = letter {
             warn!(%id, topic = %publish.topic, reason = letter.reason, message = %letter.message, "MQTT message set aside");
@@ -416,23 +487,15 @@ impl Consumer {
     async fn store(
         &self,
         publish: &Publish,
-        mut reservation: Reservation,
+        admitted: Admitted,
         arrived: Timestamp,
         id: RequestId,
     ) -> Option<DeadLetter> {
-        let format = match self.settings.format_of(&publish.topic) {
-            Ok(format) => format,
-            Err((reason, message)) => return Some(DeadLetter::new(reason, message)),
-        };
-        let limits = parse::Limits {
-            max_rows: self.sink.store.max_rows(),
-            window: self.settings.window,
-        };
-        let needed = format.parse_cost(&publish.payload, &limits);
-        let more = reserve(&self.sink.memory, needed).await;
-        if let Err(shortage) = more.map(|more| reservation.merge(more)) {
-            return Some(DeadLetter::new("too_large", shortage.to_string()));
-        }
+        let Admitted {
+            format,
+            limits,
+            reservation,
+        } = admitted;
         let parsed = match format.parse(&publish.payload, arrived, &limits) {
             Ok(parsed) => parsed,
             Err(error) => return Some(DeadLetter::new("unreadable", error.to_string())),

@@ -446,16 +446,20 @@ impl WriterTask {
             .try_get(0)
     }
 
-    /// The sensors of `batch` this writer has not seen catalogued, once each.
+    /// The sensors of `batch` this writer has not seen catalogued, once each, sorted:
+    /// two writers inserting the same new sensors lock their catalog keys in the same
+    /// order (in any other, they deadlock).
     fn new_sensors(&self, batch: &[Job]) -> Vec<String> {
-        let mut seen = HashSet::new();
-        batch
+        let mut sensors: Vec<String> = batch
             .iter()
             .flat_map(|job| &job.rows)
             .map(|row| row.sensor.as_str())
-            .filter(|sensor| !self.known_sensors.contains(*sensor) && seen.insert(*sensor))
+            .filter(|sensor| !self.known_sensors.contains(*sensor))
             .map(str::to_owned)
-            .collect()
+            .collect();
+        sensors.sort_unstable();
+        sensors.dedup();
+        sensors
     }
 
     /// One transaction: BEGIN, a binary COPY of `batch` into measurements (new rows
