@@ -164,7 +164,8 @@ async fn a_sender_outside_the_cluster_writes_through_a_real_gateway_over_tls() -
     ensure!(status == 404, "/metrics is not routed: {status}");
     ensure!(rows_of(&pisa, "wrong-key").await? == 0);
 
-    // Exposure off: the operator removes the route, and the gateway stops routing.
+    // Exposure off: the operator removes the route, and the gateway stops routing (what
+    // got through before that is stored, as it should be).
     drop(exposing);
     let _plain = operator(&shard, None)?;
     wait::until(
@@ -177,13 +178,23 @@ async fn a_sender_outside_the_cluster_writes_through_a_real_gateway_over_tls() -
                     host,
                     "/v1/measurements",
                     &[("authorization", auth)],
-                    &reading("after-exposure"),
+                    &reading("while-exposure-goes"),
                 )?;
                 Ok((status == 404).then_some(()))
             }
         },
     )
     .await?;
+    let (status, body) = gateway.post(
+        &host,
+        "/v1/measurements",
+        &[("authorization", &auth)],
+        &reading("after-exposure"),
+    )?;
+    ensure!(
+        status == 404,
+        "no route once exposure is off: {status} {body}"
+    );
     ensure!(rows_of(&prato, "after-exposure").await? == 0);
     delete_all_and_wait(&client, &[prato, pisa]).await?;
     gateway.remove().await?;
