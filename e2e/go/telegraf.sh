@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds Telegraf, the benchmark's peer (e2e/bench), with only the two plugins it uses
-# (inputs.http_listener_v2 with its JSON parser, outputs.postgresql: Telegraf's custom-build tags), into the
+# Builds Telegraf, the benchmark's peer (e2e/bench), with only the plugins it uses
+# (inputs.http_listener_v2 and inputs.mqtt_consumer with the JSON parser, outputs.postgresql:
+# Telegraf's custom-build tags), into the
 # cache outside the checkout, and prints the binary's path. Not part of the tests or the
 # demo; a second run with the same version is instant.
 set -euo pipefail
 TELEGRAF_VERSION=v1.37.2
-tags=custom,inputs.http_listener_v2,parsers.json,outputs.postgresql
+tags=custom,inputs.http_listener_v2,inputs.mqtt_consumer,parsers.json,outputs.postgresql
 
 command -v go >/dev/null || {
   echo "error: Go is not installed; install Go >= 1.24 (https://go.dev/doc/install) and retry" >&2

@@ -132,9 +132,6 @@ pub struct Cli {
     /// Most rows in one commit.
     #[arg(long, env = "SMARTREGION_INGEST_BATCH_ROWS", default_value_t = 20_000)]
     pub batch_rows: usize,
-    /// How long a commit waits for more requests to join it, in milliseconds.
-    #[arg(long, env = "SMARTREGION_INGEST_FLUSH_MS", default_value_t = 2)]
-    pub flush_ms: u64,
     /// Most rows waiting for a commit; requests beyond wait, then get 503.
     #[arg(long, env = "SMARTREGION_INGEST_QUEUE_ROWS", default_value_t = 100_000)]
     pub queue_rows: usize,
@@ -149,11 +146,22 @@ pub struct Cli {
     pub mqtt_username: Option<String>,
     #[arg(long, env = env::MQTT_PASSWORD, hide_env_values = true)]
     pub mqtt_password: Option<String>,
-    /// MQTT client id; it must stay the same across restarts of one pod (the broker keeps
-    /// unacknowledged messages in its session). `smartregion-ingest-<tenant>-<HOSTNAME>`
+    /// MQTT client id: the tenant's session, which one pod at a time holds (the broker
+    /// keeps unacknowledged messages in it for the next). `smartregion-ingest-<tenant>`
     /// when unset.
     #[arg(long, env = "SMARTREGION_INGEST_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
+
+    /// MQTT messages being stored at once (acknowledged in order as they finish): they
+    /// share group commits as concurrent HTTP requests do. The broker's own limit on
+    /// unacknowledged messages per client (Mosquitto's `max_inflight_messages`, 20 by
+    /// default) also bounds it.
+    #[arg(
+        long,
+        env = "SMARTREGION_INGEST_MQTT_IN_FLIGHT",
+        default_value_t = 1000
+    )]
+    pub mqtt_in_flight: usize,
 
     /// Topic (on the same broker) where messages that can never be stored are set aside,
     /// with the reason; `smartregion/dead-letter/<tenant>` when unset. It must not match

@@ -16,8 +16,9 @@
 //! PostgreSQL said) goes to the log under the same id, never to the sender.
 //!
 //! Every write holds a [`Reservation`] of the pod's memory budget ([`crate::memory`]) for
-//! the bytes it can hold at its peak, taken before it holds them: the body as it arrives
-//! (so a slow sender holds only what it has sent), then what parsing it can take
+//! the bytes it can hold at its peak, taken before it holds them: the body's first 256
+//! KiB, then, once more arrives, its whole declared length (so a slow sender holds no
+//! more than the first step), then what parsing it can take
 //! ([`parse::cost`]), kept until the answer. A body must arrive at a minimum rate after a
 //! grace period ([`BodyDeadline`]): a sender that trickles is answered 408 and its
 //! connection closed. A body refused for size or memory is still read to its end, within
@@ -42,9 +43,9 @@ use tracing::{debug, warn};
 use crate::auth::ApiKeys;
 use crate::memory::{Budget, Reservation, Shortage};
 use crate::metrics::Metrics;
-use crate::parse::{self, BodyError, Ignored, Limits, Parsed, Rejected, Window};
+use crate::parse::{self, BodyError, Format, Ignored, Limits, Parsed, Rejected, Window};
 use crate::rate::RateQuota;
-use crate::writer::{WriteError, Writer};
+use crate::writer::{Store, WriteError};
 pub use smartregion_contract::format::IngestFormat;
 
 pub struct App {
@@ -52,7 +53,7 @@ pub struct App {
     pub keys: ApiKeys,
     pub formats: Vec<IngestFormat>,
     pub rate: Arc<RateQuota>,
-    pub writer: Writer,
+    pub writer: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub memory: Budget,
@@ -109,9 +110,9 @@ impl std::fmt::Display for RequestId {
 
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
-    for format in IngestFormat::ALL {
+    for format in parse::FORMATS {
         router = router.route(
-            format.endpoint(),
+            format.kind().endpoint(),
             post(move |state, headers, body| write(state, headers, body, format)),
         );
     }
@@ -166,10 +167,10 @@ enum Refusal {
     #[error("more than {0} items in one request; send smaller batches")]
     TooManyItems(usize),
     #[error(
-        "parsing this body needs {needed} bytes of memory, more than this pod's budget \
-         ({budget} bytes); send smaller batches"
+        "this request needs {needed} bytes of memory (its body and its parse), more than \
+         this pod's whole budget ({budget} bytes); send smaller batches"
     )]
-    TooBigToParse { needed: usize, budget: usize },
+    OverBudget { needed: usize, budget: usize },
     #[error("{0}; nothing of this request was stored")]
     NoMemory(Shortage),
     #[error("over the rate quota of {rate} rows per second; retry after {seconds} s")]
@@ -204,7 +205,7 @@ impl Refusal {
             Refusal::BodyTooLarge(_)
             | Refusal::TooManyItems(_)
             | Refusal::OverBurst(_)
-            | Refusal::TooBigToParse { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | Refusal::OverBudget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyUnreadable(_) | Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::DataRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::OverRate { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -267,7 +268,7 @@ async fn write(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-    format: IngestFormat,
+    format: &'static dyn Format,
 ) -> Response {
     let received = Timestamp::now();
     let id = RequestId::new();
@@ -279,7 +280,7 @@ async fn write(
         response.headers_mut().insert("x-request-id", value);
     }
     app.metrics
-        .request(format.endpoint(), response.status().as_u16());
+        .request(format.kind().endpoint(), response.status().as_u16());
     response
 }
 
@@ -287,74 +288,25 @@ async fn handle(
     app: &App,
     headers: &HeaderMap,
     body: Body,
-    format: IngestFormat,
+    format: &'static dyn Format,
     received: Timestamp,
 ) -> Result<Response, Refusal> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    if !key.is_some_and(|key| app.keys.accepts(key)) {
-        return Err(Refusal::Unauthorized);
-    }
-    if let Some(service) = headers.get("fiware-service") {
-        // Orion sends the service in lower case; tenant names are lower case anyway.
-        let named = service.to_str().map(str::to_ascii_lowercase).ok();
-        if named.as_deref() != Some(app.tenant.as_str()) {
-            return Err(Refusal::WrongService(app.tenant.clone()));
-        }
-    }
-    if !app.formats.contains(&format) {
-        return Err(Refusal::FormatNotAccepted(format));
+    authorize(app, headers)?;
+    if !app.formats.contains(&format.kind()) {
+        return Err(Refusal::FormatNotAccepted(format.kind()));
     }
     let (body, mut reservation) = read_body(app, headers, body).await?;
-    let limits = Limits {
-        max_rows: app.writer.max_rows().min(app.rate.burst() as usize),
-        window: app.window,
-    };
-    let needed = parse::cost::parse_bytes(&body, &limits);
-    app.memory
-        .grow(&mut reservation, needed, GROW_WAIT)
-        .await
-        .map_err(|shortage| match shortage {
-            Shortage::Never { .. } => Refusal::TooBigToParse {
-                needed: needed + body.len(),
-                budget: app.memory.total(),
-            },
-            Shortage::Busy => Refusal::NoMemory(shortage),
-        })?;
-    let parsed = match format {
-        IngestFormat::Measurements => {
-            parse::measurements::parse_measurements_within(&body, received, &limits)
-        }
-        IngestFormat::NgsiV2 => {
-            parse::ngsi::parse_ngsi_notification_within(&body, received, &limits).map(|n| n.parsed)
-        }
-        IngestFormat::SenML => parse::senml::parse_senml_within(&body, received, &limits),
-    };
-    drop(body);
+    let parsed = parse_body(app, format, body, &mut reservation, received).await?;
+    app.metrics.rows("rejected", parsed.rejected_count());
+    app.metrics.rows("ignored", parsed.ignored_count());
     let Parsed {
         rows,
         rejected,
         ignored,
         unlisted_rejected,
         unlisted_ignored,
-    } = parsed.map_err(|error| match error {
-        BodyError::TooManyRows(max) if max == app.writer.max_rows() => Refusal::TooManyItems(max),
-        BodyError::TooManyRows(_) => Refusal::OverBurst(app.rate.burst()),
-        error => Refusal::Malformed(error),
-    })?;
-    app.metrics
-        .rows("rejected", rejected.len() + unlisted_rejected);
-    app.metrics
-        .rows("ignored", ignored.len() + unlisted_ignored);
-    app.rate.check(rows.len()).map_err(|wait| match wait {
-        Some(wait) => Refusal::OverRate {
-            rate: app.rate.rows_per_second(),
-            seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-        },
-        None => Refusal::OverBurst(app.rate.burst()),
-    })?;
+    } = parsed;
+    take_rate(app, rows.len())?;
     let committed = rows.len();
     app.writer.submit(rows, received).await?;
     // The rows are committed and dropped: the memory they held goes back with the answer.
@@ -377,12 +329,78 @@ async fn handle(
     Ok((status, axum::Json(report)).into_response())
 }
 
+/// An API key of the tenant's, and no other tenant named in `Fiware-Service`.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if !key.is_some_and(|key| app.keys.accepts(key)) {
+        return Err(Refusal::Unauthorized);
+    }
+    if let Some(service) = headers.get("fiware-service") {
+        // Orion sends the service in lower case; tenant names are lower case anyway.
+        let named = service.to_str().map(str::to_ascii_lowercase).ok();
+        if named.as_deref() != Some(app.tenant.as_str()) {
+            return Err(Refusal::WrongService(app.tenant.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `body` as `format` once `reservation` also holds what the parse can take.
+async fn parse_body(
+    app: &App,
+    format: &'static dyn Format,
+    body: Vec<u8>,
+    reservation: &mut Reservation,
+    received: Timestamp,
+) -> Result<Parsed, Refusal> {
+    let limits = Limits {
+        max_rows: app.writer.max_rows().min(app.rate.burst() as usize),
+        window: app.window,
+    };
+    let needed = format.parse_cost(&body, &limits);
+    app.memory
+        .grow(reservation, needed, GROW_WAIT)
+        .await
+        .map_err(|shortage| short_of_memory(shortage, needed + body.len()))?;
+    format
+        .parse(&body, received, &limits)
+        .map_err(|error| match error {
+            BodyError::TooManyRows(max) if max == app.writer.max_rows() => {
+                Refusal::TooManyItems(max)
+            }
+            BodyError::TooManyRows(_) => Refusal::OverBurst(app.rate.burst()),
+            error => Refusal::Malformed(error),
+        })
+}
+
+/// The refusal for a request that needs `needed` bytes in all and could not have them.
+fn short_of_memory(shortage: Shortage, needed: usize) -> Refusal {
+    match shortage {
+        Shortage::Never { budget, .. } => Refusal::OverBudget { needed, budget },
+        Shortage::Busy => Refusal::NoMemory(shortage),
+    }
+}
+
+/// Takes `rows` from the tenant's rate quota.
+fn take_rate(app: &App, rows: usize) -> Result<(), Refusal> {
+    app.rate.check(rows).map_err(|wait| match wait {
+        Some(wait) => Refusal::OverRate {
+            rate: app.rate.rows_per_second(),
+            seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        None => Refusal::OverBurst(app.rate.burst()),
+    })
+}
+
 /// How long a request that already holds memory waits for more: short, so two requests
 /// each waiting for what the other holds give way quickly.
 const GROW_WAIT: Duration = Duration::from_millis(500);
 
-/// The first reservation of a body, and the least it grows by: the budget is taken as
-/// the bytes arrive, doubling, so a sender holds at most twice what it has sent.
+/// The first reservation of a body: a sender that declares a large body holds no more
+/// than this until it has sent this much.
 const BODY_STEP: usize = 256 * 1024;
 
 /// Reads the body into memory reserved for it as it arrives. Over the size limit: 413; no
@@ -403,15 +421,20 @@ async fn read_body(
         let refusal = Refusal::BodyTooLarge(app.max_body_bytes);
         return Err(drain(app, stream, started, 0, refusal).await);
     }
-    let first = declared.unwrap_or(BODY_STEP).clamp(1, BODY_STEP);
+    let first = declared
+        .unwrap_or(BODY_STEP)
+        .clamp(1, BODY_STEP.min(app.memory.total()));
     let mut reservation = match app.memory.reserve(first, app.memory_wait).await {
         Ok(reservation) => reservation,
         Err(shortage) => {
-            return Err(drain(app, stream, started, 0, Refusal::NoMemory(shortage)).await);
+            let refusal = short_of_memory(shortage, first);
+            return Err(drain(app, stream, started, 0, refusal).await);
         }
     };
-    // Address space only: pages count against the container's memory once written.
-    let mut data = Vec::with_capacity(declared.unwrap_or(0));
+    // The buffer never holds more room than is reserved: room allocated ahead (even
+    // untouched) ends up scattered over the allocator's free memory once requests fail
+    // part way, and that memory stays the process's, outside the budget.
+    let mut data = Vec::with_capacity(reservation.bytes());
     loop {
         let chunk = match tokio::time::timeout_at(
             app.body_deadline.after(started, data.len()),
@@ -430,17 +453,20 @@ async fn read_body(
             return Err(drain(app, stream, started, length, refusal).await);
         }
         if length > reservation.bytes() {
-            let step = (length - reservation.bytes()).max(reservation.bytes().max(BODY_STEP));
-            // Never more than a declared length still to come asks for.
-            let step = match declared {
-                Some(declared) if declared >= length => step.min(declared - reservation.bytes()),
-                _ => step,
+            // Past the first step, a declared length is reserved whole (as many bodies at
+            // once as the budget holds, as before any was read); without one, doubling.
+            let wanted = match declared {
+                Some(declared) if declared >= length => declared,
+                _ => length.max(2 * reservation.bytes()),
             };
+            let step = wanted - reservation.bytes();
             if let Err(shortage) = app.memory.grow(&mut reservation, step, GROW_WAIT).await {
+                let refusal = short_of_memory(shortage, wanted);
                 drop(reservation);
                 drop(data);
-                return Err(drain(app, stream, started, length, Refusal::NoMemory(shortage)).await);
+                return Err(drain(app, stream, started, length, refusal).await);
             }
+            data.reserve_exact(reservation.bytes() - data.len());
         }
         data.extend_from_slice(&chunk);
     }
@@ -476,15 +502,12 @@ async fn drain(
     refusal
 }
 
+/// 200 while the store takes rows; otherwise 503 with the reason (its cause is logged
+/// when the reason changes, see [`crate::health`]).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.writer.healthy() {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database is not reachable",
-        )
-            .into_response()
+    match app.writer.unready() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(unready) => (StatusCode::SERVICE_UNAVAILABLE, unready.reason).into_response(),
     }
 }
 
@@ -498,3 +521,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

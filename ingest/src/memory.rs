@@ -129,16 +129,20 @@ impl Budget {
     ) -> Result<(), Shortage> {
         let held = reservation.bytes();
         self.units(held + bytes)?;
-        let more = self.reserve(bytes, wait).await?;
-        match (&mut reservation.permit, more.permit) {
-            (Some(permit), Some(more)) => permit.merge(more),
-            (slot, more) => *slot = more,
-        }
+        reservation.merge(self.reserve(bytes, wait).await?);
         Ok(())
     }
 }
 
 impl Reservation {
+    /// Holds what `other` held too, until this one is dropped.
+    pub fn merge(&mut self, other: Reservation) {
+        match (&mut self.permit, other.permit) {
+            (Some(permit), Some(more)) => permit.merge(more),
+            (slot, more) => *slot = more,
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.permit
             .as_ref()

@@ -20,28 +20,48 @@
 //! seen to lack INSERT on the tenant's tables (how the operator enforces a suspension or
 //! the storage quota); any other privilege error is transient ([`WriteError::Unavailable`]).
 //!
-//! A writer that finds no other writer busy commits what is queued at once; only while
-//! another commit is under way does it wait up to the flush interval for company (under
-//! load, requests coalesce; a lone sender never waits for nobody).
+//! No timer: a writer takes what is queued when it is free and commits it at once. Rows
+//! that arrive while commits are in flight wait for the next free writer and ride its
+//! commit together, so under load requests coalesce by themselves, and a lone sender
+//! never waits for company.
 //!
 //! Bounded: the rows waiting for a commit never exceed the queue size; a request that
 //! cannot get room in time is refused as busy (503), so memory stays flat under overload.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::BoxFuture;
 use futures::pin_mut;
 use jiff::Timestamp;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
+use crate::health::{DATABASE_UNREACHABLE, Readiness, Unready};
 use crate::metrics::Metrics;
 use crate::parse::Measurement;
+
+/// Where rows go: the group-commit [`Writer`] in the service, a stand-in in tests of the
+/// HTTP and MQTT layers (so every refusal's answer is tested without PostgreSQL).
+pub trait Store: Send + Sync + 'static {
+    /// Commits `rows` (received at `received`) and returns once they are durable, or
+    /// why they are not.
+    fn submit(
+        &self,
+        rows: Vec<Measurement>,
+        received: Timestamp,
+    ) -> BoxFuture<'_, Result<(), WriteError>>;
+
+    /// Most rows one submission may carry.
+    fn max_rows(&self) -> usize;
+
+    /// Why the store cannot take rows now; `None` when it can.
+    fn unready(&self) -> Option<Unready>;
+}
 
 /// Why rows were not committed. The `String`s are PostgreSQL's detail, for the log only:
 /// senders get a stable message (see `http`).
@@ -76,9 +96,12 @@ pub struct Settings {
     pub schema: String,
     pub writers: usize,
     pub max_batch_rows: usize,
-    pub flush: Duration,
     pub queue_rows: usize,
     pub queue_wait: Duration,
+    /// An advisory lock key the probe's session takes and keeps while it can: the
+    /// tenant's MQTT session is consumed only by the pod holding it
+    /// ([`Writer::session_held`]). `None`: no lock.
+    pub session_lock: Option<i64>,
 }
 
 struct Job {
@@ -96,8 +119,10 @@ pub struct Writer {
     room: Arc<Semaphore>,
     queue_rows: usize,
     queue_wait: Duration,
-    /// The last commit or connection attempt succeeded.
-    healthy: Arc<AtomicBool>,
+    /// Whether the last commit or probe reached the database, and why not.
+    readiness: Arc<Readiness>,
+    /// Whether the probe's session holds [`Settings::session_lock`].
+    session_held: watch::Receiver<bool>,
 }
 
 impl Writer {
@@ -105,20 +130,20 @@ impl Writer {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Writer {
         let (queue, receiver) = mpsc::channel(settings.queue_rows.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
-        let healthy = Arc::new(AtomicBool::new(false));
-        let busy = Arc::new(AtomicUsize::new(0));
+        let readiness = Arc::new(Readiness::starting(DATABASE_UNREACHABLE));
         let statements = Arc::new(Statements::new(&settings.schema));
-        tokio::spawn(probe(settings.clone(), healthy.clone()));
+        let (holding, session_held) = watch::channel(false);
+        tokio::spawn(probe(settings.clone(), readiness.clone(), holding));
         for index in 0..settings.writers.max(1) {
             let task = WriterTask {
                 index,
                 settings: settings.clone(),
                 receiver: receiver.clone(),
-                healthy: healthy.clone(),
+                readiness: readiness.clone(),
                 metrics: metrics.clone(),
                 statements: statements.clone(),
-                busy: busy.clone(),
                 session: None,
+                unreachable: false,
                 known_sensors: HashSet::new(),
             };
             tokio::spawn(task.run());
@@ -128,17 +153,14 @@ impl Writer {
             room: Arc::new(Semaphore::new(settings.queue_rows)),
             queue_rows: settings.queue_rows,
             queue_wait: settings.queue_wait,
-            healthy,
+            readiness,
+            session_held,
         }
     }
 
-    /// Most rows one submission may carry.
-    pub fn max_rows(&self) -> usize {
-        self.queue_rows
-    }
-
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Follows whether this process holds the session lock (always false without one).
+    pub fn session_held(&self) -> watch::Receiver<bool> {
+        self.session_held.clone()
     }
 
     /// Commits `rows` (received at `received`) and returns once they are durable.
@@ -173,6 +195,24 @@ impl Writer {
     }
 }
 
+impl Store for Writer {
+    fn submit(
+        &self,
+        rows: Vec<Measurement>,
+        received: Timestamp,
+    ) -> BoxFuture<'_, Result<(), WriteError>> {
+        Box::pin(Writer::submit(self, rows, received))
+    }
+
+    fn max_rows(&self) -> usize {
+        self.queue_rows
+    }
+
+    fn unready(&self) -> Option<Unready> {
+        self.readiness.state()
+    }
+}
+
 /// The statements of one tenant, built once. Public so the TimescaleDB checks run
 /// exactly these (`e2e/tests/offline/timescaledb_sql.rs`).
 pub struct Statements {
@@ -182,7 +222,8 @@ pub struct Statements {
     /// New sensors into the catalog, given as a `text[]`.
     pub sensors: String,
     /// Rows given as five arrays (sensor, metric, time, value, received_at) into
-    /// measurements, duplicates absorbed.
+    /// measurements, duplicates absorbed, and the new sensors given as a sixth into the
+    /// catalog: one statement, so one round trip commits it.
     pub insert_skipping: String,
     /// Whether the session may insert into the tenant's tables at all: false is a
     /// suspension or the storage quota (the operator revokes INSERT for both).
@@ -203,7 +244,9 @@ impl Statements {
                 "INSERT INTO {quoted}.sensors (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
             ),
             insert_skipping: format!(
-                "INSERT INTO {quoted}.measurements (sensor, metric, time, value, received_at) \
+                "WITH catalogued AS (INSERT INTO {quoted}.sensors (id) \
+                 SELECT unnest($6::text[]) ON CONFLICT DO NOTHING) \
+                 INSERT INTO {quoted}.measurements (sensor, metric, time, value, received_at) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], \
                  $4::float8[], $5::timestamptz[]) ON CONFLICT DO NOTHING"
             ),
@@ -225,12 +268,12 @@ struct WriterTask {
     index: usize,
     settings: Settings,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    healthy: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     statements: Arc<Statements>,
-    /// Writers committing now (this one included while it does).
-    busy: Arc<AtomicUsize>,
     session: Option<Session>,
+    /// The last failure was the database out of reach (not an answer from it).
+    unreachable: bool,
     /// Sensors this writer saw committed to the catalog: a batch of known sensors skips
     /// the catalog statement. Cleared when it grows past [`KNOWN_SENSORS`].
     known_sensors: HashSet<String>,
@@ -247,14 +290,10 @@ struct Session {
     insert_skipping: tokio_postgres::Statement,
 }
 
-/// How a batch is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// COPY into measurements; fails on a duplicate.
-    Direct,
-    /// One insert of the rows as arrays, skipping duplicates.
-    Skipping,
-}
+/// Batches of at most this many rows are written by one statement (one round trip, in
+/// its own implicit transaction) rather than by BEGIN, COPY, COMMIT (four): for a few
+/// rows the round trips, not the rows, are the cost. Above it COPY is cheaper per row.
+const ONE_STATEMENT_ROWS: usize = 64;
 
 impl WriterTask {
     async fn run(mut self) {
@@ -262,41 +301,15 @@ impl WriterTask {
             let Some(batch) = self.collect().await else {
                 return;
             };
-            self.commit_isolating(batch).await;
-            self.busy.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Commits `batch` and answers every job of it. A batch refused for its data is
-    /// split in halves, each committed on its own, until the jobs at fault stand alone.
-    async fn commit_isolating(&mut self, batch: Vec<Job>) {
-        let mut groups = vec![batch];
-        while let Some(mut group) = groups.pop() {
-            let rows: usize = group.iter().map(|job| job.rows.len()).sum();
-            let started = Instant::now();
-            let result = self.commit(&group).await;
-            self.metrics
-                .observe_commit(rows, started.elapsed(), result.is_ok());
-            self.healthy.store(
-                !matches!(result, Err(WriteError::Unavailable(_))),
-                Ordering::Relaxed,
-            );
-            if matches!(result, Err(WriteError::Data(_))) && group.len() > 1 {
-                let second = group.split_off(group.len() / 2);
-                groups.push(second);
-                groups.push(group);
-                continue;
-            }
-            for job in group {
-                let _ = job.reply.send(result.clone());
+            for (job, result) in isolate(&mut self, batch).await {
+                let _ = job.reply.send(result);
             }
         }
     }
 
-    /// Waits for a first job and takes what else is queued. Only when another writer is
-    /// committing (there is load) does it wait up to the flush interval for more, up to
-    /// the batch size; alone, it commits at once. Other writers commit meanwhile; this
-    /// one holds the queue. Counts itself busy before it lets go of the queue.
+    /// Waits for a first job and takes what else is queued, up to the batch size, without
+    /// waiting for more: rows that arrive while this commit is in flight ride the next one
+    /// (another writer's, or this one's when it is back). Alone, a request commits at once.
     async fn collect(&self) -> Option<Vec<Job>> {
         let mut receiver = self.receiver.lock().await;
         let first = receiver.recv().await?;
@@ -311,19 +324,6 @@ impl WriterTask {
                 Err(_) => break,
             }
         }
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            let deadline = tokio::time::Instant::now() + self.settings.flush;
-            while rows < self.settings.max_batch_rows {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => {
-                        rows += job.rows.len();
-                        batch.push(job);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        self.busy.fetch_add(1, Ordering::Relaxed);
         Some(batch)
     }
 
@@ -352,6 +352,7 @@ impl WriterTask {
                             Type::TIMESTAMPTZ_ARRAY,
                             Type::FLOAT8_ARRAY,
                             Type::TIMESTAMPTZ_ARRAY,
+                            Type::TEXT_ARRAY,
                         ],
                     )
                     .await?,
@@ -363,18 +364,25 @@ impl WriterTask {
         Ok(self.session.as_mut().expect("connected above"))
     }
 
-    async fn commit(&mut self, batch: &[Job]) -> Result<(), WriteError> {
-        let mut outcome = self.write(batch, Path::Direct).await;
-        if outcome
-            .as_ref()
-            .is_err_and(|error| error.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    async fn commit_once(&mut self, batch: &[Job]) -> Result<(), WriteError> {
+        let new_sensors = self.new_sensors(batch);
+        let rows: usize = batch.iter().map(|job| job.rows.len()).sum();
+        let mut outcome = if rows <= ONE_STATEMENT_ROWS {
+            self.insert(batch, &new_sensors).await
+        } else {
+            self.copy(batch, &new_sensors).await
+        };
+        if rows > ONE_STATEMENT_ROWS
+            && outcome
+                .as_ref()
+                .is_err_and(|error| error.code() == Some(&SqlState::UNIQUE_VIOLATION))
         {
             // A row is already stored: nothing of the first try was committed; redo it
             // the way that skips duplicates.
             self.metrics.staged_commit();
-            outcome = self.write(batch, Path::Skipping).await;
+            outcome = self.insert(batch, &new_sensors).await;
         }
-        match outcome {
+        match outcome.map(|()| new_sensors) {
             Ok(new_sensors) => {
                 if self.known_sensors.len() + new_sensors.len() > KNOWN_SENSORS {
                     self.known_sensors.clear();
@@ -389,23 +397,25 @@ impl WriterTask {
     /// What a failed transaction means for the requests in it.
     async fn failure(&mut self, error: &tokio_postgres::Error) -> WriteError {
         let detail = error_text(error);
+        let class = classify(error.code());
         if self
             .session
             .as_ref()
             .is_none_or(|session| session.client.is_closed())
             || error.code().is_none()
+            // A COPY refused before its first row leaves tokio-postgres' session out of
+            // step with the server ("unexpected message from server"): a new one checks.
+            || class == Class::Privilege
         {
-            // The session is gone or unusable; the next batch connects afresh.
+            // The session is gone or unusable; the next statement connects afresh.
             self.session = None;
         }
-        let class = error.code().map(|code| &code.code()[..2]);
-        let failure = if matches!(class, Some("22" | "23")) {
-            WriteError::Data(detail)
-        } else if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-            // Asked on a session of its own: the one that failed may still be winding
-            // down a COPY, and answers nothing coherent until it has.
-            self.session = None;
-            match self.may_insert().await {
+        // No SQLSTATE: the server was not reached or did not answer.
+        self.unreachable = error.code().is_none();
+        let failure = match class {
+            Class::Data => WriteError::Data(detail),
+            Class::Transient => WriteError::Unavailable(detail),
+            Class::Privilege => match self.may_insert().await {
                 Ok(Some(false)) => WriteError::Refused,
                 Ok(answer) => WriteError::Unavailable(format!(
                     "{detail} (yet the writer's INSERT privilege is {})",
@@ -418,9 +428,7 @@ impl WriterTask {
                     "{detail} (and checking the writer's privileges failed: {})",
                     error_text(&check)
                 )),
-            }
-        } else {
-            WriteError::Unavailable(detail)
+            },
         };
         warn!(writer = self.index, error = %failure, "commit failed; nothing of the batch was acknowledged");
         failure
@@ -428,114 +436,234 @@ impl WriterTask {
 
     /// Whether this session may insert into the tenant's tables; `None` when that cannot
     /// be told (no USAGE on the schema).
-    async fn may_insert(&mut self) -> Result<Option<bool>, tokio_postgres::Error> {
-        let statement = self.statements.may_insert.clone();
-        let session = self.connect().await?;
-        session.client.query_one(&statement, &[]).await?.try_get(0)
+    async fn may_insert(&self) -> Result<Option<bool>, tokio_postgres::Error> {
+        // A bare session: the writer's prepares statements that need the privileges
+        // in question.
+        let client = connect(&self.settings).await?;
+        client
+            .query_one(&self.statements.may_insert, &[])
+            .await?
+            .try_get(0)
     }
 
-    /// One transaction writing `batch` by `path`; the sensors it catalogued on success.
-    async fn write(
+    /// The sensors of `batch` this writer has not seen catalogued, once each, sorted:
+    /// two writers inserting the same new sensors lock their catalog keys in the same
+    /// order (in any other, they deadlock).
+    fn new_sensors(&self, batch: &[Job]) -> Vec<String> {
+        let mut sensors: Vec<String> = batch
+            .iter()
+            .flat_map(|job| &job.rows)
+            .map(|row| row.sensor.as_str())
+            .filter(|sensor| !self.known_sensors.contains(*sensor))
+            .map(str::to_owned)
+            .collect();
+        sensors.sort_unstable();
+        sensors.dedup();
+        sensors
+    }
+
+    /// One transaction: BEGIN, a binary COPY of `batch` into measurements (new rows
+    /// only: a duplicate fails it), `new_sensors` into the catalog, COMMIT.
+    async fn copy(
         &mut self,
         batch: &[Job],
-        path: Path,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
-        let new_sensors: Vec<String> = {
-            let mut seen = HashSet::new();
-            batch
-                .iter()
-                .flat_map(|job| &job.rows)
-                .map(|row| row.sensor.as_str())
-                .filter(|sensor| !self.known_sensors.contains(*sensor) && seen.insert(*sensor))
-                .map(str::to_owned)
-                .collect()
-        };
+        new_sensors: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
         let session = self.connect().await?;
         let transaction = session.client.transaction().await?;
-        match path {
-            Path::Direct => {
-                let sink = transaction.copy_in(&session.copy_direct).await?;
-                let writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TIMESTAMPTZ,
-                        Type::FLOAT8,
-                        Type::TIMESTAMPTZ,
-                    ],
-                );
-                pin_mut!(writer);
-                for job in batch {
-                    for row in &job.rows {
-                        let time = SystemTime::from(row.time);
-                        writer
-                            .as_mut()
-                            .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
-                            .await?;
-                    }
-                }
-                writer.finish().await?;
-            }
-            Path::Skipping => {
-                let rows = batch
-                    .iter()
-                    .flat_map(|job| job.rows.iter().map(move |row| (row, job.received)));
-                let count = batch.iter().map(|job| job.rows.len()).sum();
-                let (mut sensors, mut metrics, mut times, mut values, mut received) = (
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                    Vec::with_capacity(count),
-                );
-                for (row, at) in rows {
-                    sensors.push(row.sensor.as_str());
-                    metrics.push(row.metric.as_str());
-                    times.push(SystemTime::from(row.time));
-                    values.push(row.value);
-                    received.push(at);
-                }
-                transaction
-                    .execute(
-                        &session.insert_skipping,
-                        &[&sensors, &metrics, &times, &values, &received],
-                    )
+        let sink = transaction.copy_in(&session.copy_direct).await?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::FLOAT8,
+                Type::TIMESTAMPTZ,
+            ],
+        );
+        pin_mut!(writer);
+        for job in batch {
+            for row in &job.rows {
+                let time = SystemTime::from(row.time);
+                writer
+                    .as_mut()
+                    .write(&[&row.sensor, &row.metric, &time, &row.value, &job.received])
                     .await?;
             }
         }
+        writer.finish().await?;
         if !new_sensors.is_empty() {
             transaction
                 .execute(&session.sensors, &[&new_sensors])
                 .await?;
         }
-        transaction.commit().await?;
-        Ok(new_sensors)
+        transaction.commit().await
+    }
+
+    /// One statement, its own transaction: `batch` as arrays into measurements,
+    /// duplicates skipped, and `new_sensors` into the catalog.
+    async fn insert(
+        &mut self,
+        batch: &[Job],
+        new_sensors: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
+        let count = batch.iter().map(|job| job.rows.len()).sum();
+        let (mut sensors, mut metrics, mut times, mut values, mut received) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        for job in batch {
+            for row in &job.rows {
+                sensors.push(row.sensor.as_str());
+                metrics.push(row.metric.as_str());
+                times.push(SystemTime::from(row.time));
+                values.push(row.value);
+                received.push(job.received);
+            }
+        }
+        let session = self.connect().await?;
+        session
+            .client
+            .execute(
+                &session.insert_skipping,
+                &[&sensors, &metrics, &times, &values, &received, &new_sensors],
+            )
+            .await?;
+        Ok(())
     }
 }
 
-/// Keeps `healthy` true while the database answers, also when no rows arrive: `/readyz`
-/// reports it, so an idle pod shows an outage and a recovered database shows at once.
-async fn probe(settings: Settings, healthy: Arc<AtomicBool>) {
+/// What a failed transaction's SQLSTATE says about the requests in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Classes 22 (data exception) and 23 (integrity constraint): the data, for good.
+    Data,
+    /// 42501: refused for privileges; whether for good needs a look at the grants.
+    Privilege,
+    /// Anything else, and no SQLSTATE at all (the connection): try again.
+    Transient,
+}
+
+fn classify(code: Option<&SqlState>) -> Class {
+    match code {
+        Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => Class::Privilege,
+        Some(code) if matches!(&code.code()[..2], "22" | "23") => Class::Data,
+        _ => Class::Transient,
+    }
+}
+
+/// One transaction of a group of jobs.
+trait Commit<J> {
+    async fn commit(&mut self, group: &[J]) -> Result<(), WriteError>;
+}
+
+impl Commit<Job> for WriterTask {
+    async fn commit(&mut self, group: &[Job]) -> Result<(), WriteError> {
+        let rows: usize = group.iter().map(|job| job.rows.len()).sum();
+        let started = Instant::now();
+        let result = self.commit_once(group).await;
+        self.metrics
+            .observe_commit(rows, started.elapsed(), result.is_ok());
+        match &result {
+            Err(WriteError::Unavailable(detail)) if self.unreachable => {
+                self.readiness.unready(DATABASE_UNREACHABLE, detail.clone());
+            }
+            Err(_) => {}
+            Ok(()) => {
+                self.readiness.ready();
+            }
+        }
+        result
+    }
+}
+
+/// Commits `jobs` as one group; when the group is refused for its data, commits each half
+/// on its own, down to the jobs at fault, which alone get [`WriteError::Data`]. Every job
+/// comes back with its outcome.
+async fn isolate<J, C: Commit<J>>(
+    committer: &mut C,
+    jobs: Vec<J>,
+) -> Vec<(J, Result<(), WriteError>)> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut groups = vec![jobs];
+    while let Some(mut group) = groups.pop() {
+        let result = committer.commit(&group).await;
+        if matches!(result, Err(WriteError::Data(_))) && group.len() > 1 {
+            let second = group.split_off(group.len() / 2);
+            groups.push(second);
+            groups.push(group);
+            continue;
+        }
+        outcomes.extend(group.into_iter().map(|job| (job, result.clone())));
+    }
+    outcomes
+}
+
+/// Keeps the readiness true while the database answers, also when no rows arrive:
+/// `/readyz` reports it, so an idle pod shows an outage and a recovered database shows at
+/// once. Its session also takes the session lock, when there is one, and keeps it as
+/// long as it lives (`holding` says whether it does).
+async fn probe(settings: Settings, readiness: Arc<Readiness>, holding: watch::Sender<bool>) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
-        if client.as_ref().is_none_or(|client| client.is_closed()) {
-            client = connect(&settings).await.ok();
-        }
-        let answered = match &client {
-            Some(client) => {
-                tokio::time::timeout(Duration::from_secs(2), client.simple_query("SELECT 1"))
-                    .await
-                    .is_ok_and(|result| result.is_ok())
-            }
-            None => false,
-        };
-        if !answered {
+        if client.as_ref().is_some_and(|client| client.is_closed()) {
+            // Whatever lock the session held went with it.
             client = None;
+            holding.send_replace(false);
         }
-        healthy.store(answered, Ordering::Relaxed);
+        if client.is_none() {
+            match connect(&settings).await {
+                Ok(connected) => client = Some(connected),
+                Err(error) => {
+                    readiness.unready(DATABASE_UNREACHABLE, error_text(&error));
+                }
+            }
+        }
+        if let Some(session) = &client {
+            let check = async {
+                session.simple_query("SELECT 1").await?;
+                if let Some(key) = settings.session_lock
+                    && !*holding.borrow()
+                {
+                    let taken: bool = session
+                        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                        .await?
+                        .get(0);
+                    holding.send_replace(taken);
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), check).await {
+                Ok(Ok(())) => {
+                    readiness.ready();
+                }
+                Ok(Err(error)) => {
+                    readiness.unready(DATABASE_UNREACHABLE, error_text(&error));
+                    client = None;
+                    holding.send_replace(false);
+                }
+                // Slow is not gone: the session, and the lock it holds, stay until the
+                // connection itself ends (a busy pod must not hand its MQTT session
+                // back and forth).
+                Err(_) => {
+                    readiness.unready(DATABASE_UNREACHABLE, "no answer to SELECT 1 within 2 s");
+                }
+            }
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The session lock key of a tenant's MQTT session: a 64-bit advisory lock key of its
+/// own (the operator's per-tenant locks hash other text), from the schema.
+pub fn mqtt_session_lock(schema: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("smartregion-ingest/mqtt-session/{schema}"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -570,5 +698,112 @@ fn error_text(error: &tokio_postgres::Error) -> String {
     match std::error::Error::source(error) {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits refused for their data when they hold a bad job (an odd number here).
+    #[derive(Default)]
+    struct Picky {
+        commits: Vec<Vec<u32>>,
+    }
+
+    impl Commit<u32> for Picky {
+        async fn commit(&mut self, group: &[u32]) -> Result<(), WriteError> {
+            self.commits.push(group.to_vec());
+            if group.iter().any(|job| job % 2 == 1) {
+                Err(WriteError::Data("bad".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_refused_for_its_data_is_split_until_the_bad_jobs_stand_alone() {
+        let mut picky = Picky::default();
+        let mut outcomes = isolate(&mut picky, vec![0, 2, 4, 5, 6, 8, 10, 12]).await;
+        outcomes.sort_by_key(|(job, _)| *job);
+        for (job, outcome) in &outcomes {
+            assert_eq!(outcome.is_ok(), job % 2 == 0, "job {job}: {outcome:?}");
+        }
+        assert_eq!(outcomes.len(), 8);
+        // One try of all, then halves: the good half at once, the bad one down to 5.
+        assert_eq!(picky.commits[0], [0, 2, 4, 5, 6, 8, 10, 12]);
+        assert!(picky.commits.contains(&vec![6, 8, 10, 12]));
+        assert!(picky.commits.contains(&vec![5]));
+        assert!(picky.commits.len() <= 7, "{:?}", picky.commits);
+    }
+
+    #[tokio::test]
+    async fn other_failures_answer_the_whole_group_at_once() {
+        struct Down;
+        impl Commit<u32> for Down {
+            async fn commit(&mut self, _: &[u32]) -> Result<(), WriteError> {
+                Err(WriteError::Unavailable("connection refused".into()))
+            }
+        }
+        let outcomes = isolate(&mut Down, vec![1, 2, 3]).await;
+        assert_eq!(outcomes.len(), 3);
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, outcome)| matches!(outcome, Err(WriteError::Unavailable(_))))
+        );
+    }
+
+    #[test]
+    fn sqlstates_sort_into_data_privilege_and_transient() {
+        assert_eq!(
+            classify(Some(&SqlState::DATETIME_FIELD_OVERFLOW)),
+            Class::Data
+        );
+        assert_eq!(classify(Some(&SqlState::CHECK_VIOLATION)), Class::Data);
+        assert_eq!(classify(Some(&SqlState::NOT_NULL_VIOLATION)), Class::Data);
+        assert_eq!(
+            classify(Some(&SqlState::INSUFFICIENT_PRIVILEGE)),
+            Class::Privilege
+        );
+        assert_eq!(classify(Some(&SqlState::ADMIN_SHUTDOWN)), Class::Transient);
+        assert_eq!(
+            classify(Some(&SqlState::T_R_SERIALIZATION_FAILURE)),
+            Class::Transient
+        );
+        assert_eq!(classify(None), Class::Transient);
+    }
+
+    #[test]
+    fn statements_name_the_tenants_tables_only_and_need_no_temporary_table() {
+        let statements = Statements::new("t_prato");
+        for statement in [
+            &statements.copy_direct,
+            &statements.sensors,
+            &statements.insert_skipping,
+            &statements.may_insert,
+        ] {
+            assert!(statement.contains("\"t_prato\""), "{statement}");
+            assert!(!statement.to_uppercase().contains("TEMP"), "{statement}");
+        }
+        assert!(
+            statements
+                .insert_skipping
+                .ends_with("ON CONFLICT DO NOTHING")
+        );
+        assert!(
+            statements
+                .may_insert
+                .contains("has_table_privilege('\"t_prato\".measurements', 'INSERT')"),
+            "{}",
+            statements.may_insert
+        );
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_session_lock() {
+        assert_ne!(mqtt_session_lock("t_prato"), mqtt_session_lock("t_pisa"));
+        assert_eq!(mqtt_session_lock("t_prato"), mqtt_session_lock("t_prato"));
     }
 }

@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use jiff::Timestamp;
-use smartregion_ingest::parse::{self, Limits};
+use smartregion_ingest::parse::{self, Format as _, Limits};
 
 struct Counting;
 
@@ -82,13 +82,14 @@ fn check(name: &str, format: Format, body: &[u8], limits: Limits) {
     let bound = parse::cost::parse_bytes(body, &limits);
     let peak = peak_of(|| {
         let outcome = match format {
-            Format::Measurements => {
-                parse::measurements::parse_measurements_within(body, RECEIVED, &limits)
-                    .map(|parsed| parsed.rows.len())
-            }
-            Format::Ngsi => parse::ngsi::parse_ngsi_notification_within(body, RECEIVED, &limits)
-                .map(|notification| notification.parsed.rows.len()),
-            Format::SenML => parse::senml::parse_senml_within(body, RECEIVED, &limits)
+            Format::Measurements => parse::measurements::Measurements
+                .parse(body, RECEIVED, &limits)
+                .map(|parsed| parsed.rows.len()),
+            Format::Ngsi => parse::ngsi::NgsiV2
+                .parse(body, RECEIVED, &limits)
+                .map(|parsed| parsed.rows.len()),
+            Format::SenML => parse::senml::SenML
+                .parse(body, RECEIVED, &limits)
                 .map(|parsed| parsed.rows.len()),
         };
         std::hint::black_box(outcome.ok());

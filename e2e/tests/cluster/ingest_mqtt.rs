@@ -1,6 +1,8 @@
 //! MQTT into the tenant's schema through a real broker (Mosquitto): QoS 1, acknowledged
 //! only after the commit. A message that arrives while PostgreSQL is down, followed by a
-//! SIGKILL of ingest, is not lost: the broker delivers it again to the restarted process.
+//! SIGKILL of ingest, is not lost: the broker delivers it again to the restarted process,
+//! which resumes the tenant's session. What can never be stored is set aside on the
+//! dead-letter topic and ingest goes on.
 //!
 //! Its own test binary and its own PostgreSQL, which it stops.
 
@@ -85,7 +87,7 @@ async fn mqtt_messages_are_committed_before_they_are_acknowledged() -> Result<()
         "the first MQTT message to be stored",
         Duration::from_secs(30),
         || async {
-            publish(broker.port, "prato/sensors/a", senml("device-a", 7.5)).await?;
+            publish(broker.port, "prato/sensors/senml/a", senml("device-a", 7.5)).await?;
             Ok((rows_of("device-a").await? > 0).then_some(()))
         },
     )
@@ -94,7 +96,12 @@ async fn mqtt_messages_are_committed_before_they_are_acknowledged() -> Result<()
     // PostgreSQL down: a message arrives, ingest cannot commit it and so does not
     // acknowledge it; then ingest is killed.
     postgres.stop()?;
-    publish(broker.port, "prato/sensors/b", senml("device-b", 8.25)).await?;
+    publish(
+        broker.port,
+        "prato/sensors/senml/b",
+        senml("device-b", 8.25),
+    )
+    .await?;
     wait::until(
         "ingest to hold the message it cannot commit",
         Duration::from_secs(30),
@@ -193,15 +200,22 @@ async fn mqtt_messages_that_can_never_be_stored_are_set_aside_and_ingest_goes_on
         "ingest to be subscribed",
         Duration::from_secs(30),
         || async {
-            publish(broker.port, "prato/sensors/first", senml("first", 1.0)).await?;
+            publish(
+                broker.port,
+                "prato/sensors/senml/first",
+                senml("first", 1.0),
+            )
+            .await?;
             Ok((stored("first").await? > 0).then_some(()))
         },
     )
     .await?;
 
-    // Not JSON at all; one item of 2100 next to a good one; a record PostgreSQL refuses;
-    // then a good message, which must not wait behind them.
-    let topic = "prato/sensors/device";
+    // A topic that names no format; not a SenML pack; one item of 2100 next to a good
+    // one; a record PostgreSQL refuses; then a good message, which must not wait behind
+    // them.
+    publish(broker.port, "prato/sensors/device", senml("nameless", 1.0)).await?;
+    let topic = "prato/sensors/senml/device";
     publish(broker.port, topic, json!("not a payload")).await?;
     publish(
         broker.port,
@@ -230,18 +244,28 @@ async fn mqtt_messages_that_can_never_be_stored_are_set_aside_and_ingest_goes_on
     ensure!(stored("ancient").await? == 0);
 
     let mut reasons = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let letter = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
             .await
             .context("a dead letter did not come")?
             .context("the reader stopped")?;
-        ensure!(letter["topic"] == topic, "{letter}");
+        ensure!(
+            letter["topic"] == topic || letter["reason"] == "no_format",
+            "{letter}"
+        );
         ensure!(
             letter["id"].as_str().is_some_and(|id| id.len() == 16),
             "{letter}"
         );
         reasons.push(letter["reason"].as_str().unwrap_or_default().to_string());
         match letter["reason"].as_str() {
+            Some("no_format") => ensure!(
+                letter["topic"] == "prato/sensors/device"
+                    && letter["message"]
+                        .as_str()
+                        .is_some_and(|message| message.contains("senml")),
+                "{letter}"
+            ),
             Some("unreadable") => ensure!(letter["payload"] == "\"not a payload\"", "{letter}"),
             Some("refused_items") => {
                 ensure!(letter["rejected"][0]["index"] == 1, "{letter}");
@@ -257,12 +281,26 @@ async fn mqtt_messages_that_can_never_be_stored_are_set_aside_and_ingest_goes_on
             _ => anyhow::bail!("unexpected dead letter {letter}"),
         }
     }
+    // Stored concurrently, acknowledged in order: the dead letters come in any order.
+    reasons.sort();
     ensure!(
-        reasons == ["unreadable", "refused_items", "refused_by_database"],
+        reasons
+            == [
+                "no_format",
+                "refused_by_database",
+                "refused_items",
+                "unreadable"
+            ],
         "{reasons:?}"
     );
+    ensure!(stored("nameless").await? == 0);
     let metrics = smartregion_e2e::http::http_get(ingest.port, "/metrics").await?;
-    for reason in ["unreadable", "refused_items", "refused_by_database"] {
+    for reason in [
+        "no_format",
+        "unreadable",
+        "refused_items",
+        "refused_by_database",
+    ] {
         ensure!(
             metrics.contains(&format!(
                 "smartregion_ingest_mqtt_dead_letters_total{{reason=\"{reason}\"}} 1"
@@ -271,6 +309,142 @@ async fn mqtt_messages_that_can_never_be_stored_are_set_aside_and_ingest_goes_on
         );
     }
     ingest.kill()?;
+    delete_and_wait(&client, &name).await?;
+    Ok(())
+}
+
+/// The port of the shared cluster's PostgreSQL.
+fn database_port() -> Result<u16> {
+    let url = &shared().database_url;
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .context("no port in the database URL")?;
+    Ok(port.parse()?)
+}
+
+#[tokio::test]
+async fn the_consuming_pod_killed_under_load_on_the_real_node_loses_no_acknowledged_message()
+-> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, ListParams};
+    use smartregion_e2e::mosquitto::{Broker, publish_readings};
+    use std::net::IpAddr;
+
+    let client = client().await?;
+    // Where the node's pods reach it, holding what arrives while no pod consumes.
+    let broker = Mosquitto::start_with(
+        shared(),
+        "mosquitto-real-node",
+        Broker::for_devices(IpAddr::V4(smartregion_e2e::node::HOST_ADDRESS)),
+    )
+    .await?;
+    let shard = unique_name("mqtt-pods");
+    let flags = smartregion_e2e::pods::real_node_operator_flags(database_port()?);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _operator = Operator::start(shared(), &shard, &flags)?;
+    let name = unique_name("mqtt-pods");
+    let mut tenant = example("prato", &name, &shard)?;
+    tenant["spec"]["ingest"] = json!({ "mqtt": { "url": broker.url(), "topics": ["prato/#"] } });
+    // The quota is not what this test is about.
+    tenant["spec"]["quotas"] = json!({ "ingestRate": 50000 });
+    apply_tenant(&client, &tenant).await?;
+    wait_ready(&client, &name).await?;
+    let schema = format!("t_{}", name.replace('-', "_"));
+    let db = {
+        let (db, connection) =
+            tokio_postgres::connect(&shared().database_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        db
+    };
+    let count = |pattern: &'static str| {
+        let query =
+            format!("SELECT count(*) FROM \"{schema}\".measurements WHERE sensor LIKE '{pattern}'");
+        let db = &db;
+        async move { anyhow::Ok(db.query_one(&query, &[]).await?.get::<_, i64>(0)) }
+    };
+    // One time per message of a device: the unique key must not fold two of them.
+    let base = jiff::Timestamp::now();
+    let reading = |run: &'static str| {
+        move |device: usize, message: usize| {
+            let time = base - jiff::SignedDuration::from_secs(message as i64);
+            format!(
+                r#"[{{"sensor":"{run}-{device}","metric":"pm10","time":"{time}","value":{message}}}]"#
+            )
+        }
+    };
+    let (address, port) = (broker.address, broker.port);
+    // The pod holds the tenant's session once a reading goes through.
+    wait::until(
+        "the ingest pod to consume MQTT",
+        Duration::from_secs(120),
+        || async {
+            publish_readings(
+                address,
+                port,
+                1,
+                std::time::Instant::now() + Duration::from_millis(100),
+                |_| "prato/measurements/warm".to_string(),
+                reading("warm"),
+            )
+            .await?;
+            Ok((count("warm-%").await? > 0).then_some(()))
+        },
+    )
+    .await?;
+
+    // 16 devices publish for 12 s; once readings are being stored, the pod is killed.
+    let devices = tokio::spawn(publish_readings(
+        address,
+        port,
+        16,
+        std::time::Instant::now() + Duration::from_secs(12),
+        |device| format!("prato/measurements/device-{device}"),
+        reading("load"),
+    ));
+    wait::until(
+        "readings under load to be stored",
+        Duration::from_secs(30),
+        || async { Ok((count("load-%").await? > 100).then_some(())) },
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &format!("srt-{name}"));
+    let running = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=ingest"))
+        .await?
+        .items;
+    ensure!(running.len() == 1, "one ingest pod: {}", running.len());
+    let killed = running[0].metadata.name.clone().context("a pod name")?;
+    // No grace: the container gets SIGKILL, as when its node fails.
+    pods.delete(&killed, &DeleteParams::default().grace_period(0))
+        .await?;
+    let stored_at_kill = count("load-%").await?;
+    let published = devices.await??;
+    let acknowledged = published.acknowledged.len() as i64;
+    ensure!(
+        acknowledged > stored_at_kill,
+        "messages arrived after the kill: {acknowledged} acknowledged, {stored_at_kill} stored at the kill"
+    );
+    // The replacement resumes the tenant's session: every message the broker
+    // acknowledged is stored, those the killed pod had not acknowledged included.
+    wait::until(
+        "every acknowledged message to be stored",
+        Duration::from_secs(180),
+        || async { Ok((count("load-%").await? >= acknowledged).then_some(())) },
+    )
+    .await
+    .with_context(|| format!("{acknowledged} acknowledged"))?;
+    ensure!(count("load-%").await? == acknowledged, "each message once");
+    let pods_now = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=ingest"))
+        .await?
+        .items;
+    ensure!(
+        pods_now
+            .iter()
+            .all(|pod| pod.metadata.name.as_deref() != Some(killed.as_str())),
+        "a new pod took over"
+    );
     delete_and_wait(&client, &name).await?;
     Ok(())
 }

@@ -12,6 +12,7 @@ mod chart;
 mod database;
 mod database_outage;
 mod exposure;
+mod gateway;
 mod ingest;
 mod ingest_deployment;
 mod ingest_mqtt;

@@ -198,9 +198,10 @@ fn job_id(jobs: &[(i32, String, String, String, bool)], proc_name: &str) -> Resu
         .with_context(|| format!("no {proc_name} job in {jobs:?}"))
 }
 
-/// One ingest batch as the writer commits it when it holds a row already stored: the
-/// insert that absorbs duplicates, then the sensor catalog — the writer's own statements.
-/// (PGlite's socket does not carry COPY, the writer's first try, which the full suite runs.)
+/// One ingest batch as the writer commits a few rows, or a batch that holds a row already
+/// stored: one statement that absorbs duplicates and fills the sensor catalog — the
+/// writer's own. (PGlite's socket does not carry COPY, the writer's way for new rows in
+/// bulk, which the full suite runs.)
 async fn ingest(
     client: &mut Client,
     schema: &str,
@@ -215,16 +216,14 @@ async fn ingest(
         let times: Vec<SystemTime> = slice.iter().map(|row| row.1).collect();
         let values: Vec<f64> = slice.iter().map(|row| row.2).collect();
         let received = vec![SystemTime::now(); slice.len()];
+        let mut catalog = sensors.clone();
+        catalog.sort_unstable();
+        catalog.dedup();
         transaction
             .execute(
                 &statements.insert_skipping,
-                &[&sensors, &metrics, &times, &values, &received],
+                &[&sensors, &metrics, &times, &values, &received, &catalog],
             )
-            .await?;
-        let mut catalog = sensors.clone();
-        catalog.dedup();
-        transaction
-            .execute(&statements.sensors, &[&catalog])
             .await?;
     }
     transaction.commit().await?;

@@ -19,52 +19,66 @@
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Limits, Measurement, Parsed, Refusal, Window, json_number, kind, metric_name,
-    optional_str, sensor_id, timestamp, unit_name, within,
+    BodyError, Format, Limits, Measurement, Parsed, Refusal, Window, json_number, kind,
+    metric_name, optional_str, sensor_id, timestamp, unit_name, within,
 };
 
-/// Parses a `/v1/measurements` body. Every item carries its time; `received` is what
-/// the limits' window is measured from.
+/// Parses a `/v1/measurements` body without limits. Every item carries its time;
+/// `received` is what a window would be measured from.
 pub fn parse_measurements(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
-    parse_measurements_within(body, received, &Limits::default())
+    Measurements.parse(body, received, &Limits::default())
 }
 
-/// As [`parse_measurements`], stopping with [`BodyError::TooManyRows`] past `limits`.
-pub fn parse_measurements_within(
-    body: &[u8],
-    received: Timestamp,
-    limits: &Limits,
-) -> Result<Parsed, BodyError> {
-    let shape = Shape {
-        bare_array: true,
-        items_key: Some("measurements"),
-        string_key: None,
-    };
-    let mut parsed = Parsed::default();
-    let outline = stream::items(body, &shape, &mut |index, item| {
-        match measurement(&item, received, &limits.window) {
-            Ok(row) => parsed.row(row),
-            Err(refusal) => parsed.reject(index, refusal),
+/// `POST /v1/measurements`, MQTT topic level `measurements`.
+pub struct Measurements;
+
+impl Format for Measurements {
+    fn kind(&self) -> IngestFormat {
+        IngestFormat::Measurements
+    }
+
+    fn topic_level(&self) -> &'static str {
+        "measurements"
+    }
+
+    fn parse(
+        &self,
+        body: &[u8],
+        received: Timestamp,
+        limits: &Limits,
+    ) -> Result<Parsed, BodyError> {
+        let shape = Shape {
+            bare_array: true,
+            items_key: Some("measurements"),
+            string_key: None,
+        };
+        let mut parsed = Parsed::default();
+        let outline = stream::items(body, &shape, &mut |index, item| {
+            match measurement(&item, received, &limits.window) {
+                Ok(row) => parsed.row(row),
+                Err(refusal) => parsed.reject(index, refusal),
+            }
+            within(&parsed, limits)
+        })?;
+        match (outline.body_kind, outline.items) {
+            ("an array", _) | (_, Member::Array) => Ok(parsed),
+            ("an object", Member::Absent) => Err(BodyError::Shape(
+                "an object body needs a \"measurements\" array".to_owned(),
+            )),
+            ("an object", Member::Other(kind)) => Err(BodyError::Shape(format!(
+                "\"measurements\" must be an array, found {kind}"
+            ))),
+            ("an object", _) => Err(BodyError::Shape(
+                "\"measurements\" appears more than once".to_owned(),
+            )),
+            (kind, _) => Err(BodyError::Shape(format!(
+                "expected an array of measurements or {{\"measurements\": [...]}}, found {kind}"
+            ))),
         }
-        within(&parsed, limits)
-    })?;
-    match (outline.body_kind, outline.items) {
-        ("an array", _) | (_, Member::Array) => Ok(parsed),
-        ("an object", Member::Absent) => Err(BodyError::Shape(
-            "an object body needs a \"measurements\" array".to_owned(),
-        )),
-        ("an object", Member::Other(kind)) => Err(BodyError::Shape(format!(
-            "\"measurements\" must be an array, found {kind}"
-        ))),
-        ("an object", _) => Err(BodyError::Shape(
-            "\"measurements\" appears more than once".to_owned(),
-        )),
-        (kind, _) => Err(BodyError::Shape(format!(
-            "expected an array of measurements or {{\"measurements\": [...]}}, found {kind}"
-        ))),
     }
 }
 

@@ -1,6 +1,12 @@
-//! Payload parsing for the three HTTP formats of the ingest service: its own JSON batch
+//! Payload parsing for the formats of the ingest service: its own JSON batch
 //! (`POST /v1/measurements`, [`measurements`]), FIWARE NGSI-v2 notifications
 //! (`POST /v2/notify`, [`ngsi`]) and RFC 8428 SenML JSON (`POST /v1/senml`, [`senml`]).
+//!
+//! A format is one file: a type implementing [`Format`] (its parse, the bound on the
+//! memory that parse takes, the HTTP route and the MQTT topic level that name it), listed
+//! once in [`FORMATS`]. HTTP and MQTT both go through the trait, so they share the parser,
+//! its cost bound and its limits. `docs/operator-design.md` ("Adding an ingest format")
+//! walks through adding one.
 //!
 //! Pure: bytes and the time of receipt in, rows and explanations out. No I/O, no clock,
 //! no database; the HTTP layer picks status codes and the writer stores the rows. The
@@ -32,10 +38,58 @@ mod samples;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 pub use measurements::parse_measurements;
 pub use ngsi::{NgsiNotification, parse_ngsi_notification};
 pub use senml::parse_senml;
+
+/// One payload format. Implementations are pure: bytes, the time of receipt and the
+/// limits in; rows and explanations out.
+pub trait Format: Send + Sync + 'static {
+    /// The format as the API (`spec.ingest.formats`) and the HTTP route
+    /// ([`IngestFormat::endpoint`]) name it: shared with the operator, so kept in the
+    /// contract crate.
+    fn kind(&self) -> IngestFormat;
+
+    /// The MQTT topic level that says a message is in this format
+    /// (`prato/sensors/senml/device-7`).
+    fn topic_level(&self) -> &'static str;
+
+    /// Parses `body`, stopping with [`BodyError::TooManyRows`] past `limits.max_rows`
+    /// and refusing items outside `limits.window`.
+    fn parse(&self, body: &[u8], received: Timestamp, limits: &Limits)
+    -> Result<Parsed, BodyError>;
+
+    /// The peak bytes [`Format::parse`] can take on top of the body, bounded before it
+    /// runs (see [`cost`]). The default holds for parsers that read items one at a time
+    /// through the shared streaming reader, as the three here do.
+    fn parse_cost(&self, body: &[u8], limits: &Limits) -> usize {
+        cost::parse_bytes(body, limits)
+    }
+}
+
+/// Every format the service reads: one line per format. A test checks that it names each
+/// [`IngestFormat`] once.
+pub const FORMATS: [&dyn Format; 3] = [&measurements::Measurements, &ngsi::NgsiV2, &senml::SenML];
+
+/// The implementation of `kind`.
+pub fn format(kind: IngestFormat) -> &'static dyn Format {
+    FORMATS
+        .into_iter()
+        .find(|format| format.kind() == kind)
+        .expect("FORMATS has every IngestFormat (tested)")
+}
+
+/// The format an MQTT topic names: the last of its levels that is a format's
+/// [`Format::topic_level`].
+pub fn format_of_topic(topic: &str) -> Option<&'static dyn Format> {
+    topic.rsplit('/').find_map(|level| {
+        FORMATS
+            .into_iter()
+            .find(|format| format.topic_level() == level)
+    })
+}
 
 /// Longest sensor id accepted, in characters.
 pub const SENSOR_MAX_CHARS: usize = 256;
@@ -241,9 +295,9 @@ pub enum BodyError {
 pub fn fuzz_all(data: &[u8]) {
     // Fixed so a crash replays; late 2026, far from jiff's limits, like a real receipt.
     const RECEIVED: Timestamp = Timestamp::constant(1_795_000_000, 0);
-    let _ = parse_measurements(data, RECEIVED);
-    let _ = parse_ngsi_notification(data, RECEIVED);
-    let _ = parse_senml(data, RECEIVED);
+    for format in FORMATS {
+        let _ = format.parse(data, RECEIVED, &Limits::default());
+    }
 }
 
 /// A field refused or ignored, before the caller attaches the item's index.
@@ -388,6 +442,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_format_of_the_api_is_read_once_and_named_by_its_own_topic_level() {
+        for kind in IngestFormat::ALL {
+            let implementations = FORMATS
+                .iter()
+                .filter(|format| format.kind() == kind)
+                .count();
+            assert_eq!(implementations, 1, "{kind:?} needs one Format in FORMATS");
+            let format = format(kind);
+            let topic = format!("prato/sensors/{}/device-7", format.topic_level());
+            assert_eq!(format_of_topic(&topic).map(|f| f.kind()), Some(kind));
+        }
+        assert_eq!(FORMATS.len(), IngestFormat::ALL.len());
+        let mut levels: Vec<&str> = FORMATS.iter().map(|f| f.topic_level()).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        assert_eq!(
+            levels.len(),
+            FORMATS.len(),
+            "topic levels tell formats apart"
+        );
+        assert!(format_of_topic("prato/sensors/device-7").is_none());
+        // The last level that names a format decides.
+        assert_eq!(
+            format_of_topic("senml/gateway/measurements/7").map(|f| f.kind()),
+            Some(IngestFormat::Measurements)
+        );
+    }
+
+    #[test]
     fn a_timestamp_needs_an_offset() {
         let reason = timestamp("2026-11-23T10:00:00").expect_err("no offset must be refused");
         assert!(reason.contains("offset is required"), "{reason}");
@@ -432,12 +515,9 @@ mod tests {
             {"sensor": "s", "metric": "m", "value": 4, "time": "2025-11-23T10:05:00Z"},
             {"sensor": "s", "metric": "m", "value": 5, "time": "2025-11-23T10:04:59Z"},
         ]);
-        let parsed = measurements::parse_measurements_within(
-            batch.to_string().as_bytes(),
-            received,
-            &limits,
-        )
-        .expect("an array body");
+        let parsed = measurements::Measurements
+            .parse(batch.to_string().as_bytes(), received, &limits)
+            .expect("an array body");
         assert_eq!(parsed.rows.len(), 2);
         assert_eq!(blamed(&parsed), [(1, "time"), (2, "time"), (4, "time")]);
         assert_eq!(
@@ -455,7 +535,7 @@ mod tests {
         let pack = br#"[{"bn":"dev:","n":"temp","v":1,"t":-2.3e11},
                         {"n":"temp","v":2,"t":4102444800},
                         {"n":"temp","v":3}]"#;
-        let parsed = senml::parse_senml_within(pack, received, &limits).expect("a pack");
+        let parsed = senml::SenML.parse(pack, received, &limits).expect("a pack");
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(blamed(&parsed), [(0, "t"), (1, "t")]);
 
@@ -465,9 +545,9 @@ mod tests {
             {"id": "Room2", "temperature": {"type": "Number", "value": 21, "metadata":
                 {"TimeInstant": {"type": "DateTime", "value": "1900-01-01T00:00:00Z"}}},
              "humidity": 40}]}"#;
-        let parsed = ngsi::parse_ngsi_notification_within(notification, received, &limits)
-            .expect("a notification")
-            .parsed;
+        let parsed = ngsi::NgsiV2
+            .parse(notification, received, &limits)
+            .expect("a notification");
         assert_eq!(blamed(&parsed), [(0, "temperature"), (1, "temperature")]);
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(parsed.rows[0].metric, "humidity");

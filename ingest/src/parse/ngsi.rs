@@ -35,6 +35,7 @@
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Member, Shape};
 use super::{
@@ -112,6 +113,30 @@ pub fn parse_ngsi_notification_within(
         subscription_id,
         parsed,
     })
+}
+
+/// `POST /v2/notify`, MQTT topic level `ngsi-v2` (Orion's MQTT notifications carry the
+/// same body).
+pub struct NgsiV2;
+
+impl super::Format for NgsiV2 {
+    fn kind(&self) -> IngestFormat {
+        IngestFormat::NgsiV2
+    }
+
+    fn topic_level(&self) -> &'static str {
+        "ngsi-v2"
+    }
+
+    fn parse(
+        &self,
+        body: &[u8],
+        received: Timestamp,
+        limits: &Limits,
+    ) -> Result<Parsed, BodyError> {
+        parse_ngsi_notification_within(body, received, limits)
+            .map(|notification| notification.parsed)
+    }
 }
 
 /// What became of one attribute.

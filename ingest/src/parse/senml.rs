@@ -29,10 +29,11 @@
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
+use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Shape};
 use super::{
-    BodyError, Limits, Measurement, Parsed, Refusal, Window, finite, json_number, kind,
+    BodyError, Format, Limits, Measurement, Parsed, Refusal, Window, finite, json_number, kind,
     metric_name, optional_number, optional_str, sensor_id, unit_name, within,
 };
 
@@ -42,53 +43,66 @@ const RELATIVE_TIME_LIMIT: f64 = 268_435_456.0;
 /// The value fields, of which a record carries at most one (RFC 8428 §4.2).
 const VALUE_FIELDS: [&str; 4] = ["v", "vs", "vb", "vd"];
 
-/// Parses a SenML JSON pack; `received` is "now" for relative times.
+/// Parses a SenML JSON pack without limits; `received` is "now" for relative times.
 pub fn parse_senml(body: &[u8], received: Timestamp) -> Result<Parsed, BodyError> {
-    parse_senml_within(body, received, &Limits::default())
+    SenML.parse(body, received, &Limits::default())
 }
 
-/// As [`parse_senml`], stopping with [`BodyError::TooManyRows`] past `limits`.
-pub fn parse_senml_within(
-    body: &[u8],
-    received: Timestamp,
-    limits: &Limits,
-) -> Result<Parsed, BodyError> {
-    let shape = Shape {
-        bare_array: true,
-        items_key: None,
-        string_key: None,
-    };
-    let mut base = Base::default();
-    let mut parsed = Parsed::default();
-    let outline = stream::items(body, &shape, &mut |index, record| {
-        let Value::Object(fields) = &record else {
-            let reason = format!("expected a SenML record object, found {}", kind(&record));
-            parsed.reject(index, Refusal::new("", reason));
-            return Ok(());
-        };
-        // Before the record's own checks: a refused record still sets the base its sender
-        // meant for the records after it.
-        base.update(index, fields);
-        match read_record(fields, &base, received, &limits.window) {
-            Ok(reading) => {
-                if let Some(row) = reading.row {
-                    parsed.row(row);
-                }
-                for ignored in reading.ignored {
-                    parsed.ignore(index, ignored);
-                }
-            }
-            Err(refusal) => parsed.reject(index, refusal),
-        }
-        within(&parsed, limits)
-    })?;
-    if outline.body_kind != "an array" {
-        return Err(BodyError::Shape(format!(
-            "expected a SenML pack (a JSON array of records), found {}",
-            outline.body_kind
-        )));
+/// `POST /v1/senml`, MQTT topic level `senml`.
+pub struct SenML;
+
+impl Format for SenML {
+    fn kind(&self) -> IngestFormat {
+        IngestFormat::SenML
     }
-    Ok(parsed)
+
+    fn topic_level(&self) -> &'static str {
+        "senml"
+    }
+
+    fn parse(
+        &self,
+        body: &[u8],
+        received: Timestamp,
+        limits: &Limits,
+    ) -> Result<Parsed, BodyError> {
+        let shape = Shape {
+            bare_array: true,
+            items_key: None,
+            string_key: None,
+        };
+        let mut base = Base::default();
+        let mut parsed = Parsed::default();
+        let outline = stream::items(body, &shape, &mut |index, record| {
+            let Value::Object(fields) = &record else {
+                let reason = format!("expected a SenML record object, found {}", kind(&record));
+                parsed.reject(index, Refusal::new("", reason));
+                return Ok(());
+            };
+            // Before the record's own checks: a refused record still sets the base its sender
+            // meant for the records after it.
+            base.update(index, fields);
+            match read_record(fields, &base, received, &limits.window) {
+                Ok(reading) => {
+                    if let Some(row) = reading.row {
+                        parsed.row(row);
+                    }
+                    for ignored in reading.ignored {
+                        parsed.ignore(index, ignored);
+                    }
+                }
+                Err(refusal) => parsed.reject(index, refusal),
+            }
+            within(&parsed, limits)
+        })?;
+        if outline.body_kind != "an array" {
+            return Err(BodyError::Shape(format!(
+                "expected a SenML pack (a JSON array of records), found {}",
+                outline.body_kind
+            )));
+        }
+        Ok(parsed)
+    }
 }
 
 /// The base fields in force.
