@@ -402,6 +402,12 @@ fn documents_name_only_files_modules_and_constants_that_exist() {
     for document in &documents {
         let text = std::fs::read_to_string(document).unwrap();
         let name = document.strip_prefix(&root).unwrap().display().to_string();
+        // The walkthroughs of "Adding ..." name the files a reader is to create.
+        let text: String = text
+            .split("\n## ")
+            .filter(|section| !section.starts_with("Adding "))
+            .collect::<Vec<_>>()
+            .join("\n## ");
         for cell in text.split('`').skip(1).step_by(2) {
             let cell = cell.trim();
             let file_like = cell.contains('/')
