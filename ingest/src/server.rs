@@ -35,7 +35,7 @@ pub const READ_BUFFER: usize = 64 * 1024;
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (up to [`DRAIN`]).
+/// finish (up to 30 s, the pods' stop grace for them).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
