@@ -24,7 +24,45 @@ pub const REGENERATE: &str =
 /// Meanings of enum values, keyed by the sorted set of values of one enum.
 pub type EnumDocs = BTreeMap<Vec<String>, Vec<(String, String)>>;
 
-/// The reference for the SmartRegionTenant CRD as this build of the operator generates it.
+/// The whole document: the header, then one section per CRD (SmartRegionTenant,
+/// SmartRegionShare), as this build of the operator generates them.
+pub fn document() -> String {
+    format!(
+        "<!-- Generated from the CRD types in operator/src/crd.rs; do not edit by hand.\n     \
+         Regenerate with: {REGENERATE}\n     \
+         (e2e/tests/offline/docs.rs fails when this file is stale.) -->\n{}\n{}",
+        smartregion_tenant(),
+        smartregion_share()
+    )
+}
+
+/// The section of one kind in [`document`]: from its heading to the next kind's.
+pub fn section<'a>(document: &'a str, kind: &str) -> &'a str {
+    let heading = format!("# API reference: {kind}\n");
+    let start = document.find(&heading).unwrap_or(document.len());
+    let rest = &document[start..];
+    let end = rest[heading.len()..]
+        .find("\n# API reference: ")
+        .map(|end| end + heading.len())
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The reference for the SmartRegionShare CRD.
+pub fn smartregion_share() -> String {
+    use kube::CustomResourceExt;
+    use smartregion_operator::crd::{
+        SmartRegionShare, SmartRegionShareSpec, SmartRegionShareStatus,
+    };
+    let mut generator = schemars::SchemaGenerator::default();
+    let spec = generator.subschema_for::<SmartRegionShareSpec>();
+    let status = generator.subschema_for::<SmartRegionShareStatus>();
+    let mut schemas = vec![spec.to_value(), status.to_value()];
+    schemas.extend(generator.definitions().values().cloned());
+    render(&SmartRegionShare::crd(), &enum_docs(&schemas))
+}
+
+/// The reference for the SmartRegionTenant CRD.
 pub fn smartregion_tenant() -> String {
     use kube::CustomResourceExt;
     use smartregion_operator::crd::{
@@ -84,21 +122,15 @@ pub fn render(crd: &CustomResourceDefinition, enums: &EnumDocs) -> String {
     let spec = &crd.spec;
     let names = &spec.names;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "<!-- Generated from the CRD types in operator/src/crd.rs; do not edit by hand.\n     \
-         Regenerate with: {REGENERATE}\n     \
-         (e2e/tests/offline/docs.rs fails when this file is stale.) -->"
-    );
     let _ = writeln!(out, "# API reference: {}\n", names.kind);
     let _ = writeln!(
         out,
         "Every field of the `{}` custom resource, with the checks the API server applies \
-         when a tenant is created or changed. A tenant that breaks one of them is refused \
+         when one is created or changed. An object that breaks one of them is refused \
          at `kubectl apply` with the field and the message shown here; why the rules are \
-         where they are is in [api-types.md](api-types.md). What the operator writes into \
-         `status.conditions`, and what to do about each reason, is in \
-         [troubleshooting.md](troubleshooting.md).\n",
+         where they are is in [api-types.md](api-types.md) and [sharing.md](sharing.md). \
+         What the operator writes into `status.conditions`, and what to do about each \
+         reason, is in [troubleshooting.md](troubleshooting.md).\n",
         names.kind
     );
     let _ = writeln!(out, "| | |\n|---|---|");

@@ -23,6 +23,8 @@ pub const WRITE_VERBS: [&str; 6] = [
 pub fn operator_owned(resource: &str, subresource: &str) -> bool {
     match resource {
         "smartregiontenants" => true,
+        // The enti write the shares; the operator writes only their status.
+        "smartregionshares" => subresource == "status",
         "namespaces"
         | "serviceaccounts"
         | "resourcequotas"

@@ -34,8 +34,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller (the default).
     Run(Box<RunArgs>),
-    /// Print the SmartRegionTenant CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (SmartRegionTenant, SmartRegionShare) as YAML,
+    /// or write one file per CRD into a directory.
+    Crd {
+        /// Write `<plural>.<group>.yaml` files into this directory instead, as committed
+        /// under `crds/` and in the chart.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
     /// Write SmartRegionTenant manifests for enti, checked as the API server would: one
     /// from flags to stdout, or one per row of a CSV into a directory (docs/onboarding.md).
     Onboard(Box<OnboardArgs>),

@@ -90,6 +90,13 @@ pub struct Limits {
     /// Default ephemeral-storage request and limit of a container without its own.
     #[serde(default = "default_container_ephemeral_storage")]
     pub container_ephemeral_storage: Amount,
+    /// Tenants of this tier may share their data with others (`SmartRegionShare`).
+    #[serde(default = "default_sharing")]
+    pub sharing: bool,
+}
+
+fn default_sharing() -> bool {
+    true
 }
 
 /// Tiers files written before these settings existed keep working: the small tier's
@@ -213,6 +220,7 @@ impl Default for Tiers {
             object_count,
             ephemeral_storage: amount(ephemeral),
             container_ephemeral_storage: amount("1Gi"),
+            sharing: true,
         };
         Tiers {
             small: preset("2", "4Gi", 20, "20Gi", "10Gi", 500, 1, (50, "10Gi")),

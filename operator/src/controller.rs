@@ -228,18 +228,25 @@ async fn report_database_checks(database: &Database, metrics: &Metrics) {
 }
 
 async fn check_crd_installed(client: &Client) -> Result<()> {
-    let name = SmartRegionTenant::crd_name();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match crds.get_opt(name).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => bail!(
-            "the CustomResourceDefinition {name} is not installed; install it with \
-             `kubectl apply --server-side -f crds/` (or `smartregion-operator crd | kubectl apply --server-side -f -`)"
-        ),
-        Err(error) => Err(error).context(format!(
-            "failed to check that the CustomResourceDefinition {name} is installed"
-        )),
+    for name in [
+        SmartRegionTenant::crd_name(),
+        crate::crd::SmartRegionShare::crd_name(),
+    ] {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => bail!(
+                "the CustomResourceDefinition {name} is not installed; install the CRDs with \
+                 `kubectl apply --server-side -f crds/` (or `smartregion-operator crd | kubectl apply --server-side -f -`)"
+            ),
+            Err(error) => {
+                return Err(error).context(format!(
+                    "failed to check that the CustomResourceDefinition {name} is installed"
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// With `--ingest-gateway`, the Gateway API's HTTPRoute must be served.
@@ -273,6 +280,12 @@ async fn controller(
     // to a cluster-scoped owner.
     let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants);
     let controller = reconcile::kinds::watch_children(controller, &client, &context.config);
+    // A share concerns its provider and its consumers, in other namespaces.
+    let controller = controller.watches(
+        Api::<crate::crd::SmartRegionShare>::all(client.clone()),
+        watcher::Config::default(),
+        reconcile::sharing::tenants_of_share(&context.config.namespace_prefix),
+    );
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()

@@ -111,9 +111,17 @@ pub struct SmartRegionTenantSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
-    /// Stops ingest and database writes while keeping everything in place.
+    /// Stops ingest and database writes while keeping everything in place. What the
+    /// tenant shares stays readable by its consumers (docs/sharing.md).
     #[serde(default)]
     pub suspended: bool,
+
+    /// Whether the ente may share its data with others (`SmartRegionShare`s in its
+    /// namespace). Unset, its tier decides (the tiers' `sharing`, allowed unless the
+    /// platform forbids it); set, it overrides the tier for this tenant. Set by the
+    /// platform team, like the rest of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<bool>,
 }
 
 /// The kind of public body and its official identifiers.
@@ -415,6 +423,11 @@ pub struct SmartRegionTenantStatus {
     /// Measured usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+
+    /// What other tenants share with this one (`SmartRegionShare`s that list it), and
+    /// where its `db-reader` reads each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with_me: Vec<SharedWith>,
 }
 
 /// One-word summary of a tenant's state.
@@ -558,4 +571,163 @@ pub struct Usage {
     /// path only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
+}
+
+/// Most consumers of one share.
+pub const MAX_SHARE_CONSUMERS: usize = 20;
+/// Most metrics, or metric prefixes, of one share.
+pub const MAX_SHARE_METRICS: usize = 50;
+/// Most sensors, or sensor prefixes, of one share.
+pub const MAX_SHARE_SENSORS: usize = 200;
+/// A tenant name as a share names it: what `metadata.name` of a tenant may be.
+pub const TENANT_NAME_PATTERN: &str = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$";
+/// A metric name or sensor id (or prefix) as a share lists it: printable text, no
+/// control characters.
+pub const SHARED_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
+
+/// Data one ente shares with others: which tenants may read which of its measurements.
+/// Made by the providing ente itself, in its own namespace (its admins may create and
+/// delete shares there); enforced in the database by a view the consumers' readers may
+/// read, never by copying.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "smartregion.toscana.it",
+    version = "v1alpha1",
+    kind = "SmartRegionShare",
+    derive = "PartialEq",
+    plural = "smartregionshares",
+    singular = "smartregionshare",
+    shortname = "srs",
+    category = "smartregion",
+    namespaced,
+    status = "SmartRegionShareStatus",
+    doc = "Data an ente shares with other enti: which tenants may read which of its measurements.",
+    printcolumn(name = "Consumers", type_ = "string", json_path = ".spec.consumers"),
+    printcolumn(name = "Metrics", type_ = "string", json_path = ".spec.metrics"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Read as", type_ = "string", json_path = ".status.readAs"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS label that starts with a letter, e.g. 'river-levels'"
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionShareSpec {
+    /// The tenants (their `metadata.name`) whose `db-reader` may read the shared data. A
+    /// tenant that does not exist yet is accepted and waits; the providing tenant itself
+    /// cannot be listed.
+    #[schemars(
+        length(min = 1, max = MAX_SHARE_CONSUMERS),
+        inner(regex(pattern = TENANT_NAME_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub consumers: Vec<String>,
+
+    /// Metrics shared, by exact name. With `metricPrefixes`, a measurement is shared when
+    /// its metric is listed here or starts with a listed prefix; with neither, every
+    /// metric is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_SHARE_METRICS),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metrics: Vec<String>,
+
+    /// Metrics shared, by the start of their name, e.g. "river_".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_SHARE_METRICS),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metric_prefixes: Vec<String>,
+
+    /// Sensors shared, by exact id. With `sensorPrefixes`, as for metrics; with neither,
+    /// every sensor is. The sensor catalogue shared is these sensors' entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_SHARE_SENSORS),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensors: Vec<String>,
+
+    /// Sensors shared, by the start of their id, e.g. "arno-".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_SHARE_SENSORS),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensor_prefixes: Vec<String>,
+
+    /// Only measurements from this time on (RFC 3339, e.g. "2026-01-01T00:00:00Z").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// What the operator made of a share.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionShareStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: the view is in place as declared, and readable by every consumer that
+    /// exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Where the consumers read the shared measurements, e.g. `s_publiacqua.river_levels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<String>,
+
+    /// Where they read the shared sensors' catalogue entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensors_read_as: Option<String>,
+
+    /// Each consumer and whether it can read now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ShareConsumer>,
+}
+
+/// One consumer of a share.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareConsumer {
+    pub tenant: String,
+    pub state: ShareState,
+}
+
+/// Whether a consumer can read what is shared with it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShareState {
+    /// Its `db-reader` may read the view.
+    Active,
+    /// No tenant of that name exists yet (or its database part is not in place): it may
+    /// read once it does.
+    WaitingForConsumer,
+}
+
+/// Something shared with this tenant by another, as its status lists it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedWith {
+    /// The tenant that shares.
+    pub provider: String,
+    /// The share's name in the provider's namespace.
+    pub share: String,
+    /// Where to read it with `db-reader`, e.g. `s_publiacqua.river_levels`.
+    pub read_as: String,
+    /// Where to read the shared sensors' catalogue entries.
+    pub sensors_read_as: String,
 }

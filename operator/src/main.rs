@@ -6,13 +6,10 @@ use smartregion_operator::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(Box::new(cli.run))) {
-        Command::Crd => match smartregion_operator::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
+        Command::Crd { write } => match smartregion_operator::write_crds(write.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("error: {error}");
+                eprintln!("error: {error:#}");
                 ExitCode::FAILURE
             }
         },

@@ -24,6 +24,7 @@ pub fn tenant(name: &str) -> TenantBuilder {
         database: None,
         deletion_policy: DeletionPolicy::Retain,
         suspended: false,
+        sharing: None,
     };
     let mut tenant = SmartRegionTenant::new(name, spec);
     tenant.metadata = ObjectMeta {

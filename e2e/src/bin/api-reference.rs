@@ -2,5 +2,5 @@
 //! `cargo run -q -p smartregion-e2e --bin api-reference > docs/api-reference.md`.
 
 fn main() {
-    print!("{}", smartregion_e2e::api_reference::smartregion_tenant());
+    print!("{}", smartregion_e2e::api_reference::document());
 }

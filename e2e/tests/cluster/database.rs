@@ -1,6 +1,7 @@
 //! Tenant schemas on the real PostgreSQL: created idempotently, usable with the tenant's
 //! own credentials exactly as a client would use them, and isolated from each other.
 
+use crate::support::denied;
 use anyhow::{Result, bail, ensure};
 use smartregion_e2e::{shared, unique_name};
 use smartregion_operator::surface::TenantName;
@@ -101,18 +102,6 @@ async fn drop_tenant(admin: &Client, db: &TenantDb) -> Result<()> {
         ))
         .await?;
     Ok(())
-}
-
-/// Fails unless `result` is PostgreSQL's "permission denied" (SQLSTATE 42501).
-fn denied<T: std::fmt::Debug>(what: &str, result: Result<T, tokio_postgres::Error>) -> Result<()> {
-    match result {
-        Err(error)
-            if error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
-        {
-            Ok(())
-        }
-        other => bail!("{what}: expected permission denied, got {other:?}"),
-    }
 }
 
 #[tokio::test]

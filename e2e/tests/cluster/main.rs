@@ -20,6 +20,7 @@ mod onboard;
 mod operator;
 mod real_node;
 mod resilience;
+mod sharing;
 mod smoke;
 mod tenant_database;
 mod trust;

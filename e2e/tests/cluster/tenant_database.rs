@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -25,37 +25,7 @@ fn operator(shard: &str, extra: &[&str]) -> Result<Operator> {
 }
 
 async fn admin() -> Result<tokio_postgres::Client> {
-    connect(&shared().database_url).await
-}
-
-/// A plain connection, as a tenant's client without TLS settings would make.
-async fn connect(uri: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// A value of the Secret `name` in the tenant's namespace.
-async fn secret_value(client: &Client, tenant: &str, name: &str, key: &str) -> Result<String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{tenant}"));
-    let secret = secrets.get(name).await?;
-    let bytes = secret
-        .data
-        .and_then(|data| data.get(key).cloned())
-        .with_context(|| format!("Secret {name} has no key {key}"))?;
-    Ok(String::from_utf8(bytes.0)?)
-}
-
-fn schema_of(tenant: &str) -> String {
-    format!("t_{}", tenant.replace('-', "_"))
-}
-
-/// Fails unless `result` is PostgreSQL's "permission denied" (SQLSTATE 42501).
-fn denied<T: std::fmt::Debug>(what: &str, result: Result<T, tokio_postgres::Error>) -> Result<()> {
-    match result {
-        Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => Ok(()),
-        other => bail!("{what}: expected permission denied, got {other:?}"),
-    }
+    connect_plain(&shared().database_url).await
 }
 
 const INSERT: &str = "INSERT INTO measurements (sensor, metric, time, value) \
@@ -120,7 +90,7 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
             anyhow::Ok(uri.replace("sslmode=verify-full", "sslmode=disable"))
         }
     };
-    let writer = connect(&uri(&own, "db-writer").await?).await?;
+    let writer = connect_plain(&uri(&own, "db-writer").await?).await?;
     let time = "2026-11-23T10:00:00+01:00";
     let first = writer.execute(INSERT, &[&"via-roma", &time]).await?;
     let again = writer.execute(INSERT, &[&"via-roma", &time]).await?;
@@ -199,7 +169,7 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
                 )
                 .await?
                 .get(0);
-            let intruder = connect(&uri(&other, "db-writer").await?).await?;
+            let intruder = connect_plain(&uri(&other, "db-writer").await?).await?;
             denied(
                 "reading another tenant's chunk",
                 intruder.query(&format!("SELECT * FROM {chunk}"), &[]).await,
@@ -218,7 +188,7 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
         }
     }
 
-    let reader = connect(&uri(&own, "db-reader").await?).await?;
+    let reader = connect_plain(&uri(&own, "db-reader").await?).await?;
     let rows: i64 = reader
         .query_one("SELECT count(*) FROM measurements", &[])
         .await?
@@ -233,7 +203,7 @@ async fn secrets_give_a_client_its_own_schema_and_nothing_else() -> Result<()> {
     let own_password = secret_value(&client, &own, "db-writer", "password").await?;
     wrong = wrong.replace(&own_password, &other_writer_password);
     ensure!(
-        connect(&wrong).await.is_err(),
+        connect_plain(&wrong).await.is_err(),
         "another tenant's password is refused"
     );
 
@@ -377,7 +347,7 @@ async fn rotation_refuses_the_old_password_and_never_shows_either() -> Result<()
     let old_password = secret_value(&client, &name, "db-writer", "password").await?;
     let old_reader_password = secret_value(&client, &name, "db-reader", "password").await?;
     let plain = |uri: &str| uri.replace("sslmode=verify-full", "sslmode=disable");
-    connect(&plain(&old_uri)).await?;
+    connect_plain(&plain(&old_uri)).await?;
 
     // Status times have whole seconds: let the clock pass the first issue's second, so
     // that a rotation is visible as a later time.
@@ -427,7 +397,7 @@ async fn rotation_refuses_the_old_password_and_never_shows_either() -> Result<()
         || {
             let old_uri = plain(&old_uri);
             async move {
-                match connect(&old_uri).await {
+                match connect_plain(&old_uri).await {
                     Ok(_) => Ok(None),
                     Err(error)
                         if error
@@ -445,7 +415,7 @@ async fn rotation_refuses_the_old_password_and_never_shows_either() -> Result<()
     .await?;
     let new_uri = secret_value(&client, &name, "db-writer", "uri").await?;
     ensure!(new_uri.contains(&new_password));
-    let writer = connect(&plain(&new_uri)).await?;
+    let writer = connect_plain(&plain(&new_uri)).await?;
     writer
         .execute(INSERT, &[&"after-rotation", &"2026-11-23T11:00:00Z"])
         .await?;
@@ -499,7 +469,7 @@ async fn retain_keeps_the_data_for_a_recreated_tenant_and_delete_leaves_nothing(
     apply_tenant(&client, &example("prato", &name, &shard)?).await?;
     wait_ready(&client, &name).await?;
     let old_uri = plain(secret_value(&client, &name, "db-writer", "uri").await?);
-    connect(&old_uri)
+    connect_plain(&old_uri)
         .await?
         .execute(INSERT, &[&"kept", &"2026-11-23T10:00:00Z"])
         .await?;
@@ -516,7 +486,7 @@ async fn retain_keeps_the_data_for_a_recreated_tenant_and_delete_leaves_nothing(
         .get(0);
     ensure!(logins == 0, "Retain disables both logins");
     ensure!(
-        connect(&old_uri).await.is_err(),
+        connect_plain(&old_uri).await.is_err(),
         "the old credentials stop working"
     );
 
@@ -525,7 +495,7 @@ async fn retain_keeps_the_data_for_a_recreated_tenant_and_delete_leaves_nothing(
     tenant["spec"]["deletionPolicy"] = json!("Delete");
     apply_tenant(&client, &tenant).await?;
     wait_ready(&client, &name).await?;
-    let reader = connect(&plain(
+    let reader = connect_plain(&plain(
         secret_value(&client, &name, "db-reader", "uri").await?,
     ))
     .await?;
@@ -607,7 +577,7 @@ async fn names_at_the_edges_work_end_to_end() -> Result<()> {
         let uri = secret_value(&client, name, "db-writer", "uri")
             .await?
             .replace("sslmode=verify-full", "sslmode=disable");
-        let writer = connect(&uri).await?;
+        let writer = connect_plain(&uri).await?;
         let stored = writer
             .execute(INSERT, &[&"edge", &"2026-11-23T10:00:00Z"])
             .await?;
@@ -654,11 +624,11 @@ async fn a_tenant_over_its_storage_quota_loses_insert_until_the_quota_is_raised(
     apply_tenant(&client, &tenant).await?;
     wait_ready(&client, &name).await?;
     let plain = |uri: String| uri.replace("sslmode=verify-full", "sslmode=disable");
-    let writer = connect(&plain(
+    let writer = connect_plain(&plain(
         secret_value(&client, &name, "db-writer", "uri").await?,
     ))
     .await?;
-    let reader = connect(&plain(
+    let reader = connect_plain(&plain(
         secret_value(&client, &name, "db-reader", "uri").await?,
     ))
     .await?;
@@ -747,7 +717,7 @@ async fn usage_shows_the_rows_written_per_second_and_zero_when_idle() -> Result<
     );
 
     let uri = secret_value(&client, &name, "db-writer", "uri").await?;
-    let writer = connect(&uri.replace("sslmode=verify-full", "sslmode=disable")).await?;
+    let writer = connect_plain(&uri.replace("sslmode=verify-full", "sslmode=disable")).await?;
     const ROWS: i64 = 30_000;
     writer
         .execute(
@@ -793,7 +763,7 @@ async fn a_failing_database_step_never_gives_a_suspended_writer_insert() -> Resu
     let uri = secret_value(&client, &name, "db-writer", "uri")
         .await?
         .replace("sslmode=verify-full", "sslmode=disable");
-    let writer = connect(&uri).await?;
+    let writer = connect_plain(&uri).await?;
     writer
         .execute(INSERT, &[&"before", &"2026-11-23T10:00:00Z"])
         .await?;
@@ -802,7 +772,7 @@ async fn a_failing_database_step_never_gives_a_suspended_writer_insert() -> Resu
     let try_insert = |time: &'static str| {
         let uri = uri.clone();
         async move {
-            match connect(&uri).await {
+            match connect_plain(&uri).await {
                 Err(_) => Ok(()),
                 Ok(writer) => denied(
                     "a suspended writer inserting",
@@ -862,7 +832,9 @@ async fn a_failing_database_step_never_gives_a_suspended_writer_insert() -> Resu
         }
     })
     .await?;
-    let writer = connect(&uri).await.context("the writer's login is back")?;
+    let writer = connect_plain(&uri)
+        .await
+        .context("the writer's login is back")?;
     denied(
         "a suspended writer inserting",
         writer

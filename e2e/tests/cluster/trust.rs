@@ -23,19 +23,6 @@ async fn prato_admin() -> Result<Client> {
         .await
 }
 
-/// The chart's admission policies, installed as `helm install` would (the rest of the
-/// chart is not needed to judge tenant admins' requests).
-async fn install_admission_policies(client: &Client) -> Result<()> {
-    let text = helm::template("trust", "smartregion-trust", &[])?;
-    for object in apply::documents(&text)? {
-        let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
-        if kind.starts_with("ValidatingAdmissionPolicy") {
-            apply::apply(client, &object).await?;
-        }
-    }
-    Ok(())
-}
-
 /// The API server's refusal of `result` (403 or 422), with its message.
 fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> Result<String> {
     match result {
@@ -48,28 +35,6 @@ fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> Re
 
 fn object<K: serde::de::DeserializeOwned>(value: Value) -> Result<K> {
     Ok(serde_json::from_value(value)?)
-}
-
-/// Admission policies are enforced once the API server has loaded them (it compiles them
-/// asynchronously): waits until `attempt` is refused, up to a deadline.
-async fn refused_once_loaded<T, F, Fut>(what: &str, attempt: F) -> Result<String>
-where
-    T: std::fmt::Debug,
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let attempt = &attempt;
-    wait::until(what, Duration::from_secs(30), || async move {
-        match attempt().await {
-            Err(kube::Error::Api(response)) if [403, 422].contains(&response.code) => {
-                Ok(Some(response.message))
-            }
-            Err(error) => Err(error.into()),
-            // Accepted before the policy took effect: undone by the caller's cleanup.
-            Ok(_) => Ok(None),
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -418,38 +383,6 @@ async fn a_label_in_one_namespace_never_makes_the_operator_look_at_another_tenan
     )
     .await?;
     delete_all_and_wait(&client, &[attacker, victim]).await
-}
-
-/// The tenant's own login, from its Secret, as its client uses it.
-async fn login(client: &Client, tenant: &str, secret: &str) -> Result<tokio_postgres::Client> {
-    let uri = secret_value(client, tenant, secret, "uri").await?;
-    // The harness's client has no TLS settings; the Secret's sslmode is for real clients.
-    let uri = uri.replace("sslmode=verify-full", "sslmode=disable");
-    let (session, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(session)
-}
-
-async fn secret_value(client: &Client, tenant: &str, name: &str, key: &str) -> Result<String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{tenant}"));
-    let secret = secrets.get(name).await?;
-    let bytes = secret
-        .data
-        .and_then(|data| data.get(key).cloned())
-        .with_context(|| format!("Secret {name} has no key {key}"))?;
-    Ok(String::from_utf8(bytes.0)?)
-}
-
-/// Fails unless `result` is PostgreSQL's "permission denied" (SQLSTATE 42501).
-fn denied<T: std::fmt::Debug>(what: &str, result: Result<T, tokio_postgres::Error>) -> Result<()> {
-    match result {
-        Err(error)
-            if error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
-        {
-            Ok(())
-        }
-        other => bail!("{what}: expected permission denied, got {other:?}"),
-    }
 }
 
 #[tokio::test]

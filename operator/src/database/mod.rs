@@ -17,6 +17,8 @@ pub mod partitions;
 pub mod provision;
 pub mod quota;
 pub mod rate;
+pub mod share_provision;
+pub mod shares;
 pub mod sql;
 pub mod storage;
 pub mod timescale;

@@ -38,7 +38,10 @@ impl Error {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn failed(action: &'static str, db: &TenantDb) -> impl Fn(tokio_postgres::Error) -> Error {
+pub(super) fn failed(
+    action: &'static str,
+    db: &TenantDb,
+) -> impl Fn(tokio_postgres::Error) -> Error {
     let schema = db.schema.clone();
     move |source| Error {
         action,

@@ -156,6 +156,7 @@ pub fn tenant(ente: &Ente) -> Result<SmartRegionTenant, Vec<Invalid>> {
                 database: None,
                 deletion_policy: DeletionPolicy::Retain,
                 suspended: false,
+                sharing: None,
             };
             Ok(SmartRegionTenant::new(name, spec))
         }

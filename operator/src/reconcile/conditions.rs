@@ -71,6 +71,13 @@ pub enum Reason {
     Available,
     Unavailable,
     ScaledToZero,
+    // Ready of a SmartRegionShare, and the Events of its grants
+    Shared,
+    WaitingForConsumers,
+    SharingForbidden,
+    ShareFailed,
+    Granted,
+    Revoked,
     // ExposureReady
     RouteAccepted,
     WaitingForGateway,
@@ -158,6 +165,8 @@ pub struct Observation {
     pub usage: Option<crate::crd::Usage>,
     /// The ingest Service's address, once the ingest step ran.
     pub ingest_endpoint: Option<String>,
+    /// What the tenant's reader may read of others', once the database step ran.
+    pub shared_with_me: Option<Vec<crate::crd::SharedWith>>,
     /// How ingest is exposed, once the namespace step ran.
     pub exposure: ExposureSeen,
     pub conditions: Vec<Observed>,

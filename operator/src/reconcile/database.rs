@@ -85,6 +85,20 @@ pub struct Outcome {
     pub maintenance: Option<provision::Maintenance>,
     /// What the Secrets `db-writer` and `db-reader` are to hold.
     pub secrets: SecretValues,
+    /// What the tenant shares and what is shared with it, as enforced now.
+    pub sharing: SharingOutcome,
+}
+
+/// The sharing the database step enforced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharingOutcome {
+    /// Each of the tenant's own shares with the consumers that may read it now; `None`
+    /// when the tenant may not share (its tier or spec): none of its views exist.
+    pub provided: Option<Vec<(String, Vec<TenantName>)>>,
+    /// What is shared with the tenant and its reader may read now: (provider, share).
+    pub readable: Vec<(TenantName, String)>,
+    /// A provider was busy: its grants to this tenant's reader wait for a moment later.
+    pub busy: bool,
 }
 
 /// The values of `db-writer` and `db-reader` the database now agrees with, and the
@@ -167,6 +181,7 @@ pub async fn ensure_database(
     tenant: &SmartRegionTenant,
     validated: &Validated,
     inputs: &Inputs,
+    sharing: &Sharing,
 ) -> Result<Outcome, Error> {
     let connection = &mut locked.connection;
     let db = TenantDb::for_tenant(&validated.name);
@@ -200,6 +215,7 @@ pub async fn ensure_database(
     let provisioned =
         provision_schema(connection, &db, validated, &found, &credentials, &desired).await?;
     retire_previous_logins(connection, &db, inputs, &mut credentials).await?;
+    let sharing = ensure_sharing(connection, &db, validated, sharing).await?;
     let maintenance = maintain_storage(connection, &db, &found.layout, &desired).await?;
     let (maintained, maintenance_status) = maintenance_condition(maintenance.as_ref(), recorded);
     let held = match found.held {
@@ -244,6 +260,70 @@ pub async fn ensure_database(
             writer_version: inputs.writer.as_ref().and_then(|s| s.resource_version()),
             reader_version: inputs.reader.as_ref().and_then(|s| s.resource_version()),
         },
+        sharing,
+    })
+}
+
+/// The tenant's side of sharing: what it provides and what is shared with it.
+#[derive(Clone, Debug, Default)]
+pub struct Sharing {
+    pub declared: Vec<super::sharing::Declared>,
+    pub with_me: Vec<(TenantName, String)>,
+}
+
+/// As a provider: its shares' views, readable by the readers of the consumers that exist
+/// (none when its tier forbids sharing: the views go). As a consumer: its reader's
+/// grants on what is shared with it.
+async fn ensure_sharing(
+    connection: &mut tokio_postgres::Client,
+    db: &TenantDb,
+    validated: &Validated,
+    sharing: &Sharing,
+) -> Result<SharingOutcome, Error> {
+    use crate::database::share_provision;
+    let mut provided = Vec::new();
+    let mut enforced = Vec::new();
+    if validated.limits.sharing {
+        for declared in &sharing.declared {
+            let readers: Vec<String> = declared
+                .consumers
+                .iter()
+                .map(|consumer| TenantDb::for_tenant(consumer).reader)
+                .collect();
+            let existing = share_provision::existing_roles(connection, db, &readers).await?;
+            let active = declared
+                .consumers
+                .iter()
+                .filter(|consumer| existing.contains(&TenantDb::for_tenant(consumer).reader))
+                .cloned()
+                .collect();
+            provided.push((declared.share.clone(), existing));
+            enforced.push((declared.share.name.clone(), active));
+        }
+    }
+    if share_provision::ensure_shares_provided(connection, db, &provided)
+        .await?
+        .changed
+    {
+        info!(schema = %db.schema, shares = provided.len(), "shared views brought to the tenant's shares");
+    }
+    let with: Vec<(TenantDb, String)> = sharing
+        .with_me
+        .iter()
+        .map(|(provider, share)| (TenantDb::for_tenant(provider), share.clone()))
+        .collect();
+    let consumed = share_provision::ensure_shared_with(connection, db, &with).await?;
+    if consumed.changed {
+        info!(schema = %db.schema, "the reader's grants brought to what is shared with the tenant");
+    }
+    Ok(SharingOutcome {
+        provided: validated.limits.sharing.then_some(enforced),
+        readable: consumed
+            .readable
+            .iter()
+            .map(|&index| sharing.with_me[index].clone())
+            .collect(),
+        busy: consumed.busy,
     })
 }
 
@@ -664,6 +744,10 @@ pub async fn ensure_database_released(
         return Err(storage::Error::TimescaleDbNotLoaded(version.clone()).into());
     }
     let timescaledb = extension.loaded().map(|t| t.schema.as_str());
+    // Whatever the policy: what it shared is no longer readable by others, and what
+    // others shared with it is no longer readable by its reader.
+    crate::database::share_provision::ensure_shares_absent(&connection, &db).await?;
+    crate::database::share_provision::ensure_shared_revoked(&connection, &db).await?;
     if drop_data {
         provision::ensure_schema_absent(&mut connection, &db, timescaledb).await?;
     } else {

@@ -9,6 +9,7 @@ use kube::{Client, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::validate::Validated;
+use crate::crd::SmartRegionShare;
 use crate::database::logins::retirement_due;
 use crate::metrics::ErrorLabel;
 use crate::resources::ingest::{
@@ -25,13 +26,15 @@ pub enum Error {
     ReadSecret(String, #[source] kube::Error),
     #[error("failed to list the ingest pods")]
     ListPods(#[source] kube::Error),
+    #[error("failed to list the SmartRegionShares")]
+    ListShares(#[source] kube::Error),
 }
 
 impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::ReadSecret(..) => ErrorLabel::ReadSecret,
-            Error::ListPods(_) => ErrorLabel::Read,
+            Error::ListPods(_) | Error::ListShares(_) => ErrorLabel::Read,
         }
     }
 }
@@ -56,6 +59,10 @@ pub struct Inputs {
     /// A rotated writer login waits to retire, and no ingest pod is left that was
     /// started from older Secrets than these: it may go now.
     pub retirement_due: bool,
+    /// The shares in the tenant's namespace: what it provides.
+    pub shares: Vec<SmartRegionShare>,
+    /// The shares in other namespaces that list the tenant as a consumer.
+    pub shared_with_me: Vec<SmartRegionShare>,
 }
 
 /// A new API key from the thread-local CSPRNG, like the database passwords.
@@ -92,12 +99,30 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
             None => MqttCredentials::Missing(name),
         },
     };
+    let all: Api<SmartRegionShare> = Api::all(client.clone());
+    let (shares, shared_with_me) = all
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListShares)?
+        .items
+        .into_iter()
+        .filter(|share| {
+            share.namespace().as_deref() == Some(&tenant.namespace)
+                || share
+                    .spec
+                    .consumers
+                    .iter()
+                    .any(|c| c == tenant.name.as_str())
+        })
+        .partition(|share| share.namespace().as_deref() == Some(&tenant.namespace));
     let mut inputs = Inputs {
         writer,
         reader,
         keys,
         mqtt,
         retirement_due: false,
+        shares,
+        shared_with_me,
     };
     let waiting = inputs
         .writer

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod kinds;
 pub mod maintenance;
+pub mod sharing;
 pub mod status;
 pub mod step;
 pub mod validate;
@@ -54,6 +55,8 @@ pub enum Error {
     Database(#[from] database::Error),
     #[error(transparent)]
     Inputs(#[from] inputs::Error),
+    #[error("failed to write the status of a SmartRegionShare")]
+    ShareStatus(#[source] kube::Error),
 }
 
 impl Error {
@@ -74,7 +77,7 @@ impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::Apply(error) => error.metric_label(),
-            Error::Status(_) => ErrorLabel::Status,
+            Error::Status(_) | Error::ShareStatus(_) => ErrorLabel::Status,
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
             Error::Inputs(error) => error.metric_label(),
@@ -130,18 +133,22 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     let ingest = ingest_step(context, &validated, &inputs, &database, &applied);
     let observation = observe(tenant, context, &validated, &applied, &database, &ingest);
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
+    let shares = share_step(context, &validated, &inputs, &database).await;
     record_metrics(context, tenant, &observation, &database, &applied);
     let retiring = database
         .done()
         .is_some_and(|outcome| !outcome.secrets.retiring.is_empty());
+    let busy = database.done().is_some_and(|outcome| outcome.sharing.busy);
     // Retried with backoff by error_policy.
     inputs.into_result()?;
     applied.into_result()?;
     database.into_result()?;
     released?;
+    shares?;
     // A rotated writer login retires once no ingest pod may still use it; until then the
     // tenant is looked at again soon (a pod that finally goes changes nothing watched).
-    if retiring {
+    // So is a consumer whose provider was busy when its reader was to be granted.
+    if retiring || busy {
         return Ok(Action::requeue(context.requeue.min(RETIREMENT_POLL)));
     }
     Ok(Action::requeue(context.requeue))
@@ -171,6 +178,57 @@ fn record_metrics(
     }
 }
 
+/// The status of the tenant's own shares, from what the database step enforced (nothing
+/// when it did not run: the shares keep what they said).
+async fn share_step(
+    context: &Context,
+    validated: &Validated,
+    inputs: &Step<inputs::Inputs, inputs::Error>,
+    database: &Step<database::Outcome, database::Error>,
+) -> Result<(), Error> {
+    let Some(found) = inputs.done() else {
+        return Ok(());
+    };
+    if found.shares.is_empty() {
+        return Ok(());
+    }
+    let declared = sharing::declared(&found.shares, &validated.name);
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let changes = found
+        .shares
+        .iter()
+        .filter(|object| object.metadata.deletion_timestamp.is_none())
+        .map(|object| {
+            let mine = declared.iter().find(|d| d.share.name == object.name_any());
+            let enforced = match database {
+                Step::Done(outcome, _) => match &outcome.sharing.provided {
+                    None => sharing::Enforced::Forbidden,
+                    Some(provided) => provided
+                        .iter()
+                        .find(|(name, _)| *name == object.name_any())
+                        .map(|(_, active)| sharing::Enforced::Active(active))
+                        .unwrap_or(sharing::Enforced::Active(&[])),
+                },
+                Step::Failed(observed, _) => sharing::Enforced::Failed(&observed.message),
+                Step::Waiting(observed) => sharing::Enforced::Failed(&observed.message),
+                Step::Skipped => return None,
+            };
+            Some((
+                object.clone(),
+                sharing::share_status(object, &validated.name, mine, enforced, &now),
+            ))
+        })
+        .collect::<Option<Vec<_>>>();
+    let Some(changes) = changes else {
+        return Ok(());
+    };
+    sharing::update_share_statuses(&context.client, &context.recorder, changes)
+        .await
+        .map(|_| ())
+        .map_err(Error::ShareStatus)
+}
+
 /// How often a tenant whose rotated writer login waits for the pods is looked at.
 const RETIREMENT_POLL: Duration = Duration::from_secs(3);
 
@@ -189,6 +247,7 @@ async fn report_invalid(
         database: None,
         usage: None,
         ingest_endpoint: None,
+        shared_with_me: None,
         exposure: conditions::ExposureSeen::NotObserved,
         conditions: vec![Observed::not_ok(READY, Reason::InvalidSpec, message)],
     };
@@ -256,7 +315,11 @@ async fn database_step(
     let Some(Ok(locked)) = locked.as_mut() else {
         return Step::Skipped;
     };
-    match database::ensure_database(locked, shared, tenant, validated, found).await {
+    let sharing = database::Sharing {
+        declared: sharing::declared(&found.shares, &validated.name),
+        with_me: sharing::shared_with(&found.shared_with_me, &context.config.namespace_prefix),
+    };
+    match database::ensure_database(locked, shared, tenant, validated, found, &sharing).await {
         Ok(outcome) => {
             let provisioned = Observed::ok(
                 DATABASE_READY,
@@ -409,6 +472,7 @@ fn observe(
                     .observe(validated.name.as_str(), inserted, std::time::Instant::now())
             }),
         }),
+        shared_with_me: outcome.map(|outcome| sharing::shared_with_me(&outcome.sharing.readable)),
         ingest_endpoint: ingest
             .done()
             .map(|()| crate::resources::ingest::ingest_endpoint(validated)),

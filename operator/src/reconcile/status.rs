@@ -82,6 +82,9 @@ pub fn desired_status(
             ..usage.clone()
         });
     }
+    if let Some(shared) = &observation.shared_with_me {
+        status.shared_with_me = shared.clone();
+    }
     if observation.ingest_endpoint.is_some() {
         status.ingest_endpoint = observation.ingest_endpoint.clone();
     }
@@ -104,6 +107,9 @@ pub fn status_patch(status: &SmartRegionTenantStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).expect("status serializes");
     if status.exposure.is_none() {
         value["exposure"] = serde_json::Value::Null;
+    }
+    if status.shared_with_me.is_empty() {
+        value["sharedWithMe"] = serde_json::Value::Null;
     }
     json!({ "status": value })
 }
@@ -209,6 +215,7 @@ mod tests {
             database: None,
             usage: None,
             ingest_endpoint: None,
+            shared_with_me: None,
             exposure: Default::default(),
             conditions: vec![observed],
         }

@@ -102,6 +102,7 @@ fn limits(spec: &SmartRegionTenantSpec, preset: &Limits) -> Result<Limits, Error
         object_count: preset.object_count,
         ephemeral_storage: preset.ephemeral_storage.clone(),
         container_ephemeral_storage: preset.container_ephemeral_storage.clone(),
+        sharing: spec.sharing.unwrap_or(preset.sharing),
     })
 }
 

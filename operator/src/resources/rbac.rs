@@ -39,7 +39,7 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The tenant admins' Role. Ingresses are the platform's: admins may read them, never
+/// The tenant admins' Role: the ente's own workloads and its shares. Ingresses are the platform's: admins may read them, never
 /// write them (an Ingress of theirs could claim another tenant's host on a shared
 /// controller); the chart's admission policy refuses them too, with `externalIPs` and
 /// `ExternalName` Services and budgets that forbid every disruption.
@@ -71,6 +71,9 @@ pub fn admin_role(tenant: &Validated, config: &Config) -> Role {
         rule(&["batch"], &["jobs", "cronjobs"], ALL),
         rule(&["autoscaling"], &["horizontalpodautoscalers"], ALL),
         rule(&["policy"], &["poddisruptionbudgets"], ALL),
+        // The ente decides what of its data others read (docs/sharing.md); the shares'
+        // status is the operator's.
+        rule(&["smartregion.toscana.it"], &["smartregionshares"], ALL),
         rule(&["networking.k8s.io"], &["ingresses"], ingresses),
         // What the operator manages is visible but not editable.
         rule(&[""], &["resourcequotas", "limitranges"], READ),

@@ -11,7 +11,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use smartregion_e2e::operator::SHARD_LABEL;
 use smartregion_e2e::{apply, paths, shared, wait};
-use smartregion_operator::crd::{Phase, SmartRegionTenant, Storage};
+use smartregion_operator::crd::{Phase, SmartRegionShare, SmartRegionTenant, Storage};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -200,4 +200,147 @@ pub fn ensure_labelled_and_owned(
         meta.name
     );
     Ok(())
+}
+
+/// A value of the Secret `name` in the tenant's namespace.
+pub async fn secret_value(client: &Client, tenant: &str, name: &str, key: &str) -> Result<String> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &format!("srt-{tenant}"));
+    let secret = secrets.get(name).await?;
+    let bytes = secret
+        .data
+        .and_then(|data| data.get(key).cloned())
+        .with_context(|| format!("Secret {name} has no key {key}"))?;
+    Ok(String::from_utf8(bytes.0)?)
+}
+
+/// The tenant's own login, from its Secret (`db-writer`, `db-reader`), as its client uses
+/// it. The harness's client has no TLS settings; the Secret's sslmode is for real clients.
+pub async fn login(client: &Client, tenant: &str, secret: &str) -> Result<tokio_postgres::Client> {
+    let uri = secret_value(client, tenant, secret, "uri").await?;
+    connect_plain(&uri.replace("sslmode=verify-full", "sslmode=disable")).await
+}
+
+/// A plain connection, as a client without TLS settings would make.
+pub async fn connect_plain(uri: &str) -> Result<tokio_postgres::Client> {
+    let (session, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(session)
+}
+
+/// The tenant's schema.
+pub fn schema_of(tenant: &str) -> String {
+    format!("t_{}", tenant.replace('-', "_"))
+}
+
+/// Fails unless `result` is PostgreSQL's "permission denied" (SQLSTATE 42501).
+pub fn denied<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tokio_postgres::Error>,
+) -> Result<()> {
+    match result {
+        Err(error)
+            if error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            Ok(())
+        }
+        other => anyhow::bail!("{what}: expected permission denied, got {other:?}"),
+    }
+}
+
+/// A `SmartRegionShare` named `name` in the provider's namespace, sharing with
+/// `consumers`, with `spec` merged over that (metrics, sensors, since).
+pub fn share(provider: &str, name: &str, consumers: &[&str], spec: Value) -> Value {
+    let mut object = json!({
+        "apiVersion": "smartregion.toscana.it/v1alpha1",
+        "kind": "SmartRegionShare",
+        "metadata": { "name": name, "namespace": format!("srt-{provider}") },
+        "spec": { "consumers": consumers },
+    });
+    if let Value::Object(fields) = spec {
+        for (key, value) in fields {
+            object["spec"][key] = value;
+        }
+    }
+    object
+}
+
+/// Server-side applies a share as `client` (a provider's admin, usually).
+pub async fn apply_share(client: &Client, share: &Value) -> Result<SmartRegionShare, kube::Error> {
+    let namespace = share["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = share["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<SmartRegionShare> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-user").force(),
+        &Patch::Apply(share),
+    )
+    .await
+}
+
+/// Waits until the share's status describes its current generation and `accept` holds.
+pub async fn wait_share(
+    client: &Client,
+    provider: &str,
+    name: &str,
+    what: &str,
+    accept: impl Fn(&SmartRegionShare) -> bool,
+) -> Result<SmartRegionShare> {
+    let api: Api<SmartRegionShare> = Api::namespaced(client.clone(), &format!("srt-{provider}"));
+    let accept = &accept;
+    wait::until(&format!("share {name}: {what}"), READY_TIMEOUT, || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let share = api.get(&name).await?;
+            let current = share.status.as_ref().and_then(|s| s.observed_generation)
+                == share.metadata.generation;
+            Ok((current && accept(&share)).then_some(share))
+        }
+    })
+    .await
+}
+
+/// The share's `Ready` condition is True.
+pub fn share_ready(share: &SmartRegionShare) -> bool {
+    share
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The chart's admission policies, installed as `helm install` would (the rest of the
+/// chart is not needed to judge tenant admins' requests).
+pub async fn install_admission_policies(client: &Client) -> Result<()> {
+    let text = smartregion_e2e::helm::template("trust", "smartregion-trust", &[])?;
+    for object in apply::documents(&text)? {
+        let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+        if kind.starts_with("ValidatingAdmissionPolicy") {
+            apply::apply(client, &object).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Admission policies are enforced once the API server has loaded them (it compiles them
+/// asynchronously): waits until `attempt` is refused, up to a deadline.
+pub async fn refused_once_loaded<T, F, Fut>(what: &str, attempt: F) -> Result<String>
+where
+    T: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let attempt = &attempt;
+    wait::until(what, Duration::from_secs(30), || async move {
+        match attempt().await {
+            Err(kube::Error::Api(response)) if [403, 422].contains(&response.code) => {
+                Ok(Some(response.message))
+            }
+            Err(error) => Err(error.into()),
+            // Accepted before the policy took effect: undone by the caller's cleanup.
+            Ok(_) => Ok(None),
+        }
+    })
+    .await
 }

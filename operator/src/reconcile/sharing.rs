@@ -1,0 +1,420 @@
+//! Sharing (pure, but for [`update_share_statuses`]): from the `SmartRegionShare`s the
+//! inputs read to what the database step enforces, and from what it enforced to the
+//! shares' status and the tenant's `status.sharedWithMe`.
+//!
+//! A tenant's reconcile does both sides: as a provider, its shares' views and grants; as
+//! a consumer, its reader's grants on what is shared with it (for a consumer that
+//! appears after its provider). Nothing crosses namespaces on the Kubernetes side: no
+//! Secret is copied, the consumer reads with its own reader login.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::Reason;
+use crate::crd::{ShareConsumer, ShareState, SharedWith, SmartRegionShare, SmartRegionShareStatus};
+use crate::database::names::TenantDb;
+use crate::database::shares::{self, Share};
+use crate::tenant::TenantName;
+
+/// One of the tenant's own shares, as the database step enforces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
+    pub share: Share,
+    /// Its consumers, but the provider itself (which the admission policy refuses).
+    pub consumers: Vec<TenantName>,
+}
+
+/// The tenant's own shares, from the objects in its namespace.
+pub fn declared(shares: &[SmartRegionShare], provider: &TenantName) -> Vec<Declared> {
+    let mut declared: Vec<Declared> = shares
+        .iter()
+        .filter(|share| share.metadata.deletion_timestamp.is_none())
+        .map(|object| {
+            let spec = &object.spec;
+            Declared {
+                share: Share {
+                    name: object.name_any(),
+                    metrics: sorted(&spec.metrics),
+                    metric_prefixes: sorted(&spec.metric_prefixes),
+                    sensors: sorted(&spec.sensors),
+                    sensor_prefixes: sorted(&spec.sensor_prefixes),
+                    since: spec.since.as_ref().map(|time| time.0.to_string()),
+                },
+                consumers: spec
+                    .consumers
+                    .iter()
+                    .filter_map(|name| TenantName::parse(name).ok())
+                    .filter(|name| name != provider)
+                    .collect(),
+            }
+        })
+        .collect();
+    declared.sort_by(|a, b| a.share.name.cmp(&b.share.name));
+    declared
+}
+
+/// In a canonical order: reordering a list in the spec changes no view.
+fn sorted(values: &[String]) -> Vec<String> {
+    let mut values = values.to_vec();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// What other tenants share with this one: (provider, share), from the shares that list
+/// it, each in a namespace named with the tenant prefix.
+pub fn shared_with(shares: &[SmartRegionShare], prefix: &str) -> Vec<(TenantName, String)> {
+    let mut shared: Vec<(TenantName, String)> = shares
+        .iter()
+        .filter(|share| share.metadata.deletion_timestamp.is_none())
+        .filter_map(|share| {
+            let namespace = share.namespace()?;
+            let provider = TenantName::parse(namespace.strip_prefix(prefix)?).ok()?;
+            Some((provider, share.name_any()))
+        })
+        .collect();
+    shared.sort();
+    shared
+}
+
+/// `status.sharedWithMe` of the consumer.
+pub fn shared_with_me(shared: &[(TenantName, String)]) -> Vec<SharedWith> {
+    shared
+        .iter()
+        .map(|(provider, share)| {
+            let db = TenantDb::for_tenant(provider);
+            SharedWith {
+                provider: provider.to_string(),
+                share: share.clone(),
+                read_as: shares::read_as(&db, &shares::view(share)),
+                sensors_read_as: shares::read_as(&db, &shares::sensors_view(share)),
+            }
+        })
+        .collect()
+}
+
+/// The tenants a change to a share concerns: its provider (by its namespace) and its
+/// consumers, those it lists now and those its status still lists (a consumer just
+/// taken off the list learns it from its own reconcile).
+pub fn tenants_of_share(
+    namespace_prefix: &str,
+) -> impl Fn(SmartRegionShare) -> Vec<kube::runtime::reflector::ObjectRef<crate::crd::SmartRegionTenant>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let prefix = namespace_prefix.to_string();
+    move |share: SmartRegionShare| {
+        let provider = share
+            .namespace()
+            .and_then(|namespace| namespace.strip_prefix(&prefix).map(str::to_string));
+        let listed = share.spec.consumers.iter().cloned();
+        let before = share
+            .status
+            .iter()
+            .flat_map(|status| status.consumers.iter().map(|c| c.tenant.clone()));
+        let mut tenants: Vec<String> = provider.into_iter().chain(listed).chain(before).collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
+            .into_iter()
+            .map(|tenant| kube::runtime::reflector::ObjectRef::new(&tenant))
+            .collect()
+    }
+}
+
+/// What the provider's database step made of a share.
+#[derive(Clone, Copy, Debug)]
+pub enum Enforced<'a> {
+    /// In place; these consumers' readers may read it.
+    Active(&'a [TenantName]),
+    /// The provider's tier does not allow sharing: no view.
+    Forbidden,
+    /// The step failed, for this reason.
+    Failed(&'a str),
+}
+
+/// The status a share has after the provider's database step.
+pub fn share_status(
+    object: &SmartRegionShare,
+    provider: &TenantName,
+    declared: Option<&Declared>,
+    enforced: Enforced<'_>,
+    now: &Time,
+) -> SmartRegionShareStatus {
+    let db = TenantDb::for_tenant(provider);
+    let name = object.name_any();
+    let consumers: Vec<ShareConsumer> = declared
+        .map(|d| d.consumers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|tenant| ShareConsumer {
+            state: match enforced {
+                Enforced::Active(active) if active.contains(&tenant) => ShareState::Active,
+                _ => ShareState::WaitingForConsumer,
+            },
+            tenant: tenant.to_string(),
+        })
+        .collect();
+    let waiting: Vec<&str> = consumers
+        .iter()
+        .filter(|c| c.state == ShareState::WaitingForConsumer)
+        .map(|c| c.tenant.as_str())
+        .collect();
+    let read_as = shares::read_as(&db, &shares::view(&name));
+    let (ok, reason, message) = match enforced {
+        Enforced::Failed(why) => (false, Reason::ShareFailed, why.to_string()),
+        Enforced::Forbidden => (
+            false,
+            Reason::SharingForbidden,
+            "the platform does not allow this tenant's tier to share data (the tiers' \
+             `sharing` setting); nothing of it is readable by others"
+                .to_string(),
+        ),
+        Enforced::Active(_) if waiting.is_empty() => (
+            true,
+            Reason::Shared,
+            format!("every consumer's db-reader may read {read_as}"),
+        ),
+        Enforced::Active(_) => (
+            false,
+            Reason::WaitingForConsumers,
+            format!(
+                "{read_as} is in place; {} cannot read it yet: no tenant of that name with \
+                 its database part in place (it may read once there is)",
+                waiting.join(", ")
+            ),
+        ),
+    };
+    let mut message = message;
+    if object.spec.consumers.iter().any(|c| c == provider.as_str()) {
+        message.push_str(&format!(
+            "; {provider} is the tenant that shares and is left out of its consumers"
+        ));
+    }
+    let state = if ok { "True" } else { "False" };
+    let previous = object.status.as_ref();
+    let since = previous
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == state)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    SmartRegionShareStatus {
+        observed_generation: object.metadata.generation,
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: state.into(),
+            reason: reason.as_str().into(),
+            message,
+            last_transition_time: since,
+            observed_generation: object.metadata.generation,
+        }],
+        read_as: Some(read_as),
+        sensors_read_as: Some(shares::read_as(&db, &shares::sensors_view(&name))),
+        consumers,
+    }
+}
+
+/// The Events that announce what changed for a share's consumers: granted, revoked.
+pub fn share_events(
+    previous: Option<&SmartRegionShareStatus>,
+    next: &SmartRegionShareStatus,
+) -> Vec<Event> {
+    let active = |status: Option<&SmartRegionShareStatus>| -> Vec<String> {
+        status
+            .map(|s| {
+                s.consumers
+                    .iter()
+                    .filter(|c| c.state == ShareState::Active)
+                    .map(|c| c.tenant.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (before, after) = (active(previous), active(Some(next)));
+    let read_as = next.read_as.clone().unwrap_or_default();
+    let event = |reason: Reason, tenant: &str, note: String| Event {
+        type_: EventType::Normal,
+        reason: reason.as_str().into(),
+        note: Some(format!("{tenant}: {note}")),
+        action: "Share".into(),
+        secondary: None,
+    };
+    let granted = after.iter().filter(|t| !before.contains(t)).map(|t| {
+        event(
+            Reason::Granted,
+            t,
+            format!("its db-reader may read {read_as}"),
+        )
+    });
+    let revoked = before.iter().filter(|t| !after.contains(t)).map(|t| {
+        event(
+            Reason::Revoked,
+            t,
+            format!("its db-reader may no longer read {read_as}"),
+        )
+    });
+    granted.chain(revoked).collect()
+}
+
+/// Writes each share's status where it changed (never on an idle reconcile), with its
+/// Events. Returns the writes made.
+pub async fn update_share_statuses(
+    client: &Client,
+    recorder: &Recorder,
+    changes: Vec<(SmartRegionShare, SmartRegionShareStatus)>,
+) -> Result<usize, kube::Error> {
+    let mut writes = 0;
+    for (object, status) in changes {
+        if object.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let api: Api<SmartRegionShare> =
+            Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+        let mut value = serde_json::to_value(&status).expect("status serializes");
+        if status.consumers.is_empty() {
+            value["consumers"] = serde_json::Value::Null;
+        }
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": value })),
+        )
+        .await?;
+        writes += 1;
+        for event in share_events(object.status.as_ref(), &status) {
+            if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+                tracing::warn!(share = %object.name_any(), %error, "failed to record an Event");
+            }
+        }
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn object(namespace: &str, name: &str, consumers: &[&str]) -> SmartRegionShare {
+        SmartRegionShare {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec: crate::crd::SmartRegionShareSpec {
+                consumers: consumers.iter().map(|c| c.to_string()).collect(),
+                metrics: vec!["river_level".into(), "flow".into(), "flow".into()],
+                metric_prefixes: Vec::new(),
+                sensors: Vec::new(),
+                sensor_prefixes: Vec::new(),
+                since: None,
+            },
+            status: None,
+        }
+    }
+
+    fn name(text: &str) -> TenantName {
+        TenantName::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_share_concerns_its_provider_and_every_consumer_before_and_after() {
+        let mut share = object("srt-publiacqua", "river-levels", &["firenze"]);
+        share.status = Some(SmartRegionShareStatus {
+            consumers: vec![ShareConsumer {
+                tenant: "pisa".into(),
+                state: ShareState::Active,
+            }],
+            ..SmartRegionShareStatus::default()
+        });
+        let names: Vec<String> = tenants_of_share("srt-")(share)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["firenze", "pisa", "publiacqua"]);
+        let elsewhere = object("default", "bait", &["firenze"]);
+        let names: Vec<String> = tenants_of_share("srt-")(elsewhere)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["firenze"]);
+    }
+
+    #[test]
+    fn a_provider_never_shares_with_itself_and_lists_are_canonical() {
+        let shares = [object(
+            "srt-publiacqua",
+            "river-levels",
+            &["firenze", "publiacqua"],
+        )];
+        let declared = declared(&shares, &name("publiacqua"));
+        assert_eq!(declared[0].consumers, vec![name("firenze")]);
+        assert_eq!(declared[0].share.metrics, vec!["flow", "river_level"]);
+    }
+
+    #[test]
+    fn what_is_shared_with_a_tenant_is_named_by_provider_and_share() {
+        let shares = [
+            object("srt-publiacqua", "river-levels", &["firenze"]),
+            object("kube-system", "bait", &["firenze"]),
+        ];
+        let shared = shared_with(&shares, "srt-");
+        assert_eq!(
+            shared,
+            vec![(name("publiacqua"), "river-levels".to_string())]
+        );
+        let listed = shared_with_me(&shared);
+        assert_eq!(listed[0].read_as, "s_publiacqua.river_levels");
+        assert_eq!(
+            listed[0].sensors_read_as,
+            "s_publiacqua.river_levels__sensors"
+        );
+    }
+
+    #[test]
+    fn a_share_is_ready_when_every_consumer_reads_and_says_who_waits() {
+        let share = object("srt-publiacqua", "river-levels", &["firenze", "pisa"]);
+        let provider = name("publiacqua");
+        let declared = declared(std::slice::from_ref(&share), &provider);
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
+        let waiting = share_status(
+            &share,
+            &provider,
+            declared.first(),
+            Enforced::Active(&[name("firenze")]),
+            &now,
+        );
+        assert_eq!(waiting.conditions[0].status, "False");
+        assert_eq!(waiting.conditions[0].reason, "WaitingForConsumers");
+        assert!(waiting.conditions[0].message.contains("pisa"));
+        assert_eq!(
+            waiting.read_as.as_deref(),
+            Some("s_publiacqua.river_levels")
+        );
+        let both = [name("firenze"), name("pisa")];
+        let ready = share_status(
+            &share,
+            &provider,
+            declared.first(),
+            Enforced::Active(&both),
+            &now,
+        );
+        assert_eq!(ready.conditions[0].status, "True");
+        let events: Vec<String> = share_events(Some(&waiting), &ready)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(events, ["Granted"]);
+        let events: Vec<String> = share_events(Some(&ready), &waiting)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(events, ["Revoked"]);
+    }
+}
