@@ -37,32 +37,9 @@ fn operator(shard: &str, extra: &[&str]) -> Result<Operator> {
     Operator::start(shared(), shard, &args)
 }
 
-async fn connect(uri: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 /// The superuser, for looking at everything.
 async fn superuser() -> Result<tokio_postgres::Client> {
-    connect(&shared().database_url).await
-}
-
-/// A tenant's own login, from its Secret, as its client would use it.
-async fn login(client: &Client, tenant: &str, secret: &str) -> Result<tokio_postgres::Client> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("srt-{tenant}"));
-    let uri = secrets
-        .get(secret)
-        .await?
-        .data
-        .and_then(|data| data.get("uri").cloned())
-        .context("no uri in the Secret")?;
-    let uri = String::from_utf8(uri.0)?.replace("sslmode=verify-full", "sslmode=disable");
-    connect(&uri).await
-}
-
-fn schema_of(tenant: &str) -> String {
-    format!("t_{}", tenant.replace('-', "_"))
+    connect_plain(&shared().database_url).await
 }
 
 /// The tenant's jobs as (id, proc_name, owner, config, scheduled, schedule_interval).
@@ -870,7 +847,7 @@ async fn while_timescaledb_is_not_loaded_tenants_wait_with_a_reason_and_the_rule
     let uri = writer_uri.clone();
     wait::until("the suspended writer to be refused", READY_TIMEOUT, || {
         let uri = uri.clone();
-        async move { Ok(connect(&uri).await.is_err().then_some(())) }
+        async move { Ok(connect_plain(&uri).await.is_err().then_some(())) }
     })
     .await?;
 
@@ -896,7 +873,7 @@ async fn while_timescaledb_is_not_loaded_tenants_wait_with_a_reason_and_the_rule
     let uri = writer_uri.clone();
     let writer = wait::until("the writer's login back", READY_TIMEOUT, || {
         let uri = uri.clone();
-        async move { Ok(connect(&uri).await.ok()) }
+        async move { Ok(connect_plain(&uri).await.ok()) }
     })
     .await?;
     match writer
@@ -1270,4 +1247,130 @@ async fn work_the_jobs_leave_undone_is_done_by_the_operator_and_said() -> Result
         );
     }
     delete_and_wait(&client, &name).await
+}
+
+#[tokio::test]
+async fn shared_rows_in_compressed_chunks_read_the_same_and_nothing_else() -> Result<()> {
+    let client = client().await?;
+    let shard = unique_name("ts-share");
+    let _operator = operator(&shard, &[])?;
+    let (provider, consumer) = (unique_name("ts-share-p"), unique_name("ts-share-c"));
+    let mut tenant = example("prato", &provider, &shard)?;
+    tenant["spec"]["database"] =
+        json!({ "retentionDays": 30, "compressAfterDays": 2, "chunkIntervalHours": 24 });
+    apply_tenant(&client, &tenant).await?;
+    apply_tenant(&client, &example("firenze", &consumer, &shard)?).await?;
+    for name in [&provider, &consumer] {
+        wait_ready(&client, name).await?;
+    }
+    let writer = login(&client, &provider, "db-writer").await?;
+    write_history(&writer, 10).await?;
+    writer
+        .execute(
+            "INSERT INTO measurements (sensor, metric, time, value) \
+             SELECT 'sensor-0', 'no2', now() - make_interval(hours => h), h \
+             FROM generate_series(1, 240) AS h",
+            &[],
+        )
+        .await?;
+    let admin = shared()
+        .client_as("anna.bianchi@comune.prato.it", &["prato-admins"])
+        .await?;
+    apply_share(
+        &admin,
+        &share(
+            &provider,
+            "pm10",
+            &[&consumer],
+            json!({ "metrics": ["pm10"], "sensors": ["sensor-0"] }),
+        ),
+    )
+    .await?;
+    let ready = wait_share(&client, &provider, "pm10", "Ready", share_ready).await?;
+    let view = ready
+        .status
+        .and_then(|s| s.read_as)
+        .context("status.readAs")?;
+    let schema = schema_of(&provider);
+    let superuser = superuser().await?;
+    let expected: i64 = superuser
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{schema}\".measurements \
+                 WHERE metric = 'pm10' AND sensor = 'sensor-0'"
+            ),
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(expected >= 200, "rows written: {expected}");
+    let reader = login(&client, &consumer, "db-reader").await?;
+    ensure!(shared_counts(&reader, &view).await? == (expected, 0));
+
+    // Compressed, as the compression policy would (chunks older than two days).
+    let compressed = superuser
+        .query(
+            &format!(
+                "SELECT compress_chunk(c, if_not_compressed => true)::text \
+                 FROM show_chunks('\"{schema}\".measurements', older_than => now() - interval '2 days') c"
+            ),
+            &[],
+        )
+        .await?
+        .len();
+    ensure!(compressed >= 5, "chunks compressed: {compressed}");
+    ensure!(
+        shared_counts(&reader, &view).await? == (expected, 0),
+        "the same rows through the view once compressed"
+    );
+
+    // Nothing else: the chunks and their compressed tables, directly.
+    let relations: Vec<String> = superuser
+        .query(
+            "SELECT format('%I.%I', c.schema_name, c.table_name) \
+             FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h \
+               ON h.id = c.hypertable_id \
+             WHERE h.schema_name = $1 \
+                OR h.id IN (SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable \
+                            WHERE schema_name = $1)",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    ensure!(
+        relations.len() > compressed,
+        "chunks and compressed chunks: {relations:?}"
+    );
+    for relation in &relations {
+        denied(
+            relation,
+            reader
+                .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])
+                .await,
+        )?;
+    }
+    denied(
+        "the hypertable",
+        reader
+            .query(&format!("SELECT * FROM \"{schema}\".measurements"), &[])
+            .await,
+    )?;
+    delete_all_and_wait(&client, &[provider, consumer]).await
+}
+
+/// All rows a consumer reads through a share's view, and how many of them lie outside
+/// the share (metric `pm10` of `sensor-0`).
+async fn shared_counts(reader: &tokio_postgres::Client, view: &str) -> Result<(i64, i64)> {
+    let row = reader
+        .query_one(
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE metric <> 'pm10' OR sensor <> 'sensor-0') \
+                 FROM {view}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }

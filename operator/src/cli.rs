@@ -305,7 +305,7 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The exposure flags, for [`crate::config::Exposure::from_flags`].
+    /// The exposure flags, which the operator's exposure settings are read from.
     pub fn exposure_flags(&self) -> ExposureFlags {
         ExposureFlags {
             gateway: self.ingest_gateway.clone(),

@@ -1,10 +1,10 @@
 //! smartregion-operator: turns a `SmartRegionTenant` into everything a Tuscan public body
 //! (ente) needs on the Smart Region platform, keeps it that way, and removes it safely.
 //!
-//! Layout: [`crd`] holds the API types and constants; [`tenant`] the validated model of a
-//! tenant that every step reads; [`cli`] the command line; [`controller`] wires the
-//! watches, leader election and HTTP server around the [`reconcile`] pipeline, whose pure
-//! builders live in [`resources`] and whose database code lives in [`database`];
+//! Layout: [`crd`] holds the API types and constants; `tenant` the validated model of a
+//! tenant that every step reads; [`cli`] the command line; `controller` wires the
+//! watches, leader election and HTTP server around the `reconcile` pipeline, whose pure
+//! builders live in `resources` and whose database code lives in `database`;
 //! [`onboard`] writes tenant manifests for people and GitOps repositories.
 
 pub mod cli;

@@ -201,7 +201,7 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// timeout (30 s) for requests in flight to commit (the ingest drains them on SIGTERM).
 pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SLEEP_SECONDS + 30;
 
-/// Deployment `ingest`. `secrets_checksum` ([`secrets_checksum`])
+/// Deployment `ingest`. `secrets_checksum` (see `secrets_checksum`)
 /// goes into the pod template, so the pods roll whenever the Secrets they read change.
 /// (Long: one object literal, the pod spec as Kubernetes reads it; split, it would be
 /// read in pieces.)
