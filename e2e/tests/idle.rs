@@ -1,5 +1,7 @@
-//! An idle operator makes no write requests: with tenants Ready and nothing changing,
-//! kube-apiserver's own request counters show no write to anything the operator manages.
+//! An idle operator makes no write requests: with tenants and their shares Ready and
+//! nothing changing, kube-apiserver's own request counters show no write to anything the
+//! operator manages, and the shares' views, schemas and grants in PostgreSQL are not
+//! rewritten either.
 //!
 //! Its own test binary, so no other test writes to the cluster during the window.
 
@@ -8,7 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
+use serde_json::json;
 use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name};
@@ -37,6 +40,22 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
     for name in &names {
         wait_ready(&client, name).await?;
     }
+    // Prato and the Unione share with Firenze: the shares are re-checked in every
+    // periodic reconcile too.
+    let (firenze, prato, mugello) = (&names[0], &names[1], &names[3]);
+    for (provider, spec) in [
+        (prato, json!({ "metrics": ["pm10", "no2"] })),
+        (mugello, json!({ "sensorPrefixes": ["borgo-"] })),
+    ] {
+        apply_share(&client, &share(provider, "to-firenze", &[firenze], spec)).await?;
+        wait_share(&client, provider, "to-firenze", "Ready", share_ready).await?;
+    }
+    let database = connect_plain(&shared().database_url).await?;
+    let catalog_before = sharing_catalog(&database, &names).await?;
+    ensure!(
+        catalog_before.len() >= 4,
+        "the shares' schemas and views: {catalog_before:?}"
+    );
 
     let window_start = k8s_openapi::jiff::Timestamp::now();
     let before = operator_writes(&client).await?;
@@ -45,6 +64,7 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
     tokio::time::sleep(WINDOW).await;
     let after = operator_writes(&client).await?;
     let reconciles_after = reconciles(&operator.metrics().await?);
+    let catalog_after = sharing_catalog(&database, &names).await?;
 
     let in_window = delta(&before, &after);
     let events = operator_events_since(&client, window_start).await?;
@@ -61,6 +81,41 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         "write requests while idle: {in_window:?}"
     );
     assert!(events.is_empty(), "Events recorded while idle: {events:?}");
+    assert_eq!(
+        catalog_before, catalog_after,
+        "the shares' schemas, views or grants were rewritten while idle"
+    );
     delete_all_and_wait(&client, &names).await?;
     Ok(())
+}
+
+/// The catalog rows of the share schemas of `tenants` and of everything in them: name,
+/// the transaction that last wrote the row (`xmin`), and its grants. Any rewrite, even to
+/// the same content, changes `xmin`.
+async fn sharing_catalog(
+    database: &tokio_postgres::Client,
+    tenants: &[String],
+) -> Result<Vec<(String, String, String)>> {
+    let schemas: Vec<String> = tenants
+        .iter()
+        .map(|name| format!("s_{}", name.replace('-', "_")))
+        .collect();
+    let rows = database
+        .query(
+            "SELECT n.nspname, n.xmin::text, coalesce(n.nspacl::text, '') \
+             FROM pg_namespace n WHERE n.nspname = ANY($1) \
+             UNION ALL \
+             SELECT format('%I.%I', n.nspname, c.relname), c.xmin::text, \
+                    coalesce(c.relacl::text, '') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = ANY($1) \
+             ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .context("reading the shares' catalog rows")?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
 }

@@ -5,6 +5,9 @@
 //! apply, same concurrency as the operator), i.e. what the API server itself allows; and
 //! the same database schemas, roles and partitions provisioned directly through the
 //! operator's own database functions, i.e. what PostgreSQL itself allows.
+//! Then every tenant shares with five others (1 000 shares): the time until they are all
+//! Ready and the idle cost, next to the same figures without shares measured before; and
+//! reading a shared view against reading one's own table, for the same rows, in one run.
 //! Prints the figures and writes them to docs/benchmarks.md. Run with `e2e/bench`.
 
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
 use smartregion_e2e::operator::{Operator, SHARD_LABEL};
 use smartregion_e2e::{Cluster, apply, paths, unique_name, wait};
-use smartregion_operator::crd::SmartRegionTenant;
+use smartregion_operator::crd::{SmartRegionShare, SmartRegionTenant};
 use smartregion_operator::surface::Config;
 use smartregion_operator::surface::TenantName;
 use smartregion_operator::surface::children as build;
@@ -25,6 +28,12 @@ use smartregion_operator::surface::children as build;
 const TENANTS: usize = 200;
 const CONCURRENCY: usize = 8;
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
+/// Shares per tenant, each with the next tenants in the list.
+const SHARES_PER_TENANT: usize = 5;
+/// Rows of the shared metric, and as many of another, written for the read comparison.
+const READ_ROWS: i64 = 200_000;
+/// Alternating runs of each read; the median is reported.
+const READ_RUNS: usize = 15;
 
 fn tenant(name: &str, shard: &str) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(paths::workspace_root().join("examples/prato.yaml"))?;
@@ -344,23 +353,18 @@ async fn run(cluster: &Cluster) -> Result<()> {
     let operator_time = started.elapsed();
     eprintln!("bench: operator took {:.1}s", operator_time.as_secs_f64());
 
-    // Idle: nothing changes, but with a 10 s requeue every tenant is re-checked about
-    // three times in the window; the API server counts what those re-checks write.
-    // PostgreSQL 15 sessions report their statistics up to 10 s after their last
-    // transaction: let onboarding's last inserts arrive before the window opens.
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let window_start = k8s_openapi::jiff::Timestamp::now();
-    let before = operator_writes(&client).await?;
-    let reconciles_before = reconciles(&operator.metrics().await?);
-    let admin = connect(&cluster.database_url).await?;
-    let (rows_before, commits_before) = database_activity(&admin).await?;
-    tokio::time::sleep(IDLE_WINDOW).await;
-    let (rows_after, commits_after) = database_activity(&admin).await?;
-    let idle_delta = delta(&before, &operator_writes(&client).await?);
-    let idle_events = operator_events_since(&client, window_start).await?;
-    eprintln!("bench: idle writes {idle_delta:?}, Events {idle_events:?}");
-    let idle_writes: f64 = idle_delta.values().sum::<f64>() + idle_events.len() as f64;
-    let idle_reconciles = reconciles(&operator.metrics().await?) - reconciles_before;
+    let idle = idle_cost(cluster, &client, &operator).await?;
+
+    eprintln!("bench: {SHARES_PER_TENANT} shares per tenant");
+    let started = Instant::now();
+    let shares = share_all(&client, &names).await?;
+    let shares_time = started.elapsed();
+    eprintln!(
+        "bench: {shares} shares Ready in {:.1}s",
+        shares_time.as_secs_f64()
+    );
+    let idle_shared = idle_cost(cluster, &client, &operator).await?;
+    let reads = read_comparison(cluster, &names[0], &names[1]).await?;
     let rss = smartregion_e2e::bench::peak_rss_mib(operator.pid())?;
 
     let report = format!(
@@ -375,18 +379,40 @@ async fn run(cluster: &Cluster) -> Result<()> {
          | ratio operator / both references | {:.2} |\n\
          | Kubernetes write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
          | rows changed in tenant schemas in that window ({} database transactions, reads included) | {} |\n\
-         | operator peak RSS (VmHWM) | {:.1} MiB |\n",
+         | then {} shares ({SHARES_PER_TENANT} per tenant, each with other tenants), from created to all Ready | {:.1} s |\n\
+         | with the shares: Kubernetes write requests in a {}s idle window ({} reconciles) | {} |\n\
+         | with the shares: rows changed in tenant schemas, share views or grants rewritten in that window ({} database transactions, reads included) | {} |\n\
+         | operator peak RSS (VmHWM) | {:.1} MiB |\n\n\
+         Reading the same {} rows (one metric of a provider that has as many of another), \
+         median of {READ_RUNS} alternating runs of `SELECT count(*), avg(value)`, each reader's role \
+         taken with `SET ROLE` on a session of the platform's superuser (the same privilege \
+         checks and plan as its login, without TLS in the timing):\n\n\
+         | read | median |\n|---|---|\n\
+         | the provider's reader, its own table, `WHERE metric = ...` | {:.1} ms |\n\
+         | a consumer's reader, the share's view (the same rows) | {:.1} ms |\n\
+         | ratio view / own table | {:.2} |\n",
         reference_time.as_secs_f64(),
         database_reference_time.as_secs_f64(),
         (reference_time + database_reference_time).as_secs_f64(),
         operator_time.as_secs_f64(),
         operator_time.as_secs_f64() / (reference_time + database_reference_time).as_secs_f64(),
         IDLE_WINDOW.as_secs(),
-        idle_reconciles,
-        idle_writes,
-        commits_after - commits_before,
-        rows_after - rows_before,
+        idle.reconciles,
+        idle.writes,
+        idle.commits,
+        idle.rows,
+        shares,
+        shares_time.as_secs_f64(),
+        IDLE_WINDOW.as_secs(),
+        idle_shared.reconciles,
+        idle_shared.writes,
+        idle_shared.commits,
+        idle_shared.rows + idle_shared.catalog_rewrites,
         rss,
+        READ_ROWS,
+        reads.own.as_secs_f64() * 1000.0,
+        reads.shared.as_secs_f64() * 1000.0,
+        reads.shared.as_secs_f64() / reads.own.as_secs_f64(),
     );
     println!("{report}");
     smartregion_e2e::bench::write_section(
@@ -394,4 +420,187 @@ async fn run(cluster: &Cluster) -> Result<()> {
         &report,
     )?;
     Ok(())
+}
+
+/// What an idle window costs.
+struct Idle {
+    reconciles: f64,
+    /// Kubernetes write requests and Events.
+    writes: f64,
+    /// Database transactions, reads included.
+    commits: i64,
+    /// Rows changed in tenant schemas.
+    rows: i64,
+    /// Share schemas, views or grants whose catalog rows were rewritten.
+    catalog_rewrites: i64,
+}
+
+/// Nothing changes, but with a 10 s requeue every tenant is re-checked about three times
+/// in the window; the API server counts what those re-checks write, PostgreSQL what they
+/// change.
+async fn idle_cost(cluster: &Cluster, client: &Client, operator: &Operator) -> Result<Idle> {
+    // PostgreSQL 15 sessions report their statistics up to 10 s after their last
+    // transaction: let the last changes arrive before the window opens.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let window_start = k8s_openapi::jiff::Timestamp::now();
+    let before = operator_writes(client).await?;
+    let reconciles_before = reconciles(&operator.metrics().await?);
+    let admin = connect(&cluster.database_url).await?;
+    let catalog_before = share_catalog(&admin).await?;
+    let (rows_before, commits_before) = database_activity(&admin).await?;
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let (rows_after, commits_after) = database_activity(&admin).await?;
+    let catalog_after = share_catalog(&admin).await?;
+    let idle_delta = delta(&before, &operator_writes(client).await?);
+    let idle_events = operator_events_since(client, window_start).await?;
+    eprintln!("bench: idle writes {idle_delta:?}, Events {idle_events:?}");
+    let catalog_rewrites = catalog_after
+        .iter()
+        .filter(|row| !catalog_before.contains(row))
+        .count();
+    Ok(Idle {
+        reconciles: reconciles(&operator.metrics().await?) - reconciles_before,
+        writes: idle_delta.values().sum::<f64>() + idle_events.len() as f64,
+        commits: commits_after - commits_before,
+        rows: rows_after - rows_before,
+        catalog_rewrites: catalog_rewrites as i64,
+    })
+}
+
+/// The catalog rows of every share schema and what is in it, with the transaction that
+/// last wrote each (`xmin`) and its grants: a rewrite, even to the same content, shows.
+async fn share_catalog(admin: &tokio_postgres::Client) -> Result<Vec<String>> {
+    Ok(admin
+        .query(
+            "SELECT n.nspname || ' ' || n.xmin::text || ' ' || coalesce(n.nspacl::text, '') \
+             FROM pg_namespace n WHERE n.nspname LIKE 's\\_%' \
+             UNION ALL \
+             SELECT c.oid::text || ' ' || c.xmin::text || ' ' || coalesce(c.relacl::text, '') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname LIKE 's\\_%'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Each tenant shares one metric with each of the next `SHARES_PER_TENANT` tenants, as
+/// its admins would; returns how many shares, once all are Ready.
+async fn share_all(client: &Client, names: &[String]) -> Result<usize> {
+    let mut count = 0;
+    for (index, provider) in names.iter().enumerate() {
+        let shares: Api<SmartRegionShare> =
+            Api::namespaced(client.clone(), &format!("srt-{provider}"));
+        for k in 1..=SHARES_PER_TENANT {
+            let name = format!("to-{k}");
+            let share = serde_json::json!({
+                "apiVersion": "smartregion.toscana.it/v1alpha1",
+                "kind": "SmartRegionShare",
+                "metadata": { "name": name },
+                "spec": {
+                    "consumers": [names[(index + k) % names.len()]],
+                    "metrics": [format!("m{k}")],
+                },
+            });
+            shares
+                .patch(&name, &PatchParams::apply("bench"), &Patch::Apply(share))
+                .await?;
+            count += 1;
+        }
+    }
+    let all: Api<SmartRegionShare> = Api::all(client.clone());
+    wait::until(
+        &format!("{count} shares to be Ready"),
+        Duration::from_secs(900),
+        || {
+            let all = all.clone();
+            async move {
+                let ready = all
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|share| {
+                        share.status.as_ref().is_some_and(|status| {
+                            status
+                                .conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                    })
+                    .count();
+                Ok((ready >= count).then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(count)
+}
+
+/// Medians of reading the same rows as the provider's reader from its own table and as
+/// a consumer's reader through the share's view.
+struct Reads {
+    own: Duration,
+    shared: Duration,
+}
+
+/// `provider` shares metric `m1` with `consumer` (`to-1`, from [`share_all`]).
+async fn read_comparison(cluster: &Cluster, provider: &str, consumer: &str) -> Result<Reads> {
+    use smartregion_operator::surface::provisioning::{TenantDb, quote};
+    let (provider_db, consumer_db) = (
+        TenantDb::for_tenant(&TenantName::parse(provider)?),
+        TenantDb::for_tenant(&TenantName::parse(consumer)?),
+    );
+    let admin = connect(&cluster.database_url).await?;
+    let table = format!("{}.measurements", quote(&provider_db.schema));
+    admin
+        .execute(
+            &format!(
+                "INSERT INTO {table} (sensor, metric, time, value) \
+                 SELECT 'sensor-' || (i % 50), m, now() - make_interval(secs => i), i \
+                 FROM generate_series(1, $1::bigint) AS i, unnest(ARRAY['m1', 'other']) AS m"
+            ),
+            &[&READ_ROWS],
+        )
+        .await?;
+    admin.batch_execute(&format!("ANALYZE {table}")).await?;
+    let own_query = format!("SELECT count(*), avg(value) FROM {table} WHERE metric = 'm1'");
+    let view = format!("s_{}.to_1", &provider_db.schema[2..]);
+    let shared_query = format!("SELECT count(*), avg(value) FROM {view}");
+    let (own_reader, consumer_reader) = (
+        connect(&cluster.database_url).await?,
+        connect(&cluster.database_url).await?,
+    );
+    own_reader
+        .batch_execute(&format!("SET ROLE {}", quote(&provider_db.reader)))
+        .await?;
+    consumer_reader
+        .batch_execute(&format!("SET ROLE {}", quote(&consumer_db.reader)))
+        .await?;
+    let (mut own, mut shared) = (Vec::new(), Vec::new());
+    for _ in 0..READ_RUNS {
+        for (reader, query, times) in [
+            (&own_reader, &own_query, &mut own),
+            (&consumer_reader, &shared_query, &mut shared),
+        ] {
+            let started = Instant::now();
+            let row = reader.query_one(query.as_str(), &[]).await?;
+            times.push(started.elapsed());
+            let rows: i64 = row.get(0);
+            anyhow::ensure!(
+                rows == READ_ROWS,
+                "{query} read {rows} rows, not {READ_ROWS}"
+            );
+        }
+    }
+    let median = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    Ok(Reads {
+        own: median(&mut own),
+        shared: median(&mut shared),
+    })
 }

@@ -1,7 +1,8 @@
 //! `demo-ingest`: part of `e2e/demo`. From a pod in the tenant's namespace on the real
 //! node, sends sample data in the three formats, as sensors and FIWARE Orion would, to the
 //! tenant's ingest Service (the name in `status.ingestEndpoint`), and prints what the
-//! tenant's own `db-reader` login then reads back.
+//! tenant's own `db-reader` login then reads back; with `--shared-with`, also what another
+//! tenant's `db-reader` reads of it through the views its `status.sharedWithMe` names.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ struct Cli {
     /// Namespace prefix the operator uses.
     #[arg(long, default_value = "srt-")]
     namespace_prefix: String,
+    /// Tenants that read what `--tenant` shares with them, each with its own `db-reader`.
+    #[arg(long)]
+    shared_with: Vec<String>,
 }
 
 #[tokio::main]
@@ -152,12 +156,61 @@ async fn run(cli: Cli) -> Result<()> {
     }
     sender.delete().await?;
 
-    // What the tenant's own read-only login sees (verifying the server with the CA the
-    // Secret carries).
+    // What the tenant's own read-only login sees.
+    let db = reader(&cluster, &client, &cli.namespace_prefix, &cli.tenant).await?;
+    let schema = format!("t_{}", cli.tenant.replace('-', "_"));
+    print_rows(
+        &format!("{schema} as its db-reader login reads it"),
+        &db,
+        &format!("\"{schema}\".measurements"),
+    )
+    .await?;
+
+    // What each consumer's own read-only login reads of it, through the database's views.
+    for consumer in &cli.shared_with {
+        let views: Vec<String> = tenants
+            .get(consumer)
+            .await?
+            .status
+            .map(|status| status.shared_with_me)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|shared| shared.provider == cli.tenant)
+            .map(|shared| shared.read_as)
+            .collect();
+        ensure!(
+            !views.is_empty(),
+            "{consumer}'s status.sharedWithMe names nothing shared by {}: \
+             is a SmartRegionShare in {namespace} listing {consumer} Ready?",
+            cli.tenant
+        );
+        let db = reader(&cluster, &client, &cli.namespace_prefix, consumer).await?;
+        for view in views {
+            print_rows(
+                &format!(
+                    "{view}, shared by {}, as {consumer}'s db-reader reads it",
+                    cli.tenant
+                ),
+                &db,
+                &view,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `tenant`'s own `db-reader` login, verifying the server with the CA its Secret carries.
+async fn reader(
+    cluster: &Cluster,
+    client: &kube::Client,
+    namespace_prefix: &str,
+    tenant: &str,
+) -> Result<tokio_postgres::Client> {
+    let secrets: Api<Secret> =
+        Api::namespaced(client.clone(), &format!("{namespace_prefix}{tenant}"));
     let reader = secrets.get("db-reader").await?;
-    let ca_file = cluster
-        .state_dir
-        .join(format!("{}-database-ca.crt", cli.tenant));
+    let ca_file = cluster.state_dir.join(format!("{tenant}-database-ca.crt"));
     if let Ok(bundle) = secret_value(&reader, "ca.crt") {
         std::fs::write(&ca_file, bundle)?;
     }
@@ -174,7 +227,7 @@ async fn run(cli: Cli) -> Result<()> {
         _ => SslMode::Disable,
     };
     let ca = ca_file.exists().then_some(ca_file.as_path());
-    let db = match connector(mode, ca)? {
+    Ok(match connector(mode, ca)? {
         Some(tls) => {
             let (db, connection) = config.connect(tls).await?;
             tokio::spawn(connection);
@@ -185,22 +238,21 @@ async fn run(cli: Cli) -> Result<()> {
             tokio::spawn(connection);
             db
         }
-    };
-    let schema = format!("t_{}", cli.tenant.replace('-', "_"));
+    })
+}
+
+/// The newest 20 rows of `relation` as `db` reads them, under `title`.
+async fn print_rows(title: &str, db: &tokio_postgres::Client, relation: &str) -> Result<()> {
     let rows = db
         .query(
             &format!(
                 "SELECT sensor, metric, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), value \
-                 FROM \"{schema}\".measurements ORDER BY time DESC, sensor, metric LIMIT 20"
+                 FROM {relation} ORDER BY time DESC, sensor, metric LIMIT 20"
             ),
             &[],
         )
         .await?;
-    println!(
-        "\n{} as its db-reader login reads it ({} rows, newest first):",
-        schema,
-        rows.len()
-    );
+    println!("\n{title} ({} rows, newest first):", rows.len());
     println!(
         "  {:<56} {:<20} {:<19} {:>8}",
         "sensor", "metric", "time (UTC)", "value"
