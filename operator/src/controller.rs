@@ -18,7 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, CustomResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{debug, info, warn};
@@ -278,13 +278,35 @@ async fn controller(
     // Children are mapped back to their tenant by its label, from its own namespace
     // (`reconcile::kinds::tenant_of`): `Controller::owns` cannot map namespaced children
     // to a cluster-scoped owner.
-    let controller = Controller::new(Api::<SmartRegionTenant>::all(client.clone()), tenants);
+    let controller = Controller::new(
+        Api::<SmartRegionTenant>::all(client.clone()),
+        tenants.clone(),
+    );
     let controller = reconcile::kinds::watch_children(controller, &client, &context.config);
     // A share concerns its provider and its consumers, in other namespaces.
     let controller = controller.watches(
         Api::<crate::crd::SmartRegionShare>::all(client.clone()),
         watcher::Config::default(),
         reconcile::sharing::tenants_of_share(&context.config.namespace_prefix),
+    );
+    // A consumer that comes, goes or changes concerns the providers sharing with it,
+    // read from a cache of the shares.
+    let (shares, writer) = kube::runtime::reflector::store();
+    tokio::spawn(
+        kube::runtime::reflector(
+            writer,
+            watcher::watcher(
+                Api::<crate::crd::SmartRegionShare>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .for_each(|_| std::future::ready(())),
+    );
+    let controller = controller.watches(
+        Api::<SmartRegionTenant>::all(client.clone()),
+        tenants.clone(),
+        reconcile::sharing::providers_sharing_with(shares, &context.config.namespace_prefix),
     );
     controller
         .with_config(controller::Config::default().concurrency(concurrency))

@@ -209,6 +209,8 @@ async fn storage_relations(schema: &str) -> Result<Vec<String>> {
 #[tokio::test]
 async fn a_consumer_reads_exactly_the_shared_rows_and_nothing_else_of_the_provider() -> Result<()> {
     let shard = unique_name("share-read");
+    // The CRDs first: the operator refuses to start without them.
+    client().await?;
     let _operator = Operator::start(shared(), &shard, &[])?;
     let enti = Enti::start(&shard).await?;
     let (client, provider, consumer, third) =
@@ -392,6 +394,8 @@ async fn a_consumer_reads_exactly_the_shared_rows_and_nothing_else_of_the_provid
 async fn narrowing_widening_removing_and_drift_take_effect_within_a_reconcile() -> Result<()> {
     let shard = unique_name("share-change");
     // A short requeue: drift made in the database is found by the periodic reconcile.
+    // The CRDs first: the operator refuses to start without them.
+    client().await?;
     let _operator = Operator::start(shared(), &shard, &["--requeue-seconds=2"])?;
     let enti = Enti::start(&shard).await?;
     let (client, provider, consumer, third) =
@@ -546,6 +550,8 @@ async fn traces(provider: &str, consumer: &str) -> Result<Vec<String>> {
 #[tokio::test]
 async fn deleting_either_side_leaves_no_grant_view_or_membership_behind() -> Result<()> {
     let shard = unique_name("share-delete");
+    // The CRDs first: the operator refuses to start without them.
+    client().await?;
     let _operator = Operator::start(shared(), &shard, &[])?;
     let enti = Enti::start(&shard).await?;
     let (client, provider, consumer, third) =

@@ -171,9 +171,11 @@ fn role_name(role: &str) -> String {
 async fn schema_grantees(client: &Client, provider: &TenantDb) -> Result<Option<Vec<String>>> {
     let row = client
         .query_opt(
-            "SELECT coalesce((SELECT array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'public' \
-                     ELSE pg_get_userbyid(a.grantee)::text END ORDER BY 1) \
-                     FROM aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner), '{}') \
+            "SELECT coalesce((SELECT array_agg(g.grantee ORDER BY g.grantee) \
+                     FROM (SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public' \
+                             ELSE pg_get_userbyid(a.grantee)::text END AS grantee \
+                           FROM aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner) g), \
+                     '{}') \
              FROM pg_namespace n WHERE n.nspname = $1",
             &[&shares::schema(provider)],
         )

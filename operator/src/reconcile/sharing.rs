@@ -126,6 +126,48 @@ pub fn tenants_of_share(
     }
 }
 
+/// The providers whose shares concern a tenant that changed or went: those whose shares
+/// list it as a consumer, now or in their status. A consumer deleted, created or
+/// suspended changes what its providers' shares say and grant, and no share changes
+/// with it.
+pub fn providers_sharing_with(
+    shares: kube::runtime::reflector::Store<SmartRegionShare>,
+    namespace_prefix: &str,
+) -> impl Fn(
+    crate::crd::SmartRegionTenant,
+) -> Vec<kube::runtime::reflector::ObjectRef<crate::crd::SmartRegionTenant>>
++ Send
++ Sync
++ 'static {
+    let prefix = namespace_prefix.to_string();
+    move |tenant: crate::crd::SmartRegionTenant| {
+        let name = tenant.name_any();
+        let mut providers: Vec<String> = shares
+            .state()
+            .iter()
+            .filter(|share| {
+                share.spec.consumers.contains(&name)
+                    || share
+                        .status
+                        .iter()
+                        .any(|status| status.consumers.iter().any(|c| c.tenant == name))
+            })
+            .filter_map(|share| {
+                share
+                    .namespace()
+                    .and_then(|namespace| namespace.strip_prefix(&prefix).map(str::to_string))
+            })
+            .filter(|provider| *provider != name)
+            .collect();
+        providers.sort();
+        providers.dedup();
+        providers
+            .iter()
+            .map(|provider| kube::runtime::reflector::ObjectRef::new(provider))
+            .collect()
+    }
+}
+
 /// What the provider's database step made of a share.
 #[derive(Clone, Copy, Debug)]
 pub enum Enforced<'a> {
@@ -344,6 +386,38 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["firenze"]);
+    }
+
+    #[test]
+    fn a_consumer_that_changes_or_goes_concerns_the_providers_sharing_with_it() {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for share in [
+            object("srt-publiacqua", "river-levels", &["firenze", "cm-firenze"]),
+            object("srt-prato", "air-quality", &["firenze"]),
+            object("srt-alia", "waste", &["prato"]),
+            object("kube-system", "bait", &["firenze"]),
+        ] {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(share));
+        }
+        let mut tenant = crate::crd::SmartRegionTenant::new(
+            "firenze",
+            serde_json::from_value(serde_json::json!({
+                "displayName": "Comune di Firenze",
+                "entity": { "type": "Comune", "istatCode": "048017" },
+                "admins": { "groups": ["firenze-admins"] },
+            }))
+            .unwrap(),
+        );
+        let providers = providers_sharing_with(store, "srt-");
+        let names = |refs: Vec<kube::runtime::reflector::ObjectRef<_>>| {
+            refs.into_iter().map(|r| r.name).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(providers(tenant.clone())),
+            vec!["prato", "publiacqua"]
+        );
+        tenant.metadata.name = Some("alia".into());
+        assert!(providers(tenant).is_empty());
     }
 
     #[test]
