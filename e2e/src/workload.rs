@@ -50,8 +50,9 @@ pub async fn container_env(
         .collect())
 }
 
-/// Writes the keys of every Secret volume `container` mounts into a directory of the
-/// harness's, as the kubelet would into the pod; returns (mount path, directory) pairs.
+/// Writes the keys of every Secret volume `container` mounts into a directory in the
+/// cluster's state directory, as the kubelet would into the pod; returns (mount path,
+/// directory) pairs.
 async fn secret_mounts(
     secrets: &Api<Secret>,
     pod: &k8s_openapi::api::core::v1::PodSpec,
@@ -76,8 +77,10 @@ async fn secret_mounts(
             .await?
             .and_then(|secret| secret.data)
             .unwrap_or_default();
-        let dir = std::env::temp_dir()
-            .join(format!("smartregion-e2e-{namespace}-{deployment}"))
+        // In the cluster's state directory, so `cluster down` removes it with the rest.
+        let dir = crate::paths::default_state_dir()
+            .join("workloads")
+            .join(format!("{namespace}-{deployment}"))
             .join(&mount.name);
         std::fs::create_dir_all(&dir)?;
         for item in source.items.iter().flatten() {

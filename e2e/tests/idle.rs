@@ -50,6 +50,20 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         apply_share(&client, &share(provider, "to-firenze", &[firenze], spec)).await?;
         wait_share(&client, provider, "to-firenze", "Ready", share_ready).await?;
     }
+    // Firenze's status names both before the window opens: the write that says so is
+    // the last of the onboarding's, not an idle one.
+    smartregion_e2e::wait::until(
+        "firenze's status to name both shares",
+        READY_TIMEOUT,
+        || async {
+            let tenant = tenants(&client).get(firenze).await?;
+            Ok(tenant
+                .status
+                .is_some_and(|status| status.shared_with_me.len() == 2)
+                .then_some(()))
+        },
+    )
+    .await?;
     let database = connect_plain(&shared().database_url).await?;
     let catalog_before = sharing_catalog(&database, &names).await?;
     ensure!(

@@ -269,6 +269,8 @@ pub async fn ensure_database(
 pub struct Sharing {
     pub declared: Vec<super::sharing::Declared>,
     pub with_me: Vec<(TenantName, String)>,
+    /// The consumers that are tenants now, not being deleted.
+    pub consumers_present: Vec<String>,
 }
 
 /// As a provider: its shares' views, readable by the readers of the consumers that exist
@@ -285,9 +287,17 @@ async fn ensure_sharing(
     let mut enforced = Vec::new();
     if validated.limits.sharing {
         for declared in &sharing.declared {
+            // A consumer deleted with Retain keeps its roles: only a tenant that is
+            // there is granted anything.
             let readers: Vec<String> = declared
                 .consumers
                 .iter()
+                .filter(|consumer| {
+                    sharing
+                        .consumers_present
+                        .iter()
+                        .any(|c| c == consumer.as_str())
+                })
                 .map(|consumer| TenantDb::for_tenant(consumer).reader)
                 .collect();
             let existing = share_provision::existing_roles(connection, db, &readers).await?;

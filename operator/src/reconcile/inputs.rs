@@ -28,13 +28,15 @@ pub enum Error {
     ListPods(#[source] kube::Error),
     #[error("failed to list the SmartRegionShares")]
     ListShares(#[source] kube::Error),
+    #[error("failed to list the tenants a share names")]
+    ListConsumers(#[source] kube::Error),
 }
 
 impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::ReadSecret(..) => ErrorLabel::ReadSecret,
-            Error::ListPods(_) | Error::ListShares(_) => ErrorLabel::Read,
+            Error::ListPods(_) | Error::ListShares(_) | Error::ListConsumers(_) => ErrorLabel::Read,
         }
     }
 }
@@ -63,6 +65,9 @@ pub struct Inputs {
     pub shares: Vec<SmartRegionShare>,
     /// The shares in other namespaces that list the tenant as a consumer.
     pub shared_with_me: Vec<SmartRegionShare>,
+    /// The consumers its shares name that are tenants now, not being deleted: only their
+    /// readers are granted anything (a deleted consumer's retained roles are not).
+    pub consumers_present: Vec<String>,
 }
 
 /// A new API key from the thread-local CSPRNG, like the database passwords.
@@ -100,7 +105,7 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
         },
     };
     let all: Api<SmartRegionShare> = Api::all(client.clone());
-    let (shares, shared_with_me) = all
+    let (shares, shared_with_me): (Vec<SmartRegionShare>, Vec<SmartRegionShare>) = all
         .list(&ListParams::default())
         .await
         .map_err(Error::ListShares)?
@@ -115,6 +120,24 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
                     .any(|c| c == tenant.name.as_str())
         })
         .partition(|share| share.namespace().as_deref() == Some(&tenant.namespace));
+    let consumers_present = if shares.is_empty() {
+        Vec::new()
+    } else {
+        Api::<crate::crd::SmartRegionTenant>::all(client.clone())
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(Error::ListConsumers)?
+            .items
+            .into_iter()
+            .filter(|tenant| tenant.metadata.deletion_timestamp.is_none())
+            .filter_map(|tenant| tenant.metadata.name)
+            .filter(|name| {
+                shares
+                    .iter()
+                    .any(|share: &SmartRegionShare| share.spec.consumers.contains(name))
+            })
+            .collect()
+    };
     let mut inputs = Inputs {
         writer,
         reader,
@@ -123,6 +146,7 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
         retirement_due: false,
         shares,
         shared_with_me,
+        consumers_present,
     };
     let waiting = inputs
         .writer

@@ -318,6 +318,7 @@ async fn database_step(
     let sharing = database::Sharing {
         declared: sharing::declared(&found.shares, &validated.name),
         with_me: sharing::shared_with(&found.shared_with_me, &context.config.namespace_prefix),
+        consumers_present: found.consumers_present.clone(),
     };
     match database::ensure_database(locked, shared, tenant, validated, found, &sharing).await {
         Ok(outcome) => {
