@@ -71,6 +71,7 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
         "the shares' schemas and views: {catalog_before:?}"
     );
 
+    let statuses_before = statuses(&client, &names).await?;
     let window_start = k8s_openapi::jiff::Timestamp::now();
     let before = operator_writes(&client).await?;
     let reconciles_before = reconciles(&operator.metrics().await?);
@@ -79,6 +80,13 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
     let after = operator_writes(&client).await?;
     let reconciles_after = reconciles(&operator.metrics().await?);
     let catalog_after = sharing_catalog(&database, &names).await?;
+    let statuses_after = statuses(&client, &names).await?;
+    let changed: Vec<String> = statuses_before
+        .iter()
+        .zip(&statuses_after)
+        .filter(|(before, after)| before != after)
+        .map(|(before, after)| format!("before {before}\nafter  {after}"))
+        .collect();
 
     let in_window = delta(&before, &after);
     let events = operator_events_since(&client, window_start).await?;
@@ -92,7 +100,8 @@ async fn ready_tenants_left_idle_cause_no_write_requests() -> Result<()> {
     );
     assert!(
         in_window.is_empty(),
-        "write requests while idle: {in_window:?}"
+        "write requests while idle: {in_window:?}; statuses changed:\n{}",
+        changed.join("\n")
     );
     assert!(events.is_empty(), "Events recorded while idle: {events:?}");
     assert_eq!(
@@ -132,4 +141,17 @@ async fn sharing_catalog(
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect())
+}
+
+/// The tenants' statuses, to say which one an idle write changed.
+async fn statuses(client: &kube::Client, names: &[String]) -> Result<Vec<String>> {
+    let mut statuses = Vec::new();
+    for name in names {
+        let tenant = tenants(client).get(name).await?;
+        statuses.push(format!(
+            "{name}: {}",
+            serde_json::to_string(&tenant.status)?
+        ));
+    }
+    Ok(statuses)
 }
