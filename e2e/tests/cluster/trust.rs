@@ -546,11 +546,19 @@ async fn the_admin_is_made_a_member_before_anything_relies_on_it() -> Result<()>
         .map(|row| row.get(0))
         .collect();
     ensure!(roles.len() >= 4, "{roles:?}");
-    for role in &roles {
-        superuser
-            .batch_execute(&format!("REVOKE \"{role}\" FROM smartregion_admin"))
-            .await?;
-    }
+    // Between two of the operator's database steps, as a DBA's change lands: under the
+    // tenant's lock, which each step holds from start to end (a step that had already
+    // checked the memberships would otherwise meet their loss half-way).
+    let revokes: String = roles
+        .iter()
+        .map(|role| format!("REVOKE \"{role}\" FROM smartregion_admin; "))
+        .collect();
+    superuser
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('smartregion:{schema}')); \
+             {revokes}COMMIT;"
+        ))
+        .await?;
     let since = k8s_openapi::jiff::Timestamp::now();
     let operator_ref = &operator;
     let marker_before = operator_ref.logs().len();
