@@ -172,6 +172,41 @@ async fn run_in_background(admin: &tokio_postgres::Client, job: i32) -> Result<(
     .await
 }
 
+/// Schedules `job` to run in a few seconds, breaks its config (its hypertable one that
+/// does not exist) before it starts, and waits for that run to end.
+async fn run_in_background_broken(admin: &tokio_postgres::Client, job: i32) -> Result<()> {
+    let runs = || async move {
+        let row = admin
+            .query_one(
+                "SELECT coalesce(total_runs, 0) FROM timescaledb_information.job_stats \
+                 WHERE job_id = $1",
+                &[&job],
+            )
+            .await?;
+        Ok::<i64, anyhow::Error>(row.get(0))
+    };
+    let before = runs().await?;
+    admin
+        .execute(
+            "SELECT alter_job($1, next_start => now() + interval '3 seconds')",
+            &[&job],
+        )
+        .await?;
+    admin
+        .execute(
+            "UPDATE _timescaledb_config.bgw_job \
+             SET config = jsonb_set(config, '{hypertable_id}', '2147483000') WHERE id = $1",
+            &[&job],
+        )
+        .await?;
+    wait::until(
+        &format!("job {job} to run in the background"),
+        Duration::from_secs(90),
+        || async move { Ok((runs().await? > before).then_some(())) },
+    )
+    .await
+}
+
 /// What TimescaleDB recorded of each of the tenant's jobs' last run: id, status, and the
 /// error of its latest failed run (empty if none).
 async fn job_results(
@@ -329,7 +364,7 @@ async fn jobs_run_in_the_background_and_compressed_chunks_take_writes_and_duplic
 {
     let client = client().await?;
     let shard = unique_name("ts-run");
-    let _operator = operator(&shard, &[])?;
+    let _operator = operator(&shard, &["--requeue-seconds=2"])?;
     let name = unique_name("ts-run");
     let schema = schema_of(&name);
     let mut tenant = example("prato", &name, &shard)?;
@@ -1080,15 +1115,23 @@ async fn a_job_that_fails_for_real_shows_in_the_tenants_status_within_one_reconc
     // Broken behind TimescaleDB's back (its API checks the config): the job's hypertable
     // is one that does not exist, so every run fails for real, with an error that is not
     // the known misreport. The operator's own settings (compress_after) are untouched.
-    admin
-        .execute(
-            "UPDATE _timescaledb_config.bgw_job \
-             SET config = jsonb_set(config, '{hypertable_id}', '2147483000') WHERE id = $1",
+    // `alter_job` refuses a broken config, so each run is scheduled first (with the
+    // config as it was) and broken before it starts.
+    let config: String = admin
+        .query_one(
+            "SELECT config::text FROM _timescaledb_config.bgw_job WHERE id = $1",
             &[&compression.0],
         )
-        .await?;
+        .await?
+        .get(0);
     for _ in 0..2 {
-        run_in_background(&admin, compression.0).await?;
+        admin
+            .execute(
+                "UPDATE _timescaledb_config.bgw_job SET config = $2::text::jsonb WHERE id = $1",
+                &[&compression.0, &config],
+            )
+            .await?;
+        run_in_background_broken(&admin, compression.0).await?;
     }
     let (_, status, error) = job_results(&admin, &schema)
         .await?

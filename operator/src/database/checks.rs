@@ -58,8 +58,10 @@ pub const CHECKS: &[Check] = &[
         problem: "the admin role may not delete from TimescaleDB's job history: deleting a \
                   tenant leaves its jobs' past runs there",
         query: "SELECT NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') \
-                OR has_table_privilege('_timescaledb_internal.bgw_job_stat_history', 'DELETE')",
-        fix: &["GRANT DELETE ON _timescaledb_internal.bgw_job_stat_history TO {admin}"],
+                OR (has_table_privilege('_timescaledb_internal.bgw_job_stat_history', 'SELECT') \
+                    AND has_table_privilege('_timescaledb_internal.bgw_job_stat_history', 'DELETE'))",
+        // DELETE ... WHERE job_id = ... reads job_id: SELECT too.
+        fix: &["GRANT SELECT, DELETE ON _timescaledb_internal.bgw_job_stat_history TO {admin}"],
     },
     Check {
         name: "public_create_in_public_schema",

@@ -1072,7 +1072,7 @@ pub async fn ensure_schema_absent(
                 tracing::warn!(
                     schema = %db.schema,
                     ?jobs,
-                    fix = "GRANT DELETE ON _timescaledb_internal.bgw_job_stat_history TO <the operator's role>",
+                    fix = "GRANT SELECT, DELETE ON _timescaledb_internal.bgw_job_stat_history TO <the operator's role>",
                     "the deleted tenant's job runs stay in TimescaleDB's job history: the admin may not delete them"
                 );
             }
