@@ -137,18 +137,21 @@ async fn reconciled(operator: &Operator, since: f64, count: f64) -> Result<()> {
     .await
 }
 
+/// How often `job` has run so far.
+async fn total_runs(admin: &tokio_postgres::Client, job: i32) -> Result<i64> {
+    let row = admin
+        .query_one(
+            "SELECT coalesce(total_runs, 0) FROM timescaledb_information.job_stats \
+             WHERE job_id = $1",
+            &[&job],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Runs `job` in a background worker now and waits until TimescaleDB records that run.
 async fn run_in_background(admin: &tokio_postgres::Client, job: i32) -> Result<()> {
-    let runs = || async move {
-        let row = admin
-            .query_one(
-                "SELECT coalesce(total_runs, 0) FROM timescaledb_information.job_stats \
-                 WHERE job_id = $1",
-                &[&job],
-            )
-            .await?;
-        Ok::<i64, anyhow::Error>(row.get(0))
-    };
+    let runs = || total_runs(admin, job);
     let before = runs().await?;
     admin
         .execute("SELECT alter_job($1, next_start => now())", &[&job])
@@ -175,16 +178,7 @@ async fn run_in_background(admin: &tokio_postgres::Client, job: i32) -> Result<(
 /// Schedules `job` to run in a few seconds, breaks its config (its hypertable one that
 /// does not exist) before it starts, and waits for that run to end.
 async fn run_in_background_broken(admin: &tokio_postgres::Client, job: i32) -> Result<()> {
-    let runs = || async move {
-        let row = admin
-            .query_one(
-                "SELECT coalesce(total_runs, 0) FROM timescaledb_information.job_stats \
-                 WHERE job_id = $1",
-                &[&job],
-            )
-            .await?;
-        Ok::<i64, anyhow::Error>(row.get(0))
-    };
+    let runs = || total_runs(admin, job);
     let before = runs().await?;
     admin
         .execute(
