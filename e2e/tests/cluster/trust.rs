@@ -361,25 +361,34 @@ async fn a_label_in_one_namespace_never_makes_the_operator_look_at_another_tenan
     );
     // The same bait labelled for the attacker itself does wake the attacker: the test
     // would see it if it could happen.
-    let own: Service = object(json!({
-        "metadata": {
-            "name": "bait",
-            "labels": { TENANT_LABEL: attacker, "app.kubernetes.io/managed-by": "smartregion-operator" },
-            "annotations": { "round": "own" }
-        },
-        "spec": { "ports": [{ "port": 80 }] }
-    }))?;
-    services
-        .patch(
-            "bait",
-            &PatchParams::apply("attacker").force(),
-            &Patch::Apply(&own),
-        )
-        .await?;
+    // (Changed again at every look: a request that arrives while another for the same
+    // tenant waits is merged into it, and the log then gives the other's reason.)
+    let services_ref = &services;
+    let round = std::sync::atomic::AtomicU32::new(0);
+    let round_ref = &round;
     wait::until(
         "a reconcile woken by the bait",
         Duration::from_secs(30),
-        || async move { Ok((woken_by_bait(attacker_ref) > 0).then_some(())) },
+        || async move {
+            let own: Service = object(json!({
+                "metadata": {
+                    "name": "bait",
+                    "labels": { TENANT_LABEL: attacker_ref, "app.kubernetes.io/managed-by": "smartregion-operator" },
+                    "annotations": {
+                        "round": format!("own-{}", round_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    }
+                },
+                "spec": { "ports": [{ "port": 80 }] }
+            }))?;
+            services_ref
+                .patch(
+                    "bait",
+                    &PatchParams::apply("attacker").force(),
+                    &Patch::Apply(&own),
+                )
+                .await?;
+            Ok((woken_by_bait(attacker_ref) > 0).then_some(()))
+        },
     )
     .await?;
     delete_all_and_wait(&client, &[attacker, victim]).await
