@@ -497,15 +497,25 @@ async fn narrowing_widening_removing_and_drift_take_effect_within_a_reconcile() 
         },
     )
     .await?;
-    let gone: i64 = superuser
-        .query_one(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1",
-            &[&format!("s_{}", provider.replace('-', "_"))],
-        )
-        .await?
-        .get(0);
-    ensure!(gone == 0, "{gone} relations left in the share schema");
+    // The consumer's own reconcile may revoke before the provider's drops the views.
+    let schema = format!("s_{}", provider.replace('-', "_"));
+    let (superuser_ref, schema_ref) = (&superuser, &schema);
+    wait::until(
+        "the share's views to be dropped",
+        READY_TIMEOUT,
+        || async move {
+            let left: i64 = superuser_ref
+                .query_one(
+                    "SELECT count(*) FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
+                    &[schema_ref],
+                )
+                .await?
+                .get(0);
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await?;
     let events = smartregion_e2e::apiserver::operator_events_since(
         client,
         k8s_openapi::jiff::Timestamp::now() - Duration::from_secs(300),
