@@ -6,6 +6,10 @@
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SMARTREGION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartregion}/cargo-target}"
 # Incremental compilation pays off while editing, not for these scripts' builds, and it
 # fills the disk of a long-lived shared target directory (tens of GB); off unless asked.
+# The checkout these scripts belong to, for the tools they run: a binary in the shared
+# target directory may have been built from another checkout, whose path it carries.
+SMARTREGION_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export SMARTREGION_ROOT
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Test and benchmark executables of builds that no longer exist pile up in the shared
 # target directory (each links everything, 100-300 MB): drop those unused for two days.

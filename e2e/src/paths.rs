@@ -1,13 +1,26 @@
 //! Where things live: the workspace, the run state of a cluster, and the Go-built binaries.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-/// Root of the cargo workspace (this crate lives in `<root>/e2e`).
+/// Root of the cargo workspace (this crate lives in `<root>/e2e`): `SMARTREGION_ROOT`
+/// (which `e2e/lib/env.sh` sets for the scripts), else the e2e crate's directory that
+/// cargo gives a test or `cargo run` at run time, else the one it was compiled in.
+///
+/// Never the compile-time path first: every checkout on the machine shares one cargo
+/// target directory, and cargo reuses a binary another checkout built when its sources
+/// are no newer, so a path compiled in can be a checkout that is gone.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    if let Some(root) = std::env::var_os("SMARTREGION_ROOT") {
+        return PathBuf::from(root);
+    }
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    crate_dir
         .parent()
         .expect("e2e crate is inside the workspace")
         .to_path_buf()

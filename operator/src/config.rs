@@ -702,7 +702,7 @@ mod tests {
 
     #[test]
     fn the_example_tiers_file_is_the_built_in_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/tiers.yaml");
+        let path = crate::test_support::crate_dir().join("../examples/config/tiers.yaml");
         assert_eq!(Tiers::from_file(&path).unwrap(), Tiers::default());
     }
 

@@ -120,11 +120,10 @@ pub fn write_crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 /// code generates.
 #[cfg(test)]
 mod crd_file {
-    use std::path::Path;
-
     #[test]
     fn committed_crds_match_the_generated_ones() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let root = crate::test_support::crate_dir();
+        let root = root.parent().unwrap();
         for (name, generated) in super::crd_files().expect("the CRDs serialise") {
             for dir in ["crds", "charts/smartregion-operator/crds"] {
                 let file = format!("{dir}/{name}");

@@ -1,4 +1,5 @@
-//! Chainable builders of tenants for unit tests: `tenant("prato").tier(Large).build()`.
+//! Chainable builders of tenants for unit tests: `tenant("prato").tier(Large).build()`,
+//! and where the crate's files are.
 
 use kube::api::ObjectMeta;
 
@@ -92,3 +93,12 @@ pub fn quantity(text: &str) -> Option<Quantity> {
 /// The pipeline's validation, for the builders' tests (the builders themselves never
 /// call it).
 pub use crate::reconcile::validate::validate;
+
+/// This crate's directory as cargo gives it to the test at run time: every checkout on
+/// the machine shares one target directory, and a test binary another checkout built
+/// (its sources no newer) carries that checkout's path in `env!("CARGO_MANIFEST_DIR")`.
+pub fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}

@@ -514,7 +514,7 @@ fn the_same_enti_give_the_same_bytes() {
 
 #[test]
 fn the_example_csv_holds_three_valid_enti() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/enti.csv");
+    let path = crate::test_support::crate_dir().join("../examples/enti.csv");
     let tenants = tenants_from_csv(&std::fs::read(path).unwrap()).unwrap();
     let names: Vec<_> = tenants
         .iter()
