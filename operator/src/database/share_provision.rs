@@ -266,10 +266,12 @@ pub async fn ensure_shared_with(
     shared: &[(TenantDb, String)],
 ) -> Result<SharedWith> {
     let wrap = failed("read what is shared with the tenant", consumer);
-    let mut outcome = SharedWith {
-        changed: revoke_unshared(client, consumer, shared).await?,
-        ..SharedWith::default()
-    };
+    // Grants only. Taking away is the provider's alone: its reconcile revokes, under its
+    // lock, every grant on its views and schema that no share of its declares (a share
+    // narrowed or removed, a grant by hand). A consumer that revoked what its own,
+    // possibly older, reading of the shares did not list took away a grant its provider
+    // had just given (seen on TimescaleDB: a share Ready, its consumer refused).
+    let mut outcome = SharedWith::default();
     for (index, (provider, share)) in shared.iter().enumerate() {
         let views: Vec<String> = [shares::view(share), shares::sensors_view(share)]
             .iter()
@@ -321,58 +323,6 @@ pub async fn ensure_shared_with(
         outcome.changed = true;
     }
     Ok(outcome)
-}
-
-/// Takes from the consumer's reader what no share lists it for any more: a provider that
-/// narrowed its share between this reconcile's reading and its grants, or a grant made
-/// by hand. Reads only when there is none.
-async fn revoke_unshared(
-    client: &Client,
-    consumer: &TenantDb,
-    shared: &[(TenantDb, String)],
-) -> Result<bool> {
-    let wrap = failed("revoke what is no longer shared with the tenant", consumer);
-    let wanted: Vec<(String, String)> = shared
-        .iter()
-        .flat_map(|(provider, share)| {
-            [shares::view(share), shares::sensors_view(share)]
-                .map(|view| (shares::schema(provider), view))
-        })
-        .collect();
-    let held = client
-        .query(
-            "SELECT n.nspname::text, c.relname::text \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, \
-                  aclexplode(c.relacl) a \
-             WHERE n.nspname LIKE 's\\_%' \
-               AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) \
-             UNION \
-             SELECT n.nspname::text, NULL FROM pg_namespace n, aclexplode(n.nspacl) a \
-             WHERE n.nspname LIKE 's\\_%' \
-               AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
-            &[&consumer.reader],
-        )
-        .await
-        .map_err(&wrap)?;
-    let reader = quote(&consumer.reader);
-    let mut changed = false;
-    for row in held {
-        let (schema, relation): (String, Option<String>) = (row.get(0), row.get(1));
-        let statement = match relation {
-            Some(relation) if !wanted.contains(&(schema.clone(), relation.clone())) => format!(
-                "REVOKE ALL ON {}.{} FROM {reader}",
-                quote(&schema),
-                quote(&relation)
-            ),
-            None if !wanted.iter().any(|(s, _)| *s == schema) => {
-                format!("REVOKE ALL ON SCHEMA {} FROM {reader}", quote(&schema))
-            }
-            _ => continue,
-        };
-        client.batch_execute(&statement).await.map_err(&wrap)?;
-        changed = true;
-    }
-    Ok(changed)
 }
 
 /// Deleting a provider: its share schema and every view in it go, whatever the
