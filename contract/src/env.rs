@@ -28,5 +28,12 @@ pub const PGPASSWORD: &str = "PGPASSWORD";
 pub const PGSSLMODE: &str = "PGSSLMODE";
 pub const PGSSLROOTCERT: &str = "PGSSLROOTCERT";
 
+/// The read service's own (`smartregion-ingest read`); the database's are the PG* above,
+/// from the `db-reader` Secret.
+pub const READ_LISTEN: &str = "SMARTREGION_READ_LISTEN";
+pub const READ_API_KEYS: &str = "SMARTREGION_READ_API_KEYS";
+/// Port the read service listens on by default.
+pub const READ_PORT: u16 = 8081;
+
 /// Port the ingest service listens on by default.
 pub const INGEST_PORT: u16 = 8080;

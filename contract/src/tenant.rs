@@ -26,6 +26,23 @@ pub fn schema_of_checked(tenant: &str) -> String {
     format!("t_{}", tenant.replace('-', "_"))
 }
 
+/// The schema of a provider's shares, `s_<tenant>` beside its `t_<tenant>`, for a name
+/// already known to be a tenant name.
+pub fn share_schema_of_checked(tenant: &str) -> String {
+    format!("s_{}", tenant.replace('-', "_"))
+}
+
+/// The view of a share's measurements: its name with `-` as `_` (injective, since share
+/// names, like tenant names, have no `_`).
+pub fn share_view(share: &str) -> String {
+    share.replace('-', "_")
+}
+
+/// The view of a share's sensor catalogue entries.
+pub fn share_sensors_view(share: &str) -> String {
+    format!("{}__sensors", share_view(share))
+}
+
 /// A schema name ingest will use: lower-case letters, digits and `_`, at most 63 bytes.
 pub fn is_schema_name(schema: &str) -> bool {
     !schema.is_empty()
@@ -51,6 +68,11 @@ mod tests {
             Some("t_unione_mugello")
         );
         assert_eq!(schema_for("Prato"), None);
+        assert_eq!(
+            share_schema_of_checked("unione-mugello"),
+            "s_unione_mugello"
+        );
+        assert_eq!(share_sensors_view("river-levels"), "river_levels__sensors");
         assert!(is_schema_name("t_select"));
         assert!(!is_schema_name("t-select") && !is_schema_name("T") && !is_schema_name(""));
     }

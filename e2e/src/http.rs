@@ -43,6 +43,29 @@ impl HttpClient {
         self.send(request).await
     }
 
+    /// GETs `url` with the given headers (`Authorization`, `Accept`, ...).
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Answer> {
+        self.send(Self::get_request(url, headers)?).await
+    }
+
+    /// GETs `url` and returns as soon as the headers are in: the body is read by the
+    /// caller, at its own pace.
+    pub async fn open(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        Ok(self.0.request(Self::get_request(url, headers)?).await?)
+    }
+
+    fn get_request(url: &str, headers: &[(&str, &str)]) -> Result<http::Request<Full<Bytes>>> {
+        let mut request = http::Request::get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Ok(request.body(Full::new(Bytes::new()))?)
+    }
+
     /// POSTs `body` with the given headers (`Authorization`, `Fiware-Service`, ...).
     pub async fn post(
         &self,

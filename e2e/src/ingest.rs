@@ -22,9 +22,18 @@ pub async fn deployment_env(
     crate::workload::container_env(client, namespace, "ingest", "ingest").await
 }
 
+/// What a started `smartregion-ingest` serves: ingest, or reads (`smartregion-ingest
+/// read`, the image's other mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Ingest,
+    Read,
+}
+
 /// A running `smartregion-ingest`, killed when dropped.
 pub struct Ingest {
     child: Child,
+    mode: Mode,
     pub port: u16,
     pub log: PathBuf,
     env: Vec<(String, String)>,
@@ -41,7 +50,12 @@ impl Ingest {
     /// Starts the service with `env` (the Deployment's), listening on a free loopback port
     /// instead of the pod's 0.0.0.0:8080 — the one difference from a pod.
     pub fn start(cluster: &Cluster, env: Vec<(String, String)>) -> Result<Ingest> {
-        Self::start_with(cluster, env, None)
+        Self::start_with(cluster, Mode::Ingest, env, None)
+    }
+
+    /// The read service with `env`, on a free loopback port.
+    pub fn start_read(cluster: &Cluster, env: Vec<(String, String)>) -> Result<Ingest> {
+        Self::start_with(cluster, Mode::Read, env, None)
     }
 
     /// As [`Ingest::start`], inside `cgroup` (its pod's limits) from its first
@@ -52,19 +66,21 @@ impl Ingest {
         env: Vec<(String, String)>,
         cgroup: &crate::cgroup::Cgroup,
     ) -> Result<Ingest> {
-        Self::start_with(cluster, env, Some(cgroup.procs_files()))
+        Self::start_with(cluster, Mode::Ingest, env, Some(cgroup.procs_files()))
     }
 
     fn start_with(
         cluster: &Cluster,
+        mode: Mode,
         env: Vec<(String, String)>,
         cgroup: Option<Vec<PathBuf>>,
     ) -> Result<Ingest> {
         let port = free_port()?;
         let log = cluster.state_dir.join(format!("ingest-{port}.log"));
-        let child = Self::spawn(&log, port, &env, cgroup.as_deref())?;
+        let child = Self::spawn(mode, &log, port, &env, cgroup.as_deref())?;
         Ok(Ingest {
             child,
+            mode,
             port,
             log,
             env,
@@ -73,6 +89,7 @@ impl Ingest {
     }
 
     fn spawn(
+        mode: Mode,
         log: &PathBuf,
         port: u16,
         env: &[(String, String)],
@@ -95,13 +112,17 @@ impl Ingest {
                 command
             }
         };
+        let listen = match mode {
+            Mode::Ingest => smartregion_contract::env::LISTEN,
+            Mode::Read => {
+                command.arg("read");
+                smartregion_contract::env::READ_LISTEN
+            }
+        };
         command
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                smartregion_contract::env::LISTEN,
-                format!("127.0.0.1:{port}"),
-            )
+            .env(listen, format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -121,7 +142,13 @@ impl Ingest {
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(&self.log, self.port, &self.env, self.cgroup.as_deref())?;
+        self.child = Self::spawn(
+            self.mode,
+            &self.log,
+            self.port,
+            &self.env,
+            self.cgroup.as_deref(),
+        )?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! - [`mqtt`]: the optional MQTT subscription.
 //! - [`health`]: what `/readyz` answers, logged when it changes.
 //! - [`memory`]: the memory budget of what requests and messages hold.
+//! - [`read`]: the read service (`smartregion-ingest read`), the same image's other mode.
 //!
 //! What it shares with the operator (environment names, formats, database TLS) is in
 //! `smartregion-contract`.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod parse;
 pub mod rate;
+pub mod read;
 pub mod server;
 pub mod writer;
 

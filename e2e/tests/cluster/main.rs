@@ -18,6 +18,7 @@ mod ingest_deployment;
 mod ingest_mqtt;
 mod onboard;
 mod operator;
+mod read;
 mod real_node;
 mod resilience;
 mod sharing;

@@ -36,16 +36,7 @@ pub fn schema(provider: &TenantDb) -> String {
     format!("s_{}", &provider.schema[2..])
 }
 
-/// The view of a share's measurements: its name with `-` as `_` (injective, since share
-/// names, like tenant names, have no `_`).
-pub fn view(share: &str) -> String {
-    share.replace('-', "_")
-}
-
-/// The view of a share's sensor catalogue entries.
-pub fn sensors_view(share: &str) -> String {
-    format!("{}__sensors", view(share))
-}
+pub use smartregion_contract::tenant::{share_sensors_view as sensors_view, share_view as view};
 
 /// `s_<provider>.<view>`, as a consumer reads it (and as status says).
 pub fn read_as(provider: &TenantDb, view: &str) -> String {
