@@ -100,6 +100,11 @@ pub struct SmartRegionTenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestSpec>,
 
+    /// The tenant's read service: its data back over HTTP, read with its reader login
+    /// (docs/read-api.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadSpec>,
+
     /// Time-series storage settings; unset values come from the tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
@@ -295,6 +300,15 @@ fn default_true() -> bool {
     true
 }
 
+/// Settings of the tenant's read service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadSpec {
+    /// Run the read service (one pod). Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
 pub use smartregion_contract::format::IngestFormat;
 
 /// An MQTT broker the ingest service subscribes to (QoS 1, acknowledged after commit).
@@ -414,6 +428,10 @@ pub struct SmartRegionTenantStatus {
     /// Address of the ingest service inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_endpoint: Option<String>,
+
+    /// Address of the read service inside the cluster (docs/read-api.md), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_endpoint: Option<String>,
 
     /// How ingest is reached from outside the cluster, while the operator exposes it
     /// (docs/exposure.md); absent otherwise. `ExposureReady` says whether it works.

@@ -64,13 +64,14 @@ pub mod surface {
 
     /// The children a tenant gets, built without a cluster: the onboarding benchmark
     /// applies them directly as its reference, and the contract test resolves the ingest
-    /// Deployment's environment as the kubelet would.
+    /// and read Deployments' environments as the kubelet would.
     pub mod children {
         pub use crate::reconcile::build::{Children, Facts, children};
         pub use crate::reconcile::kinds::{Child, Desired, KINDS, KindInfo, VERBS, Write};
         pub use crate::reconcile::validate::validate;
         pub use crate::resources::gateway_api::HTTPRoute;
         pub use crate::resources::ingest::{ingest_deployment, ingest_keys_secret};
+        pub use crate::resources::read::read_deployment;
     }
 }
 

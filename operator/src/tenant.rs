@@ -68,6 +68,8 @@ pub struct Validated {
     pub limits: Limits,
     pub admins: Admins,
     pub ingest: Ingest,
+    /// `spec.read.enabled`, true when unset.
+    pub read_enabled: bool,
     pub suspended: bool,
     pub owner_reference: OwnerReference,
 }

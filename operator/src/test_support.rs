@@ -22,6 +22,7 @@ pub fn tenant(name: &str) -> TenantBuilder {
         quotas: None,
         admins: None,
         ingest: None,
+        read: None,
         database: None,
         deletion_policy: DeletionPolicy::Retain,
         suspended: false,

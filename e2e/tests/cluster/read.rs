@@ -14,28 +14,25 @@ use kube::Client;
 use serde_json::{Value, json};
 use smartregion_e2e::ingest::{HttpClient, Ingest};
 use smartregion_e2e::operator::Operator;
-use smartregion_e2e::{shared, unique_name};
+use smartregion_e2e::{shared, unique_name, wait};
 
 /// Where the data starts: whole days before now, so every bucket below is whole.
 const DAYS: i64 = 2;
 const SENSORS: &[&str] = &["s-01", "s-02", "s-03"];
 const METRICS: &[&str] = &["no2", "pm10"];
 
-/// A read service of `tenant` started with the environment its pods get: the tenant and
-/// the `db-reader` Secret's login, and a key of its own.
+/// The read service of `tenant` as its Deployment runs it: the pod's environment (the
+/// `db-reader` login and `read-keys` resolved, as the kubelet would), on the host; and
+/// the first key of `read-keys`.
 async fn read_service(client: &Client, tenant: &str) -> Result<(Ingest, String)> {
-    let value = |key: &'static str| secret_value(client, tenant, "db-reader", key);
-    let key = format!("read-key-{}", unique_name("k"));
-    let env = vec![
-        ("SMARTREGION_TENANT".into(), tenant.to_string()),
-        ("SMARTREGION_READ_API_KEYS".into(), key.clone()),
-        ("PGHOST".into(), value("host").await?),
-        ("PGPORT".into(), value("port").await?),
-        ("PGDATABASE".into(), value("dbname").await?),
-        ("PGUSER".into(), value("user").await?),
-        ("PGPASSWORD".into(), value("password").await?),
-        ("PGSSLMODE".into(), "disable".into()),
-    ];
+    let namespace = format!("srt-{tenant}");
+    let env = smartregion_e2e::workload::container_env(client, &namespace, "read", "read").await?;
+    let keys = secret_value(client, tenant, "read-keys", "keys").await?;
+    let key = keys
+        .lines()
+        .next()
+        .context("read-keys has no key")?
+        .to_string();
     let mut service = Ingest::start_read(shared(), env)?;
     service.wait_ready(Duration::from_secs(30)).await?;
     Ok((service, key))
@@ -691,4 +688,111 @@ async fn shared_data_reads_through_the_shares_views_for_its_consumers_only() -> 
         "a shared row came twice"
     );
     delete_all_and_wait(&client, &[provider, consumer, third]).await
+}
+
+#[tokio::test]
+async fn the_operator_runs_the_read_service_with_the_readers_login_and_its_own_keys() -> Result<()>
+{
+    use k8s_openapi::api::apps::v1::Deployment;
+    let client = client().await?;
+    let shard = unique_name("read-op");
+    let _operator = Operator::start(shared(), &shard, &[])?;
+    let tenant = unique_name("read-o");
+    apply_tenant(&client, &example("prato", &tenant, &shard)?).await?;
+    let ready = wait_ready(&client, &tenant).await?;
+    let namespace = format!("srt-{tenant}");
+    let read_ready = condition(&ready, "ReadReady").context("ReadReady")?.clone();
+    let status = ready.status.context("status")?;
+    ensure!(
+        status.read_endpoint.as_deref()
+            == Some(format!("http://read.{namespace}.svc:8081").as_str()),
+        "{:?}",
+        status.read_endpoint
+    );
+    ensure!(
+        read_ready.status == "True" && read_ready.reason == "Available",
+        "{read_ready:?}"
+    );
+
+    // The pod holds the reader's login and the read keys, never the writer's or ingest's.
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), &namespace);
+    let deployment = deployments.get("read").await?;
+    let text = serde_json::to_string(&deployment.spec)?;
+    ensure!(
+        !text.contains("db-writer") && !text.contains("ingest-keys"),
+        "{text}"
+    );
+    let (service, key) = read_service(&client, &tenant).await?;
+    let http = HttpClient::new();
+    let url = service.url("/v2/entities");
+    ensure!(
+        http.get_with(&url, &[("authorization", &bearer(&key))])
+            .await?
+            .status
+            == 200
+    );
+    let ingest_key = secret_value(&client, &tenant, "ingest-keys", "keys").await?;
+    let ingest_key = ingest_key.lines().next().context("an ingest key")?;
+    ensure!(
+        http.get_with(&url, &[("authorization", &bearer(ingest_key))])
+            .await?
+            .status
+            == 401,
+        "an ingest key opens the read service"
+    );
+
+    // A key added to read-keys rolls the pod (its checksum changes).
+    let checksum = |deployment: &Deployment| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.annotations.as_ref())
+            .and_then(|annotations| {
+                annotations
+                    .get("smartregion.toscana.it/secrets-checksum")
+                    .cloned()
+            })
+    };
+    let before = checksum(&deployment).context("a checksum")?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &namespace);
+    let added = format!("{key}\nsecond-read-key-0123456789abcdef");
+    secrets
+        .patch(
+            "read-keys",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "stringData": { "keys": added } })),
+        )
+        .await?;
+    let deployments = &deployments;
+    let before = &before;
+    wait::until(
+        "the read pod to roll for the new key",
+        READY_TIMEOUT,
+        || async move {
+            let deployment = deployments.get("read").await?;
+            Ok(checksum(&deployment)
+                .filter(|now| now != before)
+                .map(|_| ()))
+        },
+    )
+    .await?;
+
+    // Suspended: no read pod.
+    let mut suspended = example("prato", &tenant, &shard)?;
+    suspended["spec"]["suspended"] = json!(true);
+    apply_tenant(&client, &suspended).await?;
+    let tenants = tenants(&client);
+    let tenants = &tenants;
+    let name = tenant.as_str();
+    wait::until("ReadReady ScaledToZero", READY_TIMEOUT, || async move {
+        let tenant = tenants.get(name).await?;
+        Ok(condition(&tenant, "ReadReady")
+            .filter(|c| c.reason == "ScaledToZero" && c.status == "True")
+            .map(|_| ()))
+    })
+    .await?;
+    ensure!(deployments.get("read").await?.spec.and_then(|s| s.replicas) == Some(0));
+    delete_and_wait(&client, &tenant).await
 }

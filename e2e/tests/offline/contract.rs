@@ -8,8 +8,8 @@ use smartregion_e2e::paths::workspace_root;
 use smartregion_ingest::config::Cli as IngestCli;
 use smartregion_operator::crd::{IngestFormat, IngestSpec, MqttSource, SmartRegionTenant};
 use smartregion_operator::surface::Config;
-use smartregion_operator::surface::children::ingest_deployment;
 use smartregion_operator::surface::children::validate;
+use smartregion_operator::surface::children::{ingest_deployment, read_deployment};
 
 /// `examples/prato.yaml` as the API server would hold it (with a uid).
 fn prato() -> Result<SmartRegionTenant> {
@@ -83,5 +83,61 @@ fn the_ingest_deployments_environment_is_what_the_ingest_binary_reads() -> Resul
     ensure!(cli.mqtt_url.as_deref() == Some("mqtts://broker.example.it"));
     ensure!(cli.mqtt_topics == ["prato/+/air", "prato/traffic/#"]);
     ensure!(cli.mqtt_username.is_some() && cli.mqtt_password.is_some());
+    Ok(())
+}
+
+#[test]
+fn the_read_deployments_environment_and_arguments_are_what_the_read_mode_reads() -> Result<()> {
+    use smartregion_ingest::read::Cli as ReadCli;
+    let tenant = prato()?;
+    let config = Config::default();
+    let deployment = read_deployment(&validate(&tenant, &config)?, &config, "c");
+    let container = deployment
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .context("no pod spec")?
+        .containers
+        .remove(0);
+    ensure!(
+        container.args.as_deref() == Some(&["read".to_string()][..]),
+        "the container runs the read mode: {:?}",
+        container.args
+    );
+    let command = ReadCli::command();
+    let mut args = vec!["smartregion-ingest read".to_string()];
+    for var in container.env.unwrap_or_default() {
+        let Some(argument) = command.get_arguments().find(|argument| {
+            argument
+                .get_env()
+                .is_some_and(|env| env.to_str() == Some(&var.name))
+        }) else {
+            bail!("the read mode does not read {}", var.name);
+        };
+        let value = match (var.value, var.value_from) {
+            (Some(value), None) => value,
+            (None, Some(source)) => {
+                let secret = source.secret_key_ref.context("only Secrets")?;
+                ensure!(
+                    secret.name == "db-reader" || secret.name == "read-keys",
+                    "{} comes from {}: the read pod holds the reader's login and its keys only",
+                    var.name,
+                    secret.name
+                );
+                match var.name.as_str() {
+                    "PGPORT" => "5432".into(),
+                    "PGSSLMODE" => "require".into(),
+                    _ => "from-a-secret-0123456789".into(),
+                }
+            }
+            other => bail!("{}: {other:?}", var.name),
+        };
+        args.push(format!(
+            "--{}={value}",
+            argument.get_long().context("no long flag")?
+        ));
+    }
+    let cli = ReadCli::try_parse_from(&args)?;
+    ensure!(cli.tenant == "prato" && cli.schema.as_deref() == Some("t_prato"));
+    ensure!(cli.listen.port() == 8081);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The read service (`smartregion-ingest read`): the tenant's measurements back out over
 //! HTTP for dashboards, apps and FIWARE clients, with the tenant's `db-reader` login only.
-//! The same image as ingest, its own Deployment, Service and keys (docs/read-api.md).
+//! The same image as ingest; the operator runs it in its own Deployment, with its own
+//! Service and keys (docs/read-api.md).
 //!
 //! - [`query`], [`cursor`]: what a request asks for, checked against the limits. Pure.
 //! - [`sql`]: the statements that answer it. Pure.

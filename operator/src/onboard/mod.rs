@@ -153,6 +153,7 @@ pub fn tenant(ente: &Ente) -> Result<SmartRegionTenant, Vec<Invalid>> {
                 admins: (!groups.is_empty() || !users.is_empty())
                     .then_some(Admins { groups, users }),
                 ingest: None,
+                read: None,
                 database: None,
                 deletion_policy: DeletionPolicy::Retain,
                 suspended: false,

@@ -98,9 +98,12 @@ impl Outcome {
     }
 
     /// The ingest Deployment, if it is desired now.
-    pub fn deployment(&self) -> Option<&Deployment> {
+    /// The Deployment `name` as applied.
+    pub fn deployment(&self, name: &str) -> Option<&Deployment> {
         self.current.iter().find_map(|child| match child {
-            Child::Deployment(deployment) => Some(deployment),
+            Child::Deployment(deployment) if deployment.metadata.name.as_deref() == Some(name) => {
+                Some(deployment)
+            }
             _ => None,
         })
     }

@@ -12,7 +12,7 @@ use super::validate::Validated;
 use crate::config::{Config, DatabaseEndpoint};
 use crate::resources::exposure::{self, Exposed};
 use crate::resources::secrets::{READER_SECRET, WRITER_SECRET, database_secret};
-use crate::resources::{ingest, namespace, network, quota, rbac, service_account};
+use crate::resources::{ingest, namespace, network, quota, rbac, read, service_account};
 
 /// The children to write, in order, and those to keep as they are (not written, not
 /// pruned) because what they would hold is not known in this reconcile.
@@ -37,6 +37,7 @@ pub fn children(tenant: &Validated, config: &Config, facts: &Facts<'_>) -> Child
         tenant,
     )));
     apply(Desired::apply(ingest::ingest_service(tenant)));
+    apply(Desired::apply(read::read_service(tenant)));
     // A budget exists only while several ingest pods run; otherwise the prune removes it.
     if let Some(budget) = ingest::ingest_pdb(tenant) {
         apply(Desired::apply(budget));
@@ -75,13 +76,15 @@ fn credentials_and_ingest(
             ("Secret", WRITER_SECRET),
             ("Secret", READER_SECRET),
             ("Secret", ingest::KEYS_SECRET),
+            ("Secret", read::READ_KEYS_SECRET),
             ("Deployment", ingest::INGEST),
+            ("Deployment", read::READ),
         ] {
             children.unchanged.push((kind, name.to_string()));
         }
         return;
     };
-    let writer = match facts.credentials {
+    let (writer, reader) = match facts.credentials {
         Some((values, endpoint)) => {
             let [writer, reader] = database_secrets(tenant, values, endpoint);
             children.desired.push(Desired {
@@ -89,21 +92,35 @@ fn credentials_and_ingest(
                 write: Write::Over(values.writer_version.clone()),
             });
             children.desired.push(Desired {
-                child: reader.into(),
+                child: reader.clone().into(),
                 write: Write::Over(values.reader_version.clone()),
             });
-            Some(writer)
+            (Some(writer), Some(reader))
         }
         None => {
             children.unchanged.push(("Secret", WRITER_SECRET.into()));
             children.unchanged.push(("Secret", READER_SECRET.into()));
-            inputs.writer.clone()
+            (inputs.writer.clone(), inputs.reader.clone())
         }
     };
     children.desired.push(Desired {
         child: inputs.keys.clone().into(),
         write: Write::CreateOnce,
     });
+    children.desired.push(Desired {
+        child: inputs.read_keys.clone().into(),
+        write: Write::CreateOnce,
+    });
+    match reader {
+        Some(reader) => children.desired.push(Desired::apply(read::read_deployment(
+            tenant,
+            config,
+            &inputs.read_checksum_with(&reader),
+        ))),
+        None => children
+            .unchanged
+            .push(("Deployment", read::READ.to_string())),
+    }
     let ready = writer
         .as_ref()
         .filter(|_| !matches!(inputs.mqtt, MqttCredentials::Missing(_)));
@@ -220,7 +237,7 @@ mod tests {
                 .iter()
                 .all(|d| !matches!(d.child, Child::Secret(_) | Child::Deployment(_)))
         );
-        assert_eq!(children.unchanged.len(), 4, "{:?}", children.unchanged);
+        assert_eq!(children.unchanged.len(), 6, "{:?}", children.unchanged);
         assert!(
             matches!(children.desired[0].child, Child::Namespace(_)),
             "namespace first"
@@ -480,7 +497,11 @@ mod tests {
     fn database_egress_is_opened_only_when_configured() {
         let restrict = |config: &Config| {
             let (_, children) = build(&tenant("prato").build(), config);
-            children.network_policies[2]
+            children
+                .network_policies
+                .iter()
+                .find(|policy| policy.metadata.name.as_deref() == Some(network::RESTRICT_EGRESS))
+                .unwrap()
                 .spec
                 .clone()
                 .unwrap()

@@ -18,6 +18,8 @@ pub enum ConditionType {
     DatabaseReady,
     WithinQuota,
     IngestReady,
+    /// The read service's pod available (or none wanted: suspended, disabled).
+    ReadReady,
     /// Only while ingest is exposed: the HTTPRoute accepted by its Gateway, or the
     /// Ingress in place.
     ExposureReady,
@@ -63,7 +65,7 @@ pub enum Reason {
     PartitionsMaintained,
     JobsFailing,
     MaintenanceOverdue,
-    // IngestReady
+    // IngestReady and ReadReady
     WaitingForDatabase,
     WaitingForMqttCredentials,
     SecretsFailed,
@@ -165,6 +167,9 @@ pub struct Observation {
     pub usage: Option<crate::crd::Usage>,
     /// The ingest Service's address, once the ingest step ran.
     pub ingest_endpoint: Option<String>,
+    /// The read Service's address, once the ingest step ran; `Some(None)` when no read
+    /// pod is wanted.
+    pub read_endpoint: Option<Option<String>>,
     /// What the tenant's reader may read of others', once the database step ran.
     pub shared_with_me: Option<Vec<crate::crd::SharedWith>>,
     /// How ingest is exposed, once the namespace step ran.

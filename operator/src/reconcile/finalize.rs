@@ -194,6 +194,7 @@ async fn terminating(
         database: None,
         usage: None,
         ingest_endpoint: None,
+        read_endpoint: None,
         shared_with_me: None,
         exposure: Default::default(),
         conditions: vec![ready],

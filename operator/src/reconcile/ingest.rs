@@ -6,11 +6,51 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
+use super::conditions::ConditionType;
 use super::inputs::{Inputs, MqttCredentials};
-use super::status::{INGEST_READY, Observed, Reason};
+use super::status::{INGEST_READY, Observed, READ_READY, Reason};
 use super::validate::Validated;
 use crate::resources::ingest::ingest_replicas;
+use crate::resources::read::read_replicas;
 use crate::resources::secrets::WRITER_SECRET;
+
+/// The pods of a Deployment whose rollout a condition follows: ingest's or read's.
+pub struct Pods {
+    pub condition: ConditionType,
+    /// The Deployment's name, and what its pods are called in messages.
+    pub name: &'static str,
+    pub wanted: i32,
+    /// Why none is wanted, when none is.
+    pub none_because: &'static str,
+}
+
+impl Pods {
+    pub fn ingest(tenant: &Validated) -> Pods {
+        Pods {
+            condition: INGEST_READY,
+            name: crate::resources::ingest::INGEST,
+            wanted: ingest_replicas(tenant),
+            none_because: if tenant.suspended {
+                "spec.suspended is true"
+            } else {
+                "spec.ingest.enabled is false"
+            },
+        }
+    }
+
+    pub fn read(tenant: &Validated) -> Pods {
+        Pods {
+            condition: READ_READY,
+            name: crate::resources::read::READ,
+            wanted: read_replicas(tenant),
+            none_because: if tenant.suspended {
+                "spec.suspended is true"
+            } else {
+                "spec.read.enabled is false"
+            },
+        }
+    }
+}
 
 /// Why the Deployment is not desired in this reconcile, if it is not: pods started now
 /// would fail on a missing Secret, then roll again once it exists.
@@ -44,31 +84,26 @@ pub fn waiting(tenant: &Validated, inputs: &Inputs, writer_known: bool) -> Optio
 /// available. While a rollout moves (including the first one) it is False and pending
 /// (`Progressing`); it is a failure (`Unavailable`) when the rollout exceeded its
 /// progress deadline, or when pods went missing after a finished rollout.
-pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
-    let wanted = ingest_replicas(tenant);
+pub fn readiness(deployment: &Deployment, tenant: &Validated, pods: &Pods) -> Observed {
+    let (wanted, name) = (pods.wanted, pods.name);
     if wanted == 0 {
-        let why = if tenant.suspended {
-            "spec.suspended is true"
-        } else {
-            "spec.ingest.enabled is false"
-        };
         return Observed::ok(
-            INGEST_READY,
+            pods.condition,
             Reason::ScaledToZero,
-            format!("{why}: no ingest pods run"),
+            format!("{}: no {name} pods run", pods.none_because),
         );
     }
     let status = deployment.status.clone().unwrap_or_default();
     let available = status.available_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
-    let counts = format!("{available} of {wanted} ingest pods available, {updated} updated");
+    let counts = format!("{available} of {wanted} {name} pods available, {updated} updated");
     let seen = matches!(
         (status.observed_generation, deployment.metadata.generation),
         (Some(observed), Some(generation)) if observed >= generation
     );
     if !seen {
         return Observed::not_ok(
-            INGEST_READY,
+            pods.condition,
             Reason::Progressing,
             format!("the Deployment controller has not yet picked up the latest change; {counts}"),
         );
@@ -81,35 +116,35 @@ pub fn readiness(deployment: &Deployment, tenant: &Validated) -> Observed {
         .and_then(|condition| condition.reason.as_deref());
     if progress == Some("ProgressDeadlineExceeded") {
         return Observed::not_ok(
-            INGEST_READY,
+            pods.condition,
             Reason::Unavailable,
             format!(
-                "the rollout of the ingest pods exceeded its progress deadline: {counts}; see \
-                 kubectl -n {} describe deployment ingest",
+                "the rollout of the {name} pods exceeded its progress deadline: {counts}; see \
+                 kubectl -n {} describe deployment {name}",
                 tenant.namespace
             ),
         );
     }
     if available >= wanted && updated >= wanted {
         return Observed::ok(
-            INGEST_READY,
+            pods.condition,
             Reason::Available,
-            format!("{available} of {wanted} ingest pods available"),
+            format!("{available} of {wanted} {name} pods available"),
         );
     }
     if progress == Some("NewReplicaSetAvailable") {
         // The rollout had finished: pods were lost since (evicted, crashed, node gone).
         return Observed::not_ok(
-            INGEST_READY,
+            pods.condition,
             Reason::Unavailable,
             format!(
-                "{counts}; see kubectl -n {} get pods -l app.kubernetes.io/name=ingest",
+                "{counts}; see kubectl -n {} get pods -l app.kubernetes.io/name={name}",
                 tenant.namespace
             ),
         );
     }
     Observed::not_ok(
-        INGEST_READY,
+        pods.condition,
         Reason::Progressing,
         format!("rolling out: {counts}"),
     )
@@ -163,16 +198,25 @@ mod tests {
         )
         .unwrap();
 
-        let fresh = readiness(&deployment(1, DeploymentStatus::default()), &small);
+        let fresh = readiness(
+            &deployment(1, DeploymentStatus::default()),
+            &small,
+            &Pods::ingest(&small),
+        );
         assert!(!fresh.ok && fresh.pending(), "{fresh:?}");
         assert_eq!(fresh.reason, Reason::Progressing);
 
-        let starting = readiness(&deployment(1, status(1, 0, 1, "ReplicaSetUpdated")), &small);
+        let starting = readiness(
+            &deployment(1, status(1, 0, 1, "ReplicaSetUpdated")),
+            &small,
+            &Pods::ingest(&small),
+        );
         assert_eq!((starting.ok, starting.pending()), (false, true));
 
         let ready = readiness(
             &deployment(1, status(1, 1, 1, "NewReplicaSetAvailable")),
             &small,
+            &Pods::ingest(&small),
         );
         assert!(ready.ok);
         assert_eq!(ready.reason, Reason::Available);
@@ -180,6 +224,7 @@ mod tests {
         let unseen = readiness(
             &deployment(2, status(1, 1, 1, "NewReplicaSetAvailable")),
             &small,
+            &Pods::ingest(&small),
         );
         assert_eq!(
             (unseen.ok, unseen.pending()),
@@ -190,6 +235,7 @@ mod tests {
         let rolling = readiness(
             &deployment(2, status(2, 2, 1, "ReplicaSetUpdated")),
             &medium,
+            &Pods::ingest(&medium),
         );
         assert_eq!((rolling.ok, rolling.pending()), (false, true));
         assert!(
@@ -203,6 +249,7 @@ mod tests {
         let lost = readiness(
             &deployment(1, status(1, 1, 2, "NewReplicaSetAvailable")),
             &medium,
+            &Pods::ingest(&medium),
         );
         assert_eq!(
             (lost.ok, lost.pending(), lost.reason),
@@ -212,6 +259,7 @@ mod tests {
         let stuck = readiness(
             &deployment(3, status(3, 0, 1, "ProgressDeadlineExceeded")),
             &small,
+            &Pods::ingest(&small),
         );
         assert_eq!(
             (stuck.ok, stuck.pending(), stuck.reason),
@@ -230,12 +278,12 @@ mod tests {
         .unwrap();
         // Pods may still be stopping: zero wanted is what counts.
         let stopping = deployment(2, status(2, 1, 0, "NewReplicaSetAvailable"));
-        let zero = readiness(&stopping, &suspended);
+        let zero = readiness(&stopping, &suspended, &Pods::ingest(&suspended));
         assert!(zero.ok);
         assert_eq!(zero.reason, Reason::ScaledToZero);
         assert!(zero.message.contains("spec.suspended"));
         assert!(
-            readiness(&stopping, &disabled)
+            readiness(&stopping, &disabled, &Pods::ingest(&disabled))
                 .message
                 .contains("spec.ingest.enabled")
         );

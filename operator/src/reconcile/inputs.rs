@@ -15,6 +15,7 @@ use crate::metrics::ErrorLabel;
 use crate::resources::ingest::{
     KEYS_SECRET, SECRETS_CHECKSUM_ANNOTATION, ingest_keys_secret, pod_labels, secrets_checksum,
 };
+use crate::resources::read::{READ_KEYS_SECRET, read_keys_secret};
 use crate::resources::secrets::{READER_SECRET, WRITER_SECRET, retiring_of};
 
 /// Length of a generated API key: 40 alphanumeric characters, about 238 bits.
@@ -57,6 +58,8 @@ pub struct Inputs {
     pub reader: Option<Secret>,
     /// `ingest-keys` as it is, or a new one with a first key, to be created once.
     pub keys: Secret,
+    /// `read-keys` as it is, or a new one with a new key (created once).
+    pub read_keys: Secret,
     pub mqtt: MqttCredentials,
     /// A rotated writer login waits to retire, and no ingest pod is left that was
     /// started from older Secrets than these: it may go now.
@@ -91,6 +94,10 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
     let keys = match read(KEYS_SECRET.into()).await? {
         Some(keys) => keys,
         None => ingest_keys_secret(tenant, &new_api_key()),
+    };
+    let read_keys = match read(READ_KEYS_SECRET.into()).await? {
+        Some(keys) => keys,
+        None => read_keys_secret(tenant, &new_api_key()),
     };
     let mqtt = match tenant
         .ingest
@@ -142,6 +149,7 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
         writer,
         reader,
         keys,
+        read_keys,
         mqtt,
         retirement_due: false,
         shares,
@@ -166,6 +174,11 @@ impl Inputs {
             read.push(credentials);
         }
         secrets_checksum(&read)
+    }
+
+    /// The checksum of what the read pod reads: the reader's Secret and the read keys.
+    pub fn read_checksum_with(&self, reader: &Secret) -> String {
+        secrets_checksum(&[reader, &self.read_keys])
     }
 }
 

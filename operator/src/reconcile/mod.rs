@@ -38,7 +38,7 @@ use crate::crd::{Phase, SmartRegionTenant};
 use crate::metrics::ErrorLabel;
 use crate::tenant::Validated;
 use conditions::{Observation, Observed, Reason};
-use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, READY};
+use status::{DATABASE_READY, INGEST_READY, NAMESPACE_READY, READ_READY, READY};
 use step::Step;
 
 pub use context::Context;
@@ -247,6 +247,7 @@ async fn report_invalid(
         database: None,
         usage: None,
         ingest_endpoint: None,
+        read_endpoint: None,
         shared_with_me: None,
         exposure: conditions::ExposureSeen::NotObserved,
         conditions: vec![Observed::not_ok(READY, Reason::InvalidSpec, message)],
@@ -423,19 +424,30 @@ fn ingest_step(
         ));
     };
     let writer_known = database.done().is_some() || found.writer.is_some();
+    let pods = ingest::Pods::ingest(validated);
     let readiness = match (
         ingest::waiting(validated, found, writer_known),
-        outcome.deployment(),
+        outcome.deployment(pods.name),
     ) {
         (Some(waiting), _) => waiting,
-        (None, Some(deployment)) => ingest::readiness(deployment, validated),
+        (None, Some(deployment)) => ingest::readiness(deployment, validated, &pods),
         (None, None) => Observed::not_ok(
             INGEST_READY,
             Reason::WaitingForDatabase,
             "the ingest pods wait for the database part",
         ),
     };
-    Step::Done((), vec![readiness])
+    let reader_known = database.done().is_some() || found.reader.is_some();
+    let pods = ingest::Pods::read(validated);
+    let read = match outcome.deployment(pods.name) {
+        Some(deployment) if reader_known => ingest::readiness(deployment, validated, &pods),
+        _ => Observed::not_ok(
+            READ_READY,
+            Reason::WaitingForDatabase,
+            "the read pod waits for the Secret db-reader, which the database step writes",
+        ),
+    };
+    Step::Done((), vec![readiness, read])
 }
 
 /// The status the steps add up to.
@@ -477,6 +489,10 @@ fn observe(
         ingest_endpoint: ingest
             .done()
             .map(|()| crate::resources::ingest::ingest_endpoint(validated)),
+        read_endpoint: ingest.done().map(|()| {
+            (crate::resources::read::read_replicas(validated) > 0)
+                .then(|| crate::resources::read::read_endpoint(validated))
+        }),
         exposure: applied
             .done()
             .map(|outcome| {

@@ -18,6 +18,7 @@ pub const READY: ConditionType = ConditionType::Ready;
 pub const NAMESPACE_READY: ConditionType = ConditionType::NamespaceReady;
 pub const DATABASE_READY: ConditionType = ConditionType::DatabaseReady;
 pub const INGEST_READY: ConditionType = ConditionType::IngestReady;
+pub const READ_READY: ConditionType = ConditionType::ReadReady;
 pub const WITHIN_QUOTA: ConditionType = ConditionType::WithinQuota;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,9 @@ pub fn desired_status(
     }
     if observation.ingest_endpoint.is_some() {
         status.ingest_endpoint = observation.ingest_endpoint.clone();
+    }
+    if let Some(endpoint) = &observation.read_endpoint {
+        status.read_endpoint = endpoint.clone();
     }
     match &observation.exposure {
         ExposureSeen::NotObserved => {}
@@ -215,6 +219,7 @@ mod tests {
             database: None,
             usage: None,
             ingest_endpoint: None,
+            read_endpoint: None,
             shared_with_me: None,
             exposure: Default::default(),
             conditions: vec![observed],

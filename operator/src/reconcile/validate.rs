@@ -55,6 +55,7 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
             users: sorted(admins.users),
         },
         ingest,
+        read_enabled: spec.read.as_ref().is_none_or(|read| read.enabled),
         suspended: spec.suspended,
         owner_reference,
     })

@@ -2,8 +2,9 @@
 //! the platform Gateway, or an Ingress of the platform's class, both at the host
 //! `<tenant>.<ingest domain>` and both named `ingest`, like the Service they lead to.
 //!
-//! Only the ingest API's paths are routed (the formats the tenant accepts), never
-//! `/metrics` or the health endpoints. TLS is the platform's: the Gateway's listener
+//! Only the ingest API's paths are routed (the formats the tenant accepts), and the read
+//! API's ([`READ_PATHS`], to the Service `read`, while a read pod runs), never `/metrics`
+//! or the health endpoints. TLS is the platform's: the Gateway's listener
 //! terminates it, or, for an Ingress, the Secret [`TLS_SECRET`] that the platform's
 //! certificate set-up (cert-manager's ingress-shim, asked for by the configured
 //! annotations) issues. The operator never writes that Secret. docs/exposure.md says why.
@@ -19,6 +20,7 @@ use super::gateway_api::{
     ParentReference,
 };
 use super::ingest::{INGEST, SERVICE_PORT};
+use super::read::{READ, READ_PORT, read_replicas};
 use super::{object_meta, with_desired_digest};
 use crate::config::{Config, Exposure, ExposureVia, GatewayRef};
 use crate::tenant::Validated;
@@ -78,6 +80,14 @@ fn paths(tenant: &Validated) -> Vec<&'static str> {
     formats.iter().map(|format| format.endpoint()).collect()
 }
 
+/// The read API's paths (docs/read-api.md), routed to the Service `read`.
+pub const READ_PATHS: [&str; 4] = ["/v2/entities", "/v2/attrs", "/shared", "/openapi.json"];
+
+/// The read paths with their Service, while the tenant runs a read pod.
+fn read_paths(tenant: &Validated) -> Option<(&'static str, u16)> {
+    (read_replicas(tenant) > 0).then_some((READ, READ_PORT))
+}
+
 /// The Gateway this tenant's route names as its parent.
 pub fn parent_ref(gateway: &GatewayRef) -> ParentReference {
     ParentReference {
@@ -90,29 +100,33 @@ pub fn parent_ref(gateway: &GatewayRef) -> ParentReference {
 }
 
 pub fn http_route(tenant: &Validated, exposure: &Exposure, gateway: &GatewayRef) -> HTTPRoute {
-    let matches = paths(tenant)
-        .into_iter()
-        .map(|path| HttpRouteMatch {
-            path: Some(HttpPathMatch {
-                type_: Some("PathPrefix".into()),
-                value: Some(path.into()),
-            }),
-        })
-        .collect();
+    let rule = |paths: &[&str], service: &str, port: u16| HttpRouteRule {
+        matches: paths
+            .iter()
+            .map(|path| HttpRouteMatch {
+                path: Some(HttpPathMatch {
+                    type_: Some("PathPrefix".into()),
+                    value: Some(path.to_string()),
+                }),
+            })
+            .collect(),
+        backend_refs: vec![BackendRef {
+            group: Some(String::new()),
+            kind: Some("Service".into()),
+            name: service.into(),
+            port: Some(port.into()),
+        }],
+    };
+    let mut rules = vec![rule(&paths(tenant), INGEST, SERVICE_PORT)];
+    if let Some((service, port)) = read_paths(tenant) {
+        rules.push(rule(&READ_PATHS, service, port));
+    }
     HTTPRoute {
         metadata: object_meta(tenant, NAME, true),
         spec: HttpRouteSpec {
             parent_refs: vec![parent_ref(gateway)],
             hostnames: vec![host(tenant, exposure)],
-            rules: vec![HttpRouteRule {
-                matches,
-                backend_refs: vec![BackendRef {
-                    group: Some(String::new()),
-                    kind: Some("Service".into()),
-                    name: INGEST.into(),
-                    port: Some(SERVICE_PORT.into()),
-                }],
-            }],
+            rules,
         },
         status: None,
     }
@@ -120,24 +134,28 @@ pub fn http_route(tenant: &Validated, exposure: &Exposure, gateway: &GatewayRef)
 
 fn ingress(tenant: &Validated, exposure: &Exposure, class: &str) -> Ingress {
     let host = host(tenant, exposure);
-    let backend = IngressBackend {
+    let backend = |service: &str, port: u16| IngressBackend {
         service: Some(IngressServiceBackend {
-            name: INGEST.into(),
+            name: service.into(),
             port: Some(ServiceBackendPort {
-                number: Some(SERVICE_PORT.into()),
+                number: Some(port.into()),
                 name: None,
             }),
         }),
         resource: None,
     };
-    let paths = paths(tenant)
+    let path = |path: &str, service: &str, port: u16| HTTPIngressPath {
+        path: Some(path.into()),
+        path_type: "Prefix".into(),
+        backend: backend(service, port),
+    };
+    let mut paths: Vec<HTTPIngressPath> = paths(tenant)
         .into_iter()
-        .map(|path| HTTPIngressPath {
-            path: Some(path.into()),
-            path_type: "Prefix".into(),
-            backend: backend.clone(),
-        })
+        .map(|value| path(value, INGEST, SERVICE_PORT))
         .collect();
+    if let Some((service, port)) = read_paths(tenant) {
+        paths.extend(READ_PATHS.iter().map(|value| path(value, service, port)));
+    }
     Ingress {
         metadata: object_meta(tenant, NAME, true),
         spec: Some(IngressSpec {
@@ -288,6 +306,22 @@ mod tests {
             .map(|m| m.path.as_ref().unwrap().value.clone().unwrap())
             .collect();
         assert_eq!(paths, ["/v1/measurements", "/v2/notify", "/v1/senml"]);
+        // The read API's paths go to the read Service, while a read pod runs.
+        let read = &route.spec.rules[1];
+        assert_eq!(
+            (
+                read.backend_refs[0].name.as_str(),
+                read.backend_refs[0].port
+            ),
+            ("read", Some(8081))
+        );
+        assert_eq!(read.matches.len(), READ_PATHS.len());
+        let mut suspended = tenant.clone();
+        suspended.suspended = true;
+        let Some(Exposed::Route(route)) = exposure(&suspended, &config) else {
+            panic!("no route");
+        };
+        assert_eq!(route.spec.rules.len(), 1, "no read pod, no read route");
         assert_eq!(
             url(&tenant, config.exposure.as_ref().unwrap()),
             "https://prato.ingest.smartregion.toscana.it/"
@@ -369,12 +403,21 @@ mod tests {
             Some("prato.ingest.smartregion.toscana.it")
         );
         let paths = &rule.http.as_ref().unwrap().paths;
-        assert_eq!(paths.len(), 3);
+        assert_eq!(paths.len(), 3 + READ_PATHS.len());
         for path in paths {
             assert_eq!(path.path_type, "Prefix");
             let service = path.backend.service.as_ref().unwrap();
-            assert_eq!(service.name, "ingest");
-            assert_eq!(service.port.as_ref().unwrap().number, Some(8080));
+            let value = path.path.as_deref().unwrap();
+            let expected = if READ_PATHS.contains(&value) {
+                ("read", 8081)
+            } else {
+                ("ingest", 8080)
+            };
+            assert_eq!(
+                (service.name.as_str(), service.port.as_ref().unwrap().number),
+                (expected.0, Some(expected.1)),
+                "{value}"
+            );
         }
     }
 

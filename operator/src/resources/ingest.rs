@@ -86,7 +86,7 @@ fn selector(tenant: &Validated) -> LabelSelector {
     }
 }
 
-fn value(name: &str, value: impl Into<String>) -> EnvVar {
+pub(super) fn value(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value: Some(value.into()),
@@ -94,7 +94,7 @@ fn value(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(super) fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value: None,
@@ -177,7 +177,7 @@ fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
     env
 }
 
-fn probe(path: &str) -> Probe {
+pub(super) fn probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
@@ -185,6 +185,61 @@ fn probe(path: &str) -> Probe {
             ..HTTPGetAction::default()
         }),
         ..Probe::default()
+    }
+}
+
+/// Pod Security `restricted`, which the tenant namespace enforces: the pod's part.
+pub(super) fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Pod Security `restricted`: the container's part, and a read-only root.
+pub(super) fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+/// Only the CA bundle of the database Secret `secret`, never the credentials, as a file;
+/// optional, since without verify-full the Secret has no `ca.crt`.
+pub(super) fn database_ca_volume(secret: &str) -> Volume {
+    Volume {
+        name: DATABASE_CA_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(vec![KeyToPath {
+                key: CA_KEY.into(),
+                path: CA_KEY.into(),
+                mode: None,
+            }]),
+            optional: Some(true),
+            default_mode: Some(0o444),
+        }),
+        ..Volume::default()
+    }
+}
+
+pub(super) fn database_ca_mount() -> VolumeMount {
+    VolumeMount {
+        name: DATABASE_CA_VOLUME.into(),
+        mount_path: DATABASE_CA_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
     }
 }
 
@@ -257,21 +312,8 @@ pub fn ingest_deployment(
             }),
             ..Lifecycle::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            read_only_root_filesystem: Some(true),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATABASE_CA_VOLUME.into(),
-            mount_path: DATABASE_CA_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![database_ca_mount()]),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -279,38 +321,13 @@ pub fn ingest_deployment(
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         // Ingest never talks to the Kubernetes API.
         automount_service_account_token: Some(false),
-        // Pod Security `restricted`, which the tenant namespace enforces.
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security()),
         containers: vec![container],
         node_selector: (!config.ingest_placement.node_selector.is_empty())
             .then(|| config.ingest_placement.node_selector.clone()),
         tolerations: (!config.ingest_placement.tolerations.is_empty())
             .then(|| config.ingest_placement.tolerations.clone()),
-        // Only the CA bundle, never the credentials, as a file; optional, since without
-        // verify-full the Secret has no `ca.crt`.
-        volumes: Some(vec![Volume {
-            name: DATABASE_CA_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(WRITER_SECRET.into()),
-                items: Some(vec![KeyToPath {
-                    key: CA_KEY.into(),
-                    path: CA_KEY.into(),
-                    mode: None,
-                }]),
-                optional: Some(true),
-                default_mode: Some(0o444),
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![database_ca_volume(WRITER_SECRET)]),
         ..PodSpec::default()
     };
     Deployment {

@@ -11,6 +11,7 @@ pub mod namespace;
 pub mod network;
 pub mod quota;
 pub mod rbac;
+pub mod read;
 pub mod secrets;
 pub mod service_account;
 

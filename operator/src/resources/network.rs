@@ -1,4 +1,4 @@
-//! NetworkPolicies: no traffic from other namespaces except to the ingest port; egress
+//! NetworkPolicies: no traffic from other namespaces except to the ingest and read ports; egress
 //! only inside the namespace, to DNS, to the shared database, and from the ingest pods to
 //! the tenant's MQTT broker when it has one.
 
@@ -15,16 +15,20 @@ use crate::tenant::Validated;
 
 pub const DENY_FROM_OTHER_NAMESPACES: &str = "deny-from-other-namespaces";
 pub const ALLOW_INGEST: &str = "allow-ingest";
+pub const ALLOW_READ: &str = "allow-read";
 pub const RESTRICT_EGRESS: &str = "restrict-egress";
 pub const ALLOW_MQTT: &str = "allow-mqtt";
 /// Label of the ingest pods (set by `ingest::ingest_deployment`), which [`ALLOW_INGEST`]
 /// opens to the platform.
 pub const INGEST_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "ingest");
+/// Label of the read pods (set by `read::read_deployment`), which [`ALLOW_READ`] opens.
+pub const READ_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "read");
 
 pub fn network_policies(tenant: &Validated, config: &Config) -> Vec<NetworkPolicy> {
     let mut policies = vec![
         deny_from_other_namespaces(tenant),
         allow_ingest(tenant, config),
+        allow_read(tenant, config),
         restrict_egress(tenant, config),
     ];
     policies.extend(allow_mqtt(tenant));
@@ -45,7 +49,10 @@ fn ip_peer(address: std::net::IpAddr) -> NetworkPolicyPeer {
 
 /// The tenant's ingest pods.
 fn ingest_pods() -> LabelSelector {
-    let (key, value) = INGEST_POD_LABEL;
+    pods_labelled(INGEST_POD_LABEL)
+}
+
+fn pods_labelled((key, value): (&str, &str)) -> LabelSelector {
     LabelSelector {
         match_labels: Some([(key.to_string(), value.to_string())].into()),
         ..LabelSelector::default()
@@ -120,6 +127,33 @@ fn deny_from_other_namespaces(tenant: &Validated) -> NetworkPolicy {
 /// The ingest port, open to the platform; while ingest is exposed (`config.exposure`),
 /// open only to the namespace of the gateway or ingress controller that forwards to it.
 fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
+    open_port(
+        tenant,
+        config,
+        ALLOW_INGEST,
+        INGEST_POD_LABEL,
+        config.ingest_port,
+    )
+}
+
+/// The read port, open as the ingest port is.
+fn allow_read(tenant: &Validated, config: &Config) -> NetworkPolicy {
+    open_port(
+        tenant,
+        config,
+        ALLOW_READ,
+        READ_POD_LABEL,
+        super::read::READ_PORT,
+    )
+}
+
+fn open_port(
+    tenant: &Validated,
+    config: &Config,
+    name: &str,
+    pods: (&str, &str),
+    number: u16,
+) -> NetworkPolicy {
     let from = config.exposure.as_ref().map(|exposure| {
         vec![NetworkPolicyPeer {
             namespace_selector: Some(namespace_named(&exposure.from_namespace)),
@@ -128,13 +162,13 @@ fn allow_ingest(tenant: &Validated, config: &Config) -> NetworkPolicy {
     });
     with_desired_digest(policy(
         tenant,
-        ALLOW_INGEST,
+        name,
         NetworkPolicySpec {
-            pod_selector: Some(ingest_pods()),
+            pod_selector: Some(pods_labelled(pods)),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from,
-                ports: Some(vec![port("TCP", config.ingest_port)]),
+                ports: Some(vec![port("TCP", number)]),
             }]),
             ..NetworkPolicySpec::default()
         },
