@@ -181,6 +181,39 @@ async fn ingest_pods_run_for_real_and_a_client_pod_writes_through_the_service_na
         "the row is in the tenant's schema"
     );
 
+    // The read pod runs for real beside them, Ready: its readiness check is a query of
+    // the database with the reader's login, through the namespace's egress policy.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace_of(&name));
+    let read = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=read"))
+        .await?
+        .items;
+    ensure!(read.len() == 1, "{} read pods", read.len());
+    let read = &read[0];
+    ensure!(
+        read.spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.as_deref())
+            == Some(NODE_NAME),
+        "the read pod runs on the real node"
+    );
+    let read_ready = read
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|ready| ready.status == "True");
+    ensure!(read_ready, "the read pod is Ready");
+    let read_pid = pods::container_pid(&pods::container_id(read, "read")?)?;
+    ensure!(
+        pods::process_uid(read_pid)? == 65532,
+        "the read process is not root"
+    );
+    ensure!(
+        pods::write_into_root(read_pid).is_err(),
+        "the read pod's root filesystem took a write"
+    );
+
     // The kernel's view of the running container.
     let pod = &running[0];
     let id = pods::container_id(pod, "ingest")?;
