@@ -42,6 +42,9 @@ pub mod surface {
     /// Tenant names, checked as the operator checks them.
     pub use crate::tenant::TenantName;
 
+    /// The read API's paths that exposure routes to the read service.
+    pub use crate::resources::exposure::READ_PATHS;
+
     /// What the operator needs of the database and what in it is dangerous: the local
     /// cluster's PostgreSQL is set up with the fixes, as a DBA would, and the operator
     /// guide is tested to show them.

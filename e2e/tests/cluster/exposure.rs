@@ -405,10 +405,23 @@ async fn an_ingress_carries_the_class_annotations_and_tls_by_convention_and_give
     assert_eq!(tls[0].hosts.clone().unwrap_or_default(), vec![host.clone()]);
     let rule = &spec.rules.clone().context("rules")?[0];
     assert_eq!(rule.host.as_deref(), Some(host.as_str()));
+    // The ingest API to ingest, the read API to the read service.
     for path in &rule.http.as_ref().context("http")?.paths {
         let service = path.backend.service.as_ref().context("service backend")?;
-        assert_eq!(service.name, "ingest");
-        assert_eq!(service.port.as_ref().and_then(|p| p.number), Some(8080));
+        let value = path.path.as_deref().unwrap_or_default();
+        let expected = if smartregion_operator::surface::READ_PATHS.contains(&value) {
+            ("read", 8081)
+        } else {
+            ("ingest", 8080)
+        };
+        assert_eq!(
+            (
+                service.name.as_str(),
+                service.port.as_ref().and_then(|p| p.number)
+            ),
+            (expected.0, Some(expected.1)),
+            "{value}"
+        );
     }
     // The certificate is the platform's to issue: the operator wrote no Secret for it.
     assert!(

@@ -69,9 +69,10 @@ async fn assert_children(client: &Client, tenant: &SmartRegionTenant) -> Result<
     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default())
         .await?;
+    // deny-from-other-namespaces, allow-ingest, allow-read, restrict-egress
     ensure!(
-        policies.items.len() == 3,
-        "expected 3 NetworkPolicies, found {}",
+        policies.items.len() == 4,
+        "expected 4 NetworkPolicies, found {}",
         policies.items.len()
     );
     for policy in &policies.items {

@@ -16,7 +16,8 @@ use smartregion_e2e::ingest::{HttpClient, Ingest};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name, wait};
 
-/// Where the data starts: whole days before now, so every bucket below is whole.
+/// How far back the data goes from the last whole hour, so every bucket below is whole
+/// and the default range (the day before now) holds at least 23 hours of it.
 const DAYS: i64 = 2;
 const SENSORS: &[&str] = &["s-01", "s-02", "s-03"];
 const METRICS: &[&str] = &["no2", "pm10"];
@@ -38,15 +39,15 @@ async fn read_service(client: &Client, tenant: &str) -> Result<(Ingest, String)>
     Ok((service, key))
 }
 
-/// A minute of data per sensor and metric over the last `DAYS` whole days, written by the
-/// tenant's writer login; the range it covers.
+/// A minute of data per sensor and metric over the `DAYS` days before the last whole hour,
+/// written by the tenant's writer login; the range it covers.
 async fn write_minutes(client: &Client, tenant: &str) -> Result<(String, String)> {
     let writer = login(client, tenant, "db-writer").await?;
     let row = writer
         .query_one(
-            "SELECT to_char(date_trunc('day', now() AT TIME ZONE 'UTC') - make_interval(days => $1::int), \
+            "SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - make_interval(days => $1::int), \
                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                    to_char(date_trunc('day', now() AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                    to_char(date_trunc('hour', now() AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
             &[&(DAYS as i32)],
         )
         .await?;
@@ -210,6 +211,24 @@ async fn raw_and_aggregated_answers_equal_sql_row_for_row_and_pages_hold_each_ro
         pages == expected.len().div_ceil(1000),
         "{pages} pages for {} rows",
         expected.len()
+    );
+
+    // A query that leaves its range to the defaults (the day before now) pages through
+    // that range, whatever "now" is when the later pages are asked for.
+    let (served, pages) =
+        all_pages(&service, &key, "/v2/entities/s-01/attrs/pm10?limit=100").await?;
+    let times: Vec<&str> = served
+        .iter()
+        .filter_map(|row| row["time"].as_str())
+        .collect();
+    ensure!(
+        pages > 1 && times.len() > 100,
+        "{pages} pages, {} rows",
+        times.len()
+    );
+    ensure!(
+        times.windows(2).all(|pair| pair[0] < pair[1]),
+        "each row once, in order"
     );
 
     // Hourly aggregates of one metric of two sensors, every method, against SQL that

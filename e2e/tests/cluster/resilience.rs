@@ -55,7 +55,8 @@ async fn assert_exact_children(client: &Client, tenant: &str) -> Result<()> {
         (
             "NetworkPolicy",
             count::<NetworkPolicy>(client, &ns, tenant).await?,
-            3,
+            // deny-from-other-namespaces, allow-ingest, allow-read, restrict-egress
+            4,
         ),
         ("Role", count::<Role>(client, &ns, tenant).await?, 1),
         (

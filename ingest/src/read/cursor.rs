@@ -1,5 +1,7 @@
 //! Where the next page starts: the key of its first row (sensor, metric, time: the
-//! measurements' unique key, or the bucket's start), and which query it belongs to.
+//! measurements' unique key, or the bucket's start), which query it belongs to, and the
+//! range that query resolved (so a query that left `toDate` to "now" pages through the
+//! same range).
 //! Opaque to clients (base64url of JSON); only positions within the query's own rows,
 //! so a forged cursor reaches nothing the query itself could not. Pure.
 
@@ -20,6 +22,11 @@ pub struct Cursor {
     pub metric: String,
     #[serde(rename = "t")]
     pub time: Timestamp,
+    /// The query's range as its first page resolved it.
+    #[serde(rename = "f")]
+    pub from: Timestamp,
+    #[serde(rename = "u")]
+    pub to: Timestamp,
 }
 
 /// A cursor longer than this is not one of ours.
@@ -52,6 +59,8 @@ mod tests {
             sensor: "via roma, 1 \"nord\"".into(),
             metric: "pm2.5".into(),
             time: "2026-01-01T00:00:00.000001Z".parse().unwrap(),
+            from: "2025-12-31T00:00:00Z".parse().unwrap(),
+            to: "2026-01-02T00:00:00Z".parse().unwrap(),
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(Cursor::decode("").is_err());

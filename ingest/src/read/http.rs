@@ -337,6 +337,8 @@ async fn stream_series(
         sensor: key.sensor,
         metric: key.metric,
         time: key.time,
+        from: query.from,
+        to: query.to,
     });
     let mut encoder = Encoder::new(query, source.provider.as_deref(), next.as_ref());
     let head = encoder.head();
@@ -667,6 +669,8 @@ fn catalogue_response(
             sensor,
             metric: String::new(),
             time: Timestamp::UNIX_EPOCH,
+            from: Timestamp::UNIX_EPOCH,
+            to: Timestamp::UNIX_EPOCH,
         }
         .encode()
     });

@@ -193,13 +193,20 @@ pub fn series(
             ));
         }
     }
-    let to = match &params.to_date {
-        Some(text) => time("toDate", text)?,
-        None => now,
+    // A cursor carries the range its first page resolved: "now" stays that page's now.
+    let cursor = match &params.cursor {
+        Some(text) => Some(Cursor::decode(text).map_err(|error| invalid("cursor", error))?),
+        None => None,
     };
-    let from = match &params.from_date {
-        Some(text) => time("fromDate", text)?,
-        None => to - DEFAULT_RANGE,
+    let to = match (&params.to_date, &cursor) {
+        (Some(text), _) => time("toDate", text)?,
+        (None, Some(cursor)) => cursor.to,
+        (None, None) => now,
+    };
+    let from = match (&params.from_date, &cursor) {
+        (Some(text), _) => time("fromDate", text)?,
+        (None, Some(cursor)) => cursor.from,
+        (None, None) => to - DEFAULT_RANGE,
     };
     if from >= to {
         return Err(invalid(
@@ -240,8 +247,7 @@ pub fn series(
         cursor: None,
         format: format(params.format.as_deref(), accept)?,
     };
-    if let Some(text) = &params.cursor {
-        let cursor = Cursor::decode(text).map_err(|error| invalid("cursor", error))?;
+    if let Some(cursor) = cursor {
         if cursor.query != query.fingerprint() {
             return Err(invalid(
                 "cursor",
@@ -550,6 +556,8 @@ mod tests {
             sensor: "s1".into(),
             metric: "pm10".into(),
             time: query.from,
+            from: query.from,
+            to: query.to,
         }
         .encode();
         let paged = check(&[

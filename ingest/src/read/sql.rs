@@ -318,6 +318,8 @@ mod tests {
             sensor: "x'; DROP TABLE y; --".into(),
             metric: "m".into(),
             time: paged.from,
+            from: paged.from,
+            to: paged.to,
         });
         let statement = series(&source, &Flavour::Plain, &paged, None);
         assert!(!statement.text.contains("DROP"), "{}", statement.text);
