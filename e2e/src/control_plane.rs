@@ -432,9 +432,12 @@ pub async fn create_nodes(started: &Started, marker: &Path, client: &Client) -> 
                     "type": "kwok",
                 },
             },
+            // Room for the onboarding benchmark's 200 tenants, each with its ingest and
+            // read pods (400 pods of 250m): kubelet's default of 110 pods on 3 nodes
+            // left 70 Pending.
             "status": {
-                "allocatable": { "cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti" },
-                "capacity": { "cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti" },
+                "allocatable": { "cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti" },
+                "capacity": { "cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti" },
             },
         }))?;
         nodes.create(&PostParams::default(), &node).await?;
