@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use smartregion_e2e::apiserver::{delta, operator_events_since, operator_writes, reconciles};
 use smartregion_e2e::operator::{Operator, SHARD_LABEL};
 use smartregion_e2e::{Cluster, apply, paths, unique_name, wait};
@@ -385,7 +385,7 @@ async fn run(cluster: &Cluster) -> Result<()> {
          | ratio operator / both references | {:.2} |\n\
          | Kubernetes write requests in a {}s idle window afterwards ({} reconciles) | {} |\n\
          | rows changed in tenant schemas in that window ({} database transactions, reads included) | {} |\n\
-         | then {} shares ({SHARES_PER_TENANT} per tenant, each with other tenants), from created to all Ready | {:.1} s |\n\
+         | then {} shares ({SHARES_PER_TENANT} per tenant, each with other tenants), from created to all Ready and listed in their consumers' status | {:.1} s |\n\
          | with the shares: Kubernetes write requests in a {}s idle window ({} reconciles) | {} |\n\
          | with the shares: rows changed in tenant schemas, share views or grants rewritten in that window ({} database transactions, reads included) | {} |\n\
          | operator peak RSS (VmHWM) | {:.1} MiB |\n\n\
@@ -517,11 +517,15 @@ async fn share_all(client: &Client, names: &[String]) -> Result<usize> {
         }
     }
     let all: Api<SmartRegionShare> = Api::all(client.clone());
+    let tenants: Api<SmartRegionTenant> = Api::all(client.clone());
+    // Both sides: every share Ready (the provider's), and every consumer's status listing
+    // the shares it reads (the consumer's own reconcile), so the idle window after it
+    // measures a settled platform, not the last consumers catching up.
     wait::until(
-        &format!("{count} shares to be Ready"),
+        &format!("{count} shares to be Ready, and listed by their consumers"),
         Duration::from_secs(900),
         || {
-            let all = all.clone();
+            let (all, tenants) = (all.clone(), tenants.clone());
             async move {
                 let ready = all
                     .list(&Default::default())
@@ -537,7 +541,20 @@ async fn share_all(client: &Client, names: &[String]) -> Result<usize> {
                         })
                     })
                     .count();
-                Ok((ready >= count).then_some(()))
+                let listed: usize = tenants
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|tenant| names.contains(&tenant.name_any()))
+                    .map(|tenant| {
+                        tenant
+                            .status
+                            .as_ref()
+                            .map_or(0, |status| status.shared_with_me.len())
+                    })
+                    .sum();
+                Ok((ready >= count && listed >= count).then_some(()))
             }
         },
     )
