@@ -108,23 +108,9 @@ pub struct Cli {
     #[arg(long, env = "SMARTREGION_INGEST_BODY_MIN_RATE", default_value_t = 64 * 1024)]
     pub body_min_rate: u32,
 
-    /// Database host (the `db-writer` Secret's `host`).
-    #[arg(long, env = env::PGHOST)]
-    pub database_host: String,
-    #[arg(long, env = env::PGPORT, default_value_t = 5432)]
-    pub database_port: u16,
-    #[arg(long, env = env::PGDATABASE)]
-    pub database_name: String,
-    #[arg(long, env = env::PGUSER)]
-    pub database_user: String,
-    #[arg(long, env = env::PGPASSWORD, hide_env_values = true)]
-    pub database_password: String,
-    /// `disable`, `require` or `verify-full`.
-    #[arg(long, env = env::PGSSLMODE, value_enum, default_value_t = SslMode::Disable)]
-    pub database_sslmode: SslMode,
-    /// CA bundle (PEM) for `verify-full`.
-    #[arg(long, env = env::PGSSLROOTCERT)]
-    pub database_ca_file: Option<PathBuf>,
+    /// The database login (the `db-writer` Secret's).
+    #[command(flatten)]
+    pub database: Database,
 
     /// Database connections that commit in parallel.
     #[arg(long, env = "SMARTREGION_INGEST_WRITERS", default_value_t = 2)]
@@ -172,6 +158,59 @@ pub struct Cli {
     /// Log format: json in clusters, text for people.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// The database login, in libpq's names: the `db-writer` Secret's for ingest, the
+/// `db-reader` Secret's for the read mode.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Database {
+    /// Database host (the Secret's `host`).
+    #[arg(long = "database-host", env = env::PGHOST)]
+    pub host: String,
+    #[arg(long = "database-port", env = env::PGPORT, default_value_t = 5432)]
+    pub port: u16,
+    #[arg(long = "database-name", env = env::PGDATABASE)]
+    pub name: String,
+    #[arg(long = "database-user", env = env::PGUSER)]
+    pub user: String,
+    #[arg(long = "database-password", env = env::PGPASSWORD, hide_env_values = true)]
+    pub password: String,
+    /// `disable`, `require` or `verify-full`.
+    #[arg(long = "database-sslmode", env = env::PGSSLMODE, value_enum, default_value_t = SslMode::Disable)]
+    pub sslmode: SslMode,
+    /// CA bundle (PEM) for `verify-full`.
+    #[arg(long = "database-ca-file", env = env::PGSSLROOTCERT)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Database {
+    /// The connection settings and TLS connector (`None` without TLS), as
+    /// `application_name`.
+    pub fn connection(
+        &self,
+        application_name: &str,
+    ) -> anyhow::Result<(
+        tokio_postgres::Config,
+        Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    )> {
+        use anyhow::Context;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .dbname(&self.name)
+            .user(&self.user)
+            .password(&self.password)
+            .application_name(application_name)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .keepalives_idle(std::time::Duration::from_secs(30));
+        let tls = smartregion_contract::postgres::connector(self.sslmode, self.ca_file.as_deref())
+            .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
+        if tls.is_some() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        Ok((config, tls))
+    }
 }
 
 pub use smartregion_contract::tenant::{is_schema_name, schema_for};

@@ -512,12 +512,17 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    openmetrics(app.metrics.encode())
+}
+
+/// Metrics as Prometheus scrapes them: `/metrics` of both modes.
+pub fn openmetrics(text: String) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.encode(),
+        text,
     )
         .into_response()
 }

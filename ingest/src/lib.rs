@@ -132,24 +132,7 @@ fn writer_settings(
     schema: String,
     session_lock: Option<i64>,
 ) -> anyhow::Result<writer::Settings> {
-    let mut database = tokio_postgres::Config::new();
-    database
-        .host(&cli.database_host)
-        .port(cli.database_port)
-        .dbname(&cli.database_name)
-        .user(&cli.database_user)
-        .password(&cli.database_password)
-        .application_name("smartregion-ingest")
-        .connect_timeout(Duration::from_secs(5))
-        .keepalives_idle(Duration::from_secs(30));
-    let tls = smartregion_contract::postgres::connector(
-        cli.database_sslmode,
-        cli.database_ca_file.as_deref(),
-    )
-    .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
-    if tls.is_some() {
-        database.ssl_mode(tokio_postgres::config::SslMode::Require);
-    }
+    let (database, tls) = cli.database.connection("smartregion-ingest")?;
     Ok(writer::Settings {
         database,
         tls,

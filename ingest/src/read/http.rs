@@ -124,12 +124,21 @@ fn bad_request(invalid: Invalid, id: RequestId) -> Response {
     )
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> bool {
-    headers
+/// 401 unless the request holds a key of the tenant's `read-keys`.
+fn unauthorized(app: &App, headers: &HeaderMap, id: RequestId) -> Option<Response> {
+    let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|key| app.keys.accepts(key))
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if key.is_some_and(|key| app.keys.accepts(key)) {
+        return None;
+    }
+    Some(refusal(
+        StatusCode::UNAUTHORIZED,
+        "an API key of this tenant's read-keys Secret is needed: Authorization: Bearer <key>",
+        None,
+        id,
+    ))
 }
 
 /// The tenant's own data, or a share of another's, from the path.
@@ -224,13 +233,8 @@ async fn series(
     headers: HeaderMap,
 ) -> Response {
     let id = RequestId::new();
-    if !authorize(&app, &headers) {
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "an API key of this tenant's read-keys Secret is needed: Authorization: Bearer <key>",
-            None,
-            id,
-        );
+    if let Some(refused) = unauthorized(&app, &headers, id) {
+        return refused;
     }
     let checked = params(raw.as_deref()).and_then(|params| {
         let source = source(&app, &path)?;
@@ -526,13 +530,8 @@ async fn catalogue(
     headers: HeaderMap,
 ) -> Response {
     let id = RequestId::new();
-    if !authorize(&app, &headers) {
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "an API key of this tenant's read-keys Secret is needed: Authorization: Bearer <key>",
-            None,
-            id,
-        );
+    if let Some(refused) = unauthorized(&app, &headers, id) {
+        return refused;
     }
     let checked = params(raw.as_deref()).and_then(|params| {
         let source = source(&app, &path)?;
@@ -728,14 +727,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
-    )
-        .into_response()
+    crate::http::openmetrics(app.metrics.encode())
 }
 
 #[cfg(test)]

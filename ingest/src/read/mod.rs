@@ -14,7 +14,6 @@ pub mod query;
 pub mod sql;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use smartregion_contract::env;
 use smartregion_contract::logging::LogFormat;
-use smartregion_contract::postgres::SslMode;
 use tokio::sync::OnceCell;
 use tracing::info;
 
@@ -88,23 +86,9 @@ pub struct Cli {
     )]
     pub header_timeout_seconds: u64,
 
-    /// Database host (the `db-reader` Secret's `host`).
-    #[arg(long, env = env::PGHOST)]
-    pub database_host: String,
-    #[arg(long, env = env::PGPORT, default_value_t = 5432)]
-    pub database_port: u16,
-    #[arg(long, env = env::PGDATABASE)]
-    pub database_name: String,
-    #[arg(long, env = env::PGUSER)]
-    pub database_user: String,
-    #[arg(long, env = env::PGPASSWORD, hide_env_values = true)]
-    pub database_password: String,
-    /// `disable`, `require` or `verify-full`.
-    #[arg(long, env = env::PGSSLMODE, value_enum, default_value_t = SslMode::Disable)]
-    pub database_sslmode: SslMode,
-    /// CA bundle (PEM) for `verify-full`.
-    #[arg(long, env = env::PGSSLROOTCERT)]
-    pub database_ca_file: Option<PathBuf>,
+    /// The database login (the `db-reader` Secret's).
+    #[command(flatten)]
+    pub database: crate::config::Database,
 
     /// Log format: json in clusters, text for people.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
@@ -120,36 +104,19 @@ pub struct Database {
 
 impl Database {
     pub fn new(cli: &Cli) -> anyhow::Result<Database> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&cli.database_host)
-            .port(cli.database_port)
-            .dbname(&cli.database_name)
-            .user(&cli.database_user)
-            .password(&cli.database_password)
-            .application_name("smartregion-read")
-            .connect_timeout(Duration::from_secs(5))
-            .keepalives_idle(Duration::from_secs(30));
+        let (config, tls) = cli.database.connection("smartregion-read")?;
         let manager_config = deadpool_postgres::ManagerConfig {
             // A client that went away mid-page leaves its transaction open: it is rolled
             // back before the connection serves another request.
             recycling_method: deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
         };
-        let tls = smartregion_contract::postgres::connector(
-            cli.database_sslmode,
-            cli.database_ca_file.as_deref(),
-        )
-        .context("failed to set up TLS to the database (PGSSLMODE, PGSSLROOTCERT)")?;
         let manager = match tls {
             None => deadpool_postgres::Manager::from_config(
                 config,
                 tokio_postgres::NoTls,
                 manager_config,
             ),
-            Some(tls) => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                deadpool_postgres::Manager::from_config(config, tls, manager_config)
-            }
+            Some(tls) => deadpool_postgres::Manager::from_config(config, tls, manager_config),
         };
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(cli.connections.max(1))

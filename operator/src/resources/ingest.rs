@@ -330,13 +330,35 @@ pub fn ingest_deployment(
         volumes: Some(vec![database_ca_volume(WRITER_SECRET)]),
         ..PodSpec::default()
     };
+    rolling_deployment(
+        tenant,
+        INGEST,
+        ingest_replicas(tenant),
+        pod_labels(tenant),
+        secrets_checksum,
+        pod,
+    )
+}
+
+/// Deployment `name` of `replicas` pods labelled `labels`, running `pod`, with the
+/// checksum of the Secrets they read in the pod template. Never below the wanted number
+/// of pods while rolling: a new pod must be ready before an old one goes.
+pub(super) fn rolling_deployment(
+    tenant: &Validated,
+    name: &str,
+    replicas: i32,
+    labels: BTreeMap<String, String>,
+    secrets_checksum: &str,
+    pod: PodSpec,
+) -> Deployment {
     Deployment {
-        metadata: object_meta(tenant, INGEST, true),
+        metadata: object_meta(tenant, name, true),
         spec: Some(DeploymentSpec {
-            replicas: Some(ingest_replicas(tenant)),
-            selector: selector(tenant),
-            // Never below the wanted number of pods while rolling: a new pod must be
-            // ready before an old one goes.
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -346,7 +368,7 @@ pub fn ingest_deployment(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(tenant)),
+                    labels: Some(labels),
                     annotations: Some(BTreeMap::from([(
                         SECRETS_CHECKSUM_ANNOTATION.to_string(),
                         secrets_checksum.to_string(),

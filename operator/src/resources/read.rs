@@ -10,20 +10,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, PodSpec, Probe, ResourceRequirements, Secret, Service,
+    ServicePort, ServiceSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smartregion_contract::env;
 
 use super::ingest::{
-    DATABASE_CA_DIR, HTTP_PORT_NAME, SECRETS_CHECKSUM_ANNOTATION, container_security,
-    database_ca_mount, database_ca_volume, from_secret, pod_security, probe, value,
+    DATABASE_CA_DIR, HTTP_PORT_NAME, container_security, database_ca_mount, database_ca_volume,
+    from_secret, pod_security, probe, rolling_deployment, value,
 };
 use super::network::READ_POD_LABEL;
 use super::secrets::{CA_KEY, READER_SECRET};
@@ -142,36 +139,14 @@ pub fn read_deployment(tenant: &Validated, config: &Config, secrets_checksum: &s
         volumes: Some(vec![database_ca_volume(READER_SECRET)]),
         ..PodSpec::default()
     };
-    Deployment {
-        metadata: object_meta(tenant, READ, true),
-        spec: Some(DeploymentSpec {
-            replicas: Some(read_replicas(tenant)),
-            selector: LabelSelector {
-                match_labels: Some(pod_labels(tenant)),
-                ..LabelSelector::default()
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(tenant)),
-                    annotations: Some(BTreeMap::from([(
-                        SECRETS_CHECKSUM_ANNOTATION.to_string(),
-                        secrets_checksum.to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    }
+    rolling_deployment(
+        tenant,
+        READ,
+        read_replicas(tenant),
+        pod_labels(tenant),
+        secrets_checksum,
+        pod,
+    )
 }
 
 /// Service `read`: port 8081 inside the cluster, to the pod's `http` port.
