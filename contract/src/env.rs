@@ -32,6 +32,12 @@ pub const PGSSLROOTCERT: &str = "PGSSLROOTCERT";
 /// from the `db-reader` Secret.
 pub const READ_LISTEN: &str = "SMARTREGION_READ_LISTEN";
 pub const READ_API_KEYS: &str = "SMARTREGION_READ_API_KEYS";
+/// The publisher of the tenant's open data: its display name and IPA code.
+pub const PUBLISHER_NAME: &str = "SMARTREGION_PUBLISHER_NAME";
+pub const PUBLISHER_IPA_CODE: &str = "SMARTREGION_PUBLISHER_IPA_CODE";
+/// Where the read service is reached from outside (or inside) the cluster: the base of
+/// the URLs its open-data catalogue names.
+pub const READ_PUBLIC_URL: &str = "SMARTREGION_READ_PUBLIC_URL";
 /// Port the read service listens on by default.
 pub const READ_PORT: u16 = 8081;
 

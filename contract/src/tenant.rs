@@ -43,6 +43,28 @@ pub fn share_sensors_view(share: &str) -> String {
     format!("{}__sensors", share_view(share))
 }
 
+/// The schema of a tenant's open datasets, `o_<tenant>` beside its `t_<tenant>`, for a
+/// name already known to be a tenant name, with the same `-` as `_`.
+pub fn open_schema_of_checked(tenant: &str) -> String {
+    format!("o_{}", tenant.replace('-', "_"))
+}
+
+/// The role the read service takes (`SET ROLE`) to answer anonymous requests: it may only
+/// call the tenant's open-dataset functions. `<schema>_public`.
+pub fn public_role(schema: &str) -> String {
+    format!("{schema}_public")
+}
+
+/// The function that answers an open dataset: its name with `-` as `_`.
+pub fn open_function(dataset: &str) -> String {
+    dataset.replace('-', "_")
+}
+
+/// The function that lists an open dataset's sensors.
+pub fn open_sensors_function(dataset: &str) -> String {
+    format!("{}__sensors", open_function(dataset))
+}
+
 /// A schema name ingest will use: lower-case letters, digits and `_`, at most 63 bytes.
 pub fn is_schema_name(schema: &str) -> bool {
     !schema.is_empty()

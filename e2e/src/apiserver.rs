@@ -24,7 +24,7 @@ pub fn operator_owned(resource: &str, subresource: &str) -> bool {
     match resource {
         "smartregiontenants" => true,
         // The enti write the shares; the operator writes only their status.
-        "smartregionshares" => subresource == "status",
+        "smartregionshares" | "smartregiondatasets" => subresource == "status",
         "namespaces"
         | "serviceaccounts"
         | "resourcequotas"

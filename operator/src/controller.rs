@@ -232,6 +232,7 @@ async fn check_crd_installed(client: &Client) -> Result<()> {
     for name in [
         SmartRegionTenant::crd_name(),
         crate::crd::SmartRegionShare::crd_name(),
+        crate::crd::SmartRegionDataset::crd_name(),
     ] {
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}
@@ -288,6 +289,12 @@ async fn controller(
         Api::<crate::crd::SmartRegionShare>::all(client.clone()),
         watcher::Config::default(),
         reconcile::sharing::tenants_of_share(&context.config.namespace_prefix),
+    );
+    // A dataset concerns the tenant whose namespace holds it.
+    let controller = controller.watches(
+        Api::<crate::crd::SmartRegionDataset>::all(client.clone()),
+        watcher::Config::default(),
+        reconcile::open_data::tenant_of_dataset(&context.config.namespace_prefix),
     );
     // A consumer that comes, goes or changes concerns the providers sharing with it,
     // read from a cache of the shares.

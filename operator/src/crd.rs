@@ -749,3 +749,270 @@ pub struct SharedWith {
     /// Where to read the shared sensors' catalogue entries.
     pub sensors_read_as: String,
 }
+
+/// Most metrics, metric prefixes, sensors or sensor prefixes of one open dataset.
+pub const MAX_DATASET_NAMES: usize = 100;
+/// Longest open dataset title, in characters.
+pub const DATASET_TITLE_MAX_LEN: usize = 200;
+/// Longest open dataset description, in characters.
+pub const DATASET_DESCRIPTION_MAX_LEN: usize = 4000;
+
+/// Data an ente publishes as open data: which of its measurements anyone may read
+/// without a key, at which granularity at finest, and how the regional portal describes
+/// it (DCAT-AP_IT). Made by the ente itself, in its own namespace; enforced in the
+/// database by a function that only ever returns whole buckets of the declared period.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "smartregion.toscana.it",
+    version = "v1alpha1",
+    kind = "SmartRegionDataset",
+    derive = "PartialEq",
+    plural = "smartregiondatasets",
+    singular = "smartregiondataset",
+    shortname = "srd",
+    category = "smartregion",
+    namespaced,
+    status = "SmartRegionDatasetStatus",
+    doc = "Data an ente publishes as open data, aggregated at a declared granularity, with its DCAT-AP_IT description.",
+    printcolumn(name = "Title", type_ = "string", json_path = ".spec.title"),
+    printcolumn(name = "Granularity", type_ = "string", json_path = ".spec.granularity"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS label that starts with a letter, e.g. 'air-quality-hourly'"
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionDatasetSpec {
+    /// The dataset's title in the catalogue, e.g. "Qualità dell'aria a Prato, medie orarie".
+    #[schemars(length(min = 1, max = DATASET_TITLE_MAX_LEN))]
+    pub title: String,
+
+    /// What the data is, how it is measured, what to mind when using it.
+    #[schemars(length(min = 1, max = DATASET_DESCRIPTION_MAX_LEN))]
+    pub description: String,
+
+    /// The finest granularity published: anyone reads whole buckets of this period, or
+    /// of a multiple of it, and never anything finer (no raw rows).
+    #[serde(default)]
+    pub granularity: Granularity,
+
+    /// Metrics published, by exact name. With `metricPrefixes`, a measurement is
+    /// published when its metric is listed here or starts with a listed prefix; with
+    /// neither, every metric is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_DATASET_NAMES),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metrics: Vec<String>,
+
+    /// Metrics published, by the start of their name, e.g. "pm".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_DATASET_NAMES),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metric_prefixes: Vec<String>,
+
+    /// Sensors published, by exact id; with `sensorPrefixes`, as for metrics; with
+    /// neither, every sensor is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_DATASET_NAMES),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensors: Vec<String>,
+
+    /// Sensors published, by the start of their id, e.g. "aq-".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_DATASET_NAMES),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensor_prefixes: Vec<String>,
+
+    /// Only measurements from this time on (RFC 3339, e.g. "2026-01-01T00:00:00Z").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+
+    /// The licence the data is published under.
+    pub licence: Licence,
+
+    /// Themes of the EU data-theme vocabulary, e.g. [ENVI].
+    #[schemars(length(min = 1, max = 5))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub themes: Vec<Theme>,
+
+    /// Words a portal search finds the dataset by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(length(min = 1, max = 64), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    pub keywords: Vec<String>,
+
+    /// How often the data is updated (EU frequency vocabulary).
+    #[serde(default)]
+    pub update_frequency: Frequency,
+
+    /// Who answers questions about the data.
+    pub contact: DatasetContact,
+}
+
+/// The finest period an open dataset is published at.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumIter,
+)]
+pub enum Granularity {
+    #[serde(rename = "PT5M")]
+    FiveMinutes,
+    #[serde(rename = "PT15M")]
+    QuarterHour,
+    #[default]
+    #[serde(rename = "PT1H")]
+    Hour,
+    #[serde(rename = "P1D")]
+    Day,
+}
+
+impl Granularity {
+    /// The period in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Granularity::FiveMinutes => 300,
+            Granularity::QuarterHour => 900,
+            Granularity::Hour => 3600,
+            Granularity::Day => 86_400,
+        }
+    }
+
+    /// As ISO 8601 writes it.
+    pub fn iso(self) -> &'static str {
+        match self {
+            Granularity::FiveMinutes => "PT5M",
+            Granularity::QuarterHour => "PT15M",
+            Granularity::Hour => "PT1H",
+            Granularity::Day => "P1D",
+        }
+    }
+}
+
+/// A licence open data is published under (DCAT-AP_IT's licence vocabulary).
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
+)]
+pub enum Licence {
+    #[serde(rename = "CC-BY-4.0")]
+    CcBy40,
+    #[serde(rename = "CC0-1.0")]
+    Cc010,
+    #[serde(rename = "CC-BY-SA-4.0")]
+    CcBySa40,
+    #[serde(rename = "IODL-2.0")]
+    Iodl20,
+}
+
+/// A theme of the EU data-theme vocabulary.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Theme {
+    Agri,
+    Econ,
+    Educ,
+    Ener,
+    Envi,
+    Gove,
+    Heal,
+    Intr,
+    Just,
+    Regi,
+    Soci,
+    Tech,
+    Tran,
+}
+
+/// How often an open dataset is updated (EU frequency vocabulary).
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Frequency {
+    /// Continuously, as measurements arrive.
+    Cont,
+    #[default]
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// The contact point of an open dataset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetContact {
+    /// An office or a role, e.g. "Ufficio Ambiente".
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    /// Its e-mail address.
+    #[schemars(
+        length(min = 3, max = 254),
+        regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    )]
+    pub email: String,
+}
+
+/// What the operator made of an open dataset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartRegionDatasetStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: the dataset is readable by anyone through the read service, as declared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Where anyone reads it, e.g. `https://prato.dati.example.it/open/air-quality-hourly`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// The function the database answers it with, e.g. `o_prato.air_quality_hourly`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<String>,
+}

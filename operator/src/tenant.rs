@@ -70,6 +70,10 @@ pub struct Validated {
     pub ingest: Ingest,
     /// `spec.read.enabled`, true when unset.
     pub read_enabled: bool,
+    /// `spec.displayName`: the publisher's name in the open-data catalogue.
+    pub display_name: String,
+    /// `spec.entity.ipaCode`: the publisher's identifier in the open-data catalogue.
+    pub ipa_code: Option<String>,
     pub suspended: bool,
     pub owner_reference: OwnerReference,
 }

@@ -17,6 +17,7 @@ mod ingest;
 mod ingest_deployment;
 mod ingest_mqtt;
 mod onboard;
+mod open_data;
 mod operator;
 mod read;
 mod real_node;

@@ -18,14 +18,14 @@ use smartregion_e2e::{shared, unique_name, wait};
 
 /// How far back the data goes from the last whole hour, so every bucket below is whole
 /// and the default range (the day before now) holds at least 23 hours of it.
-const DAYS: i64 = 2;
-const SENSORS: &[&str] = &["s-01", "s-02", "s-03"];
-const METRICS: &[&str] = &["no2", "pm10"];
+pub(crate) const DAYS: i64 = 2;
+pub(crate) const SENSORS: &[&str] = &["s-01", "s-02", "s-03"];
+pub(crate) const METRICS: &[&str] = &["no2", "pm10"];
 
 /// The read service of `tenant` as its Deployment runs it: the pod's environment (the
 /// `db-reader` login and `read-keys` resolved, as the kubelet would), on the host; and
 /// the first key of `read-keys`.
-async fn read_service(client: &Client, tenant: &str) -> Result<(Ingest, String)> {
+pub(crate) async fn read_service(client: &Client, tenant: &str) -> Result<(Ingest, String)> {
     let namespace = format!("srt-{tenant}");
     let env = smartregion_e2e::workload::container_env(client, &namespace, "read", "read").await?;
     let keys = secret_value(client, tenant, "read-keys", "keys").await?;
@@ -41,7 +41,7 @@ async fn read_service(client: &Client, tenant: &str) -> Result<(Ingest, String)>
 
 /// A minute of data per sensor and metric over the `DAYS` days before the last whole hour,
 /// written by the tenant's writer login; the range it covers.
-async fn write_minutes(client: &Client, tenant: &str) -> Result<(String, String)> {
+pub(crate) async fn write_minutes(client: &Client, tenant: &str) -> Result<(String, String)> {
     let writer = login(client, tenant, "db-writer").await?;
     let row = writer
         .query_one(
@@ -78,13 +78,18 @@ fn bearer(key: &str) -> String {
 
 /// Every row of a query, page after page (following `next`), as JSON rows; the number of
 /// pages.
-async fn all_pages(
+/// Without a key when `key` is `None` (open data).
+pub(crate) async fn all_pages(
     service: &Ingest,
-    key: &str,
+    key: Option<&str>,
     path_and_query: &str,
 ) -> Result<(Vec<Value>, usize)> {
     let http = HttpClient::new();
-    let auth = bearer(key);
+    let auth = key.map(bearer);
+    let headers: Vec<(&str, &str)> = auth
+        .iter()
+        .map(|auth| ("authorization", auth.as_str()))
+        .collect();
     let mut rows = Vec::new();
     let mut pages = 0;
     let mut cursor: Option<String> = None;
@@ -93,7 +98,7 @@ async fn all_pages(
             None => service.url(path_and_query),
             Some(cursor) => service.url(&format!("{path_and_query}&cursor={cursor}")),
         };
-        let answer = http.get_with(&url, &[("authorization", &auth)]).await?;
+        let answer = http.get_with(&url, &headers).await?;
         ensure!(
             answer.status == 200,
             "{url}: {} {}",
@@ -130,7 +135,7 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn same_rows(what: &str, served: &[Value], expected: &[Value]) -> Result<()> {
+pub(crate) fn same_rows(what: &str, served: &[Value], expected: &[Value]) -> Result<()> {
     ensure!(
         served.len() == expected.len(),
         "{what}: the service gave {} rows, SQL {}",
@@ -156,7 +161,7 @@ fn same_rows(what: &str, served: &[Value], expected: &[Value]) -> Result<()> {
 
 /// Rows of `sql` (run by `reader`), each an object of its columns: text as text, times as
 /// RFC 3339 text, numbers as numbers.
-async fn sql_rows(
+pub(crate) async fn sql_rows(
     reader: &tokio_postgres::Client,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -196,8 +201,12 @@ async fn raw_and_aggregated_answers_equal_sql_row_for_row_and_pages_hold_each_ro
     let range = format!("fromDate={from}&toDate={to}");
 
     // Raw, every sensor and metric, in pages of 1000: each row exactly once, in key order.
-    let (served, pages) =
-        all_pages(&service, &key, &format!("/v2/attrs?{range}&limit=1000")).await?;
+    let (served, pages) = all_pages(
+        &service,
+        Some(&key),
+        &format!("/v2/attrs?{range}&limit=1000"),
+    )
+    .await?;
     let expected = sql_rows(
         &reader,
         "SELECT sensor AS \"entityId\", metric AS \"attrName\", time, value FROM measurements \
@@ -215,8 +224,12 @@ async fn raw_and_aggregated_answers_equal_sql_row_for_row_and_pages_hold_each_ro
 
     // A query that leaves its range to the defaults (the day before now) pages through
     // that range, whatever "now" is when the later pages are asked for.
-    let (served, pages) =
-        all_pages(&service, &key, "/v2/entities/s-01/attrs/pm10?limit=100").await?;
+    let (served, pages) = all_pages(
+        &service,
+        Some(&key),
+        "/v2/entities/s-01/attrs/pm10?limit=100",
+    )
+    .await?;
     let times: Vec<&str> = served
         .iter()
         .filter_map(|row| row["time"].as_str())
@@ -235,7 +248,7 @@ async fn raw_and_aggregated_answers_equal_sql_row_for_row_and_pages_hold_each_ro
     // buckets by itself (date_trunc) and takes first and last by window functions.
     let (served, _) = all_pages(
         &service,
-        &key,
+        Some(&key),
         &format!("/v2/attrs/pm10?id=s-02,s-01&{range}&aggrMethod=avg,min,max,sum,count,first,last&aggrPeriod=PT1H&limit=7"),
     )
     .await?;

@@ -8,6 +8,10 @@
 //!   several sensors (`id`), any (`id`, `attrs`).
 //! - The same under `/shared/{provider}/{share}`: what `provider` shares with this tenant,
 //!   read through the share's views, so the database decides what is visible.
+//! - The same under `/open/{dataset}`, without a key and rate-limited per client: what the
+//!   tenant publishes as open data, in buckets of its granularity or coarser, read as the
+//!   tenant's public role through the dataset's function (so the database refuses
+//!   anything else). `/open/catalog`: the DCAT-AP_IT catalogue of the open datasets.
 //!
 //! Every page is one read-only REPEATABLE READ transaction: the key of the first row
 //! after the page is found first (so the `Link` header and the body's `next` can say
@@ -16,12 +20,15 @@
 //! grow with its range.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,6 +52,83 @@ pub struct App {
     pub database: Database,
     pub limits: Limits,
     pub metrics: ReadMetrics,
+    pub open: OpenAccess,
+    pub publisher: Publisher,
+}
+
+/// Who publishes the open data, as the catalogue names them.
+pub struct Publisher {
+    pub name: String,
+    /// No catalogue without it (DCAT-AP_IT names the publisher by it).
+    pub ipa_code: Option<String>,
+    /// The base of the URLs the catalogue names.
+    pub public_url: String,
+}
+
+/// Anonymous access: a rate per client, by its address.
+pub struct OpenAccess {
+    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    address_header: Option<axum::http::HeaderName>,
+}
+
+impl OpenAccess {
+    pub fn new(per_minute: u32, address_header: Option<&str>) -> anyhow::Result<OpenAccess> {
+        let per_minute = NonZeroU32::new(per_minute)
+            .ok_or_else(|| anyhow::anyhow!("open requests per minute must be above 0"))?;
+        let address_header = address_header
+            .map(|name| {
+                axum::http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("{name:?} is not a header name"))
+            })
+            .transpose()?;
+        Ok(OpenAccess {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
+            address_header,
+        })
+    }
+
+    /// The client's address: the proxy's header's last entry when configured (and
+    /// present and an address), else the connection's peer.
+    fn client(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        self.address_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .and_then(|last| last.trim().parse().ok())
+            .unwrap_or(peer)
+    }
+
+    /// 429 with `Retry-After` when the client is over its rate.
+    fn admit(&self, headers: &HeaderMap, peer: IpAddr, id: RequestId) -> Option<Response> {
+        let client = self.client(headers, peer);
+        let not_until = self.limiter.check_key(&client).err()?;
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut response = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests for open data from this address: wait as Retry-After says",
+            None,
+            id,
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header_value(&wait.as_secs().max(1).to_string()),
+        );
+        Some(response)
+    }
+
+    /// Forgets, every minute, the clients whose rate is back to full: the memory held
+    /// follows the clients of the last minute, not every address ever seen.
+    pub async fn forget_idle_clients(app: Arc<App>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            app.open.limiter.retain_recent();
+            app.open.limiter.shrink_to_fit();
+        }
+    }
 }
 
 /// The paths of the API, each under `/v2` and `/shared/{provider}/{share}/v2`; the
@@ -57,13 +141,15 @@ pub const SERIES_PATHS: &[&str] = &[
 ];
 pub const CATALOGUE_PATH: &str = "/v2/entities";
 pub const SHARED_PREFIX: &str = "/shared/{provider}/{share}";
+pub const OPEN_PREFIX: &str = "/open/{dataset}";
+pub const OPEN_CATALOG_PATH: &str = "/open/catalog";
 
 /// Bytes gathered before they are sent as one piece of the body.
 const CHUNK: usize = 64 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
-    for prefix in ["", SHARED_PREFIX] {
+    for prefix in ["", SHARED_PREFIX, OPEN_PREFIX] {
         for path in SERIES_PATHS {
             router = router.route(&format!("{prefix}{path}"), get(series));
         }
@@ -79,6 +165,7 @@ pub fn router(app: Arc<App>) -> Router {
                 )
             }),
         )
+        // .route(OPEN_CATALOG_PATH, get(open_catalog))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -141,8 +228,33 @@ fn unauthorized(app: &App, headers: &HeaderMap, id: RequestId) -> Option<Respons
     ))
 }
 
-/// The tenant's own data, or a share of another's, from the path.
+/// Whether the request may go on: open data for anyone within the rate, the rest with a
+/// key.
+fn admit(
+    app: &App,
+    path: &HashMap<String, String>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    id: RequestId,
+) -> Option<Response> {
+    if path.contains_key("dataset") {
+        app.open.admit(headers, peer.ip(), id)
+    } else {
+        unauthorized(app, headers, id)
+    }
+}
+
+/// The tenant's own data, a share of another's, or an open dataset, from the path.
 fn source(app: &App, path: &HashMap<String, String>) -> Result<Source, Invalid> {
+    if let Some(dataset) = path.get("dataset") {
+        if !smartregion_contract::tenant::is_tenant_name(dataset) {
+            return Err(Invalid {
+                parameter: "dataset",
+                message: format!("dataset {dataset:?} is not a dataset name"),
+            });
+        }
+        return Ok(Source::open(&app.tenant, &app.schema, dataset));
+    }
     match (path.get("provider"), path.get("share")) {
         (Some(provider), Some(share)) => {
             for (parameter, name) in [("provider", provider), ("share", share)] {
@@ -167,6 +279,8 @@ fn database_refusal(error: &ReadError, source: &Source, id: RequestId) -> Respon
     use tokio_postgres::error::SqlState;
     let error = match error {
         ReadError::Database(error) => error,
+        ReadError::Refused(invalid) => return bad_request(invalid.clone(), id),
+        ReadError::NoDataset => return no_dataset(id),
         ReadError::NoConnection(cause) => {
             warn!(%id, %cause, "a read found no database connection");
             return refusal(
@@ -178,6 +292,14 @@ fn database_refusal(error: &ReadError, source: &Source, id: RequestId) -> Respon
         }
     };
     let code = error.code();
+    if source.open.is_some()
+        && (code == Some(&SqlState::UNDEFINED_FUNCTION)
+            || code == Some(&SqlState::UNDEFINED_TABLE)
+            || code == Some(&SqlState::INVALID_SCHEMA_NAME)
+            || code == Some(&SqlState::UNDEFINED_OBJECT))
+    {
+        return no_dataset(id);
+    }
     if source.provider.is_some()
         && (code == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
             || code == Some(&SqlState::UNDEFINED_TABLE)
@@ -215,6 +337,15 @@ fn database_refusal(error: &ReadError, source: &Source, id: RequestId) -> Respon
     )
 }
 
+fn no_dataset(id: RequestId) -> Response {
+    refusal(
+        StatusCode::NOT_FOUND,
+        "no open dataset of that name: /open/catalog lists what this tenant publishes",
+        None,
+        id,
+    )
+}
+
 fn params(raw: Option<&str>) -> Result<Params, Invalid> {
     serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|error| Invalid {
         parameter: "query",
@@ -228,12 +359,13 @@ fn params(raw: Option<&str>) -> Result<Params, Invalid> {
 async fn series(
     State(app): State<Arc<App>>,
     Path(path): Path<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let id = RequestId::new();
-    if let Some(refused) = unauthorized(&app, &headers, id) {
+    if let Some(refused) = admit(&app, &path, &headers, peer, id) {
         return refused;
     }
     let checked = params(raw.as_deref()).and_then(|params| {
@@ -248,6 +380,9 @@ async fn series(
             Timestamp::now(),
             &app.limits,
         )?;
+        if source.open.is_some() {
+            query::check_open(&query)?;
+        }
         Ok((source, query))
     });
     let (source, query) = match checked {
@@ -323,6 +458,9 @@ async fn stream_series(
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
+    if let Some(granularity) = open_session(&client, source).await? {
+        query::check_open_granularity(query, granularity).map_err(ReadError::Refused)?;
+    }
     let end = sql::page_end(source, &flavour, query);
     let end = client
         .query_opt(&end.text, &end.params().collect::<Vec<_>>())
@@ -391,6 +529,35 @@ async fn stream_series(
         provider: source.provider.clone(),
         body: Box::pin(body),
     })
+}
+
+/// For an open dataset: the transaction takes the tenant's public role (the database
+/// refuses it anything but the open datasets), and the dataset's granularity is read.
+/// `None` for any other source.
+async fn open_session(
+    client: &tokio_postgres::Client,
+    source: &Source,
+) -> Result<Option<jiff::SignedDuration>, ReadError> {
+    let Some(open) = &source.open else {
+        return Ok(None);
+    };
+    client
+        .batch_execute(&format!("SET LOCAL ROLE {}", open.role))
+        .await?;
+    let granularity: Option<String> = client
+        .query_opt(
+            &format!(
+                "SELECT metadata->>'granularity' FROM {} WHERE name = $1",
+                open.datasets
+            ),
+            &[&open.dataset],
+        )
+        .await?
+        .and_then(|row| row.get(0));
+    let granularity = granularity.ok_or(ReadError::NoDataset)?;
+    query::period(&granularity)
+        .map(Some)
+        .map_err(|_| ReadError::NoDataset)
 }
 
 struct Streaming {
@@ -525,12 +692,13 @@ fn number(value: f64) -> Value {
 async fn catalogue(
     State(app): State<Arc<App>>,
     Path(path): Path<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let id = RequestId::new();
-    if let Some(refused) = unauthorized(&app, &headers, id) {
+    if let Some(refused) = admit(&app, &path, &headers, peer, id) {
         return refused;
     }
     let checked = params(raw.as_deref()).and_then(|params| {
@@ -616,6 +784,7 @@ async fn read_catalogue(
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
+    open_session(&client, source).await?;
     let end = sql::catalogue_end(source, after, limit);
     let end: Option<String> = client
         .query_opt(&end.text, &end.params().collect::<Vec<_>>())

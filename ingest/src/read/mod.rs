@@ -86,6 +86,33 @@ pub struct Cli {
     )]
     pub header_timeout_seconds: u64,
 
+    /// Anonymous requests (open data) one client may make per minute; more are answered
+    /// 429 with `Retry-After`.
+    #[arg(
+        long,
+        env = "SMARTREGION_READ_OPEN_REQUESTS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub open_requests_per_minute: u32,
+
+    /// The header that carries the client's address when the service is behind a proxy
+    /// (e.g. `X-Forwarded-For`; its last entry, the one the proxy added, is taken). The
+    /// connection's peer address when unset.
+    #[arg(long, env = "SMARTREGION_READ_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
+
+    /// The publisher of the open-data catalogue: the ente's name.
+    #[arg(long, env = env::PUBLISHER_NAME, default_value = "")]
+    pub publisher_name: String,
+
+    /// The publisher's IPA code; no catalogue without it.
+    #[arg(long, env = env::PUBLISHER_IPA_CODE)]
+    pub publisher_ipa_code: Option<String>,
+
+    /// The base of the URLs the catalogue names, e.g. `https://prato.dati.example.it`.
+    #[arg(long, env = env::READ_PUBLIC_URL)]
+    pub public_url: Option<String>,
+
     /// The database login (the `db-reader` Secret's).
     #[command(flatten)]
     pub database: crate::config::Database,
@@ -190,6 +217,12 @@ pub enum ReadError {
     Database(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     NoConnection(String),
+    /// An open-data query the dataset does not allow.
+    #[error("{0}")]
+    Refused(query::Invalid),
+    /// No open dataset of that name.
+    #[error("no open dataset of that name")]
+    NoDataset,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -286,7 +319,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             max_names: query::Limits::default().max_names,
         },
         metrics: ReadMetrics::default(),
+        open: http::OpenAccess::new(
+            cli.open_requests_per_minute,
+            cli.client_address_header.as_deref(),
+        )?,
+        publisher: http::Publisher {
+            name: cli.publisher_name.clone(),
+            ipa_code: cli.publisher_ipa_code.clone(),
+            public_url: cli
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cli.listen)),
+        },
     });
+    tokio::spawn(http::OpenAccess::forget_idle_clients(app.clone()));
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("failed to listen on {}", cli.listen))?;

@@ -11,7 +11,9 @@ mod tests {
     use serde_json::Value;
 
     use super::DOCUMENT;
-    use crate::read::http::{CATALOGUE_PATH, SERIES_PATHS, SHARED_PREFIX};
+    use crate::read::http::{
+        CATALOGUE_PATH, OPEN_CATALOG_PATH, OPEN_PREFIX, SERIES_PATHS, SHARED_PREFIX,
+    };
     use crate::read::query::PARAMETERS;
 
     fn document() -> Value {
@@ -39,12 +41,18 @@ mod tests {
             .map(String::as_str)
             .collect();
         let mut served = BTreeSet::new();
-        for prefix in ["", SHARED_PREFIX] {
+        for prefix in ["", SHARED_PREFIX, OPEN_PREFIX] {
             for path in SERIES_PATHS.iter().chain([&CATALOGUE_PATH]) {
                 served.insert(format!("{prefix}{path}"));
             }
         }
-        for path in ["/openapi.json", "/healthz", "/readyz", "/metrics"] {
+        for path in [
+            "/openapi.json",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            OPEN_CATALOG_PATH,
+        ] {
             served.insert(path.to_string());
         }
         let served: BTreeSet<&str> = served.iter().map(String::as_str).collect();
@@ -74,7 +82,9 @@ mod tests {
                 .filter(|p| p["in"] == "query")
                 .map(|p| p["name"].as_str().unwrap())
                 .collect();
-            let expected: BTreeSet<&str> = if path.ends_with(CATALOGUE_PATH) {
+            let expected: BTreeSet<&str> = if path == OPEN_CATALOG_PATH {
+                ["format"].into()
+            } else if path.ends_with(CATALOGUE_PATH) {
                 ["limit", "cursor", "format"].into()
             } else if path.contains("/v2/") {
                 PARAMETERS.iter().copied().collect()

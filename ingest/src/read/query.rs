@@ -439,6 +439,67 @@ impl fmt::Display for Format {
     }
 }
 
+/// Most buckets of an open dataset's granularity one query covers: a leap year of hours
+/// (each anonymous query aggregates its range from the measurements).
+pub const MAX_OPEN_BUCKETS: i64 = 8_784;
+
+/// What an anonymous query of an open dataset may ask before its granularity is known:
+/// aggregates the buckets hold (no raw rows, no first or last value).
+pub fn check_open(query: &SeriesQuery) -> Result<(), Invalid> {
+    let Some(aggregation) = &query.aggregation else {
+        return Err(invalid(
+            "aggrMethod",
+            "open data is published in buckets, not raw rows: add aggrMethod (avg, min, max, \
+             sum or count) and aggrPeriod (the dataset's granularity or a multiple of it; \
+             /open/catalog names it)",
+        ));
+    };
+    if let Some(method) = aggregation
+        .methods
+        .iter()
+        .find(|method| matches!(method, Method::First | Method::Last))
+    {
+        return Err(invalid(
+            "aggrMethod",
+            format!("{method} is not published for open data: ask for avg, min, max, sum or count"),
+        ));
+    }
+    Ok(())
+}
+
+/// An anonymous query against the dataset's `granularity`: a period that is the
+/// granularity or a whole multiple of it (or the whole range), over at most
+/// [`MAX_OPEN_BUCKETS`] buckets of it.
+pub fn check_open_granularity(
+    query: &SeriesQuery,
+    granularity: SignedDuration,
+) -> Result<(), Invalid> {
+    let step = granularity.as_secs().max(1);
+    let period = query.aggregation.as_ref().map_or(0, |a| a.period.as_secs());
+    if period % step != 0 {
+        return Err(invalid(
+            "aggrPeriod",
+            format!(
+                "this dataset is published in buckets of {} at finest: ask for aggrPeriod {} or a whole multiple of it (or PT0S for the whole range)",
+                iso_duration(granularity),
+                iso_duration(granularity)
+            ),
+        ));
+    }
+    let range = query.to.duration_since(query.from).as_secs();
+    if range / step > MAX_OPEN_BUCKETS {
+        return Err(invalid(
+            "range",
+            format!(
+                "the range covers {} buckets of {}; an open query covers at most {MAX_OPEN_BUCKETS}: ask for a shorter range and page through it",
+                range / step,
+                iso_duration(granularity)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

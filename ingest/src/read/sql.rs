@@ -32,15 +32,31 @@ impl Statement {
     }
 }
 
-/// What the rows are read from: the tenant's own tables, or a share's views.
+/// What the rows are read from: the tenant's own tables, a share's views, or an open
+/// dataset's functions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
-    /// `"schema"."table"` of the measurements.
+    /// `"schema"."table"` of the measurements (for an open dataset, its function called
+    /// with the range's bounds `$1` and `$2`).
     pub measurements: String,
     /// `"schema"."table"` of the sensor catalogue.
     pub sensors: String,
     /// The providing tenant of a share; `None` for the tenant's own data.
     pub provider: Option<String>,
+    /// An open dataset: its rows are buckets of its period with `count, sum, min, max`,
+    /// read as the tenant's public role.
+    pub open: Option<Open>,
+}
+
+/// An open dataset as the read service reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Open {
+    /// Its name (a DNS label, checked).
+    pub dataset: String,
+    /// `"o_<tenant>"."datasets"`, its description.
+    pub datasets: String,
+    /// The role anonymous reads run as (`SET LOCAL ROLE`), quoted.
+    pub role: String,
 }
 
 impl Source {
@@ -50,6 +66,26 @@ impl Source {
             measurements: format!("{}.measurements", quote(schema)),
             sensors: format!("{}.sensors", quote(schema)),
             provider: None,
+            open: None,
+        }
+    }
+
+    /// The open dataset `dataset` (already checked as a DNS label) of the tenant whose
+    /// schema is `schema`: what its public role may read of it.
+    pub fn open(tenant_name: &str, schema: &str, dataset: &str) -> Source {
+        let open = quote(&tenant::open_schema_of_checked(tenant_name));
+        Source {
+            measurements: format!("{open}.{}($1, $2)", quote(&tenant::open_function(dataset))),
+            sensors: format!(
+                "{open}.{}()",
+                quote(&tenant::open_sensors_function(dataset))
+            ),
+            provider: None,
+            open: Some(Open {
+                dataset: dataset.to_string(),
+                datasets: format!("{open}.datasets"),
+                role: quote(&tenant::public_role(schema)),
+            }),
         }
     }
 
@@ -61,6 +97,7 @@ impl Source {
             measurements: format!("{schema}.{}", quote(&tenant::share_view(share))),
             sensors: format!("{schema}.{}", quote(&tenant::share_sensors_view(share))),
             provider: Some(provider.to_string()),
+            open: None,
         }
     }
 }
@@ -125,7 +162,10 @@ pub fn series(
             let columns: Vec<String> = aggregation
                 .methods
                 .iter()
-                .map(|method| aggregate(flavour, *method))
+                .map(|method| match source.open {
+                    None => aggregate(flavour, *method),
+                    Some(_) => reaggregate(*method),
+                })
                 .collect();
             format!(
                 "SELECT sensor, metric, {}, {} FROM {} WHERE {filter} \
@@ -218,6 +258,20 @@ fn aggregate(flavour: &Flavour, method: Method) -> String {
     }
 }
 
+/// An aggregate of an open dataset's buckets (`count, sum, min, max` each): the buckets
+/// of a coarser period are whole buckets of the published one, so these are exact.
+/// First and last are not published.
+fn reaggregate(method: Method) -> String {
+    match method {
+        Method::Avg => "sum(sum) / sum(count)".to_string(),
+        Method::Min => "min(min)".to_string(),
+        Method::Max => "max(max)".to_string(),
+        Method::Sum => "sum(sum)".to_string(),
+        Method::Count => "sum(count)::bigint".to_string(),
+        Method::First | Method::Last => "NULL::double precision".to_string(),
+    }
+}
+
 /// The sensor after the catalogue's page, if any.
 pub fn catalogue_end(source: &Source, after: Option<&str>, limit: usize) -> Statement {
     let mut params: Vec<Param> = Vec::new();
@@ -264,6 +318,16 @@ pub fn catalogue(
         format!("WHERE {} ", clauses.join(" AND "))
     };
     let (sensors, measurements) = (&source.sensors, &source.measurements);
+    if source.open.is_some() {
+        // The published sensors only; their last raw values are not published.
+        return Statement {
+            text: format!(
+                "SELECT id, name, NULL::text, NULL::text, NULL::timestamptz, NULL::double precision \
+                 FROM {sensors} {filter}ORDER BY id LIMIT {limit}"
+            ),
+            params,
+        };
+    }
     Statement {
         text: format!(
             "WITH RECURSIVE page AS ( \

@@ -11,6 +11,8 @@
 
 pub mod checks;
 pub mod connect;
+pub mod dataset_provision;
+pub mod datasets;
 pub mod logins;
 pub mod names;
 pub mod partitions;

@@ -44,7 +44,7 @@ pub fn read_as(provider: &TenantDb, view: &str) -> String {
 }
 
 /// `column` is one of `exact` or starts with one of `prefixes`; TRUE when both are empty.
-fn one_of(column: &str, exact: &[String], prefixes: &[String]) -> String {
+pub(crate) fn one_of(column: &str, exact: &[String], prefixes: &[String]) -> String {
     if exact.is_empty() && prefixes.is_empty() {
         return "TRUE".into();
     }
@@ -63,7 +63,7 @@ fn one_of(column: &str, exact: &[String], prefixes: &[String]) -> String {
 }
 
 /// The rows of `measurements` a share declares.
-fn rows(share: &Share, measurement: &str) -> String {
+pub(crate) fn rows(share: &Share, measurement: &str) -> String {
     let mut filter = vec![
         one_of(
             &format!("{measurement}.metric"),

@@ -80,6 +80,10 @@ pub enum Reason {
     ShareFailed,
     Granted,
     Revoked,
+    // Ready of a SmartRegionDataset
+    Published,
+    PublisherUnidentified,
+    PublishFailed,
     // ExposureReady
     RouteAccepted,
     WaitingForGateway,

@@ -182,6 +182,7 @@ pub async fn ensure_database(
     validated: &Validated,
     inputs: &Inputs,
     sharing: &Sharing,
+    open: &[crate::database::datasets::Dataset],
 ) -> Result<Outcome, Error> {
     let connection = &mut locked.connection;
     let db = TenantDb::for_tenant(&validated.name);
@@ -216,6 +217,16 @@ pub async fn ensure_database(
         provision_schema(connection, &db, validated, &found, &credentials, &desired).await?;
     retire_previous_logins(connection, &db, inputs, &mut credentials).await?;
     let sharing = ensure_sharing(connection, &db, validated, sharing).await?;
+    if crate::database::dataset_provision::ensure_datasets_published(
+        connection,
+        &db,
+        open,
+        found.timescaledb_schema.as_deref(),
+    )
+    .await?
+    {
+        info!(schema = %db.schema, datasets = open.len(), "open datasets brought to what the tenant publishes");
+    }
     let maintenance = maintain_storage(connection, &db, &found.layout, &desired).await?;
     let (maintained, maintenance_status) = maintenance_condition(maintenance.as_ref(), recorded);
     let held = match found.held {
@@ -758,6 +769,7 @@ pub async fn ensure_database_released(
     // others shared with it is no longer readable by its reader.
     crate::database::share_provision::ensure_shares_absent(&connection, &db).await?;
     crate::database::share_provision::ensure_shared_revoked(&connection, &db).await?;
+    crate::database::dataset_provision::ensure_datasets_absent(&connection, &db).await?;
     if drop_data {
         provision::ensure_schema_absent(&mut connection, &db, timescaledb).await?;
     } else {

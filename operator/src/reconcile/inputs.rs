@@ -9,7 +9,7 @@ use kube::{Client, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::validate::Validated;
-use crate::crd::SmartRegionShare;
+use crate::crd::{SmartRegionDataset, SmartRegionShare};
 use crate::database::logins::retirement_due;
 use crate::metrics::ErrorLabel;
 use crate::resources::ingest::{
@@ -29,6 +29,8 @@ pub enum Error {
     ListPods(#[source] kube::Error),
     #[error("failed to list the SmartRegionShares")]
     ListShares(#[source] kube::Error),
+    #[error("failed to list the SmartRegionDatasets")]
+    ListDatasets(#[source] kube::Error),
     #[error("failed to list the tenants a share names")]
     ListConsumers(#[source] kube::Error),
 }
@@ -37,7 +39,10 @@ impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::ReadSecret(..) => ErrorLabel::ReadSecret,
-            Error::ListPods(_) | Error::ListShares(_) | Error::ListConsumers(_) => ErrorLabel::Read,
+            Error::ListPods(_)
+            | Error::ListShares(_)
+            | Error::ListDatasets(_)
+            | Error::ListConsumers(_) => ErrorLabel::Read,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Inputs {
     /// The consumers its shares name that are tenants now, not being deleted: only their
     /// readers are granted anything (a deleted consumer's retained roles are not).
     pub consumers_present: Vec<String>,
+    /// The open datasets in the tenant's namespace.
+    pub datasets: Vec<SmartRegionDataset>,
 }
 
 /// A new API key from the thread-local CSPRNG, like the database passwords.
@@ -145,6 +152,11 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
             })
             .collect()
     };
+    let datasets = Api::<SmartRegionDataset>::namespaced(client.clone(), &tenant.namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListDatasets)?
+        .items;
     let mut inputs = Inputs {
         writer,
         reader,
@@ -155,6 +167,7 @@ pub async fn read_inputs(client: &Client, tenant: &Validated) -> Result<Inputs, 
         shares,
         shared_with_me,
         consumers_present,
+        datasets,
     };
     let waiting = inputs
         .writer

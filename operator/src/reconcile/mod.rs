@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod kinds;
 pub mod maintenance;
+pub mod open_data;
 pub mod sharing;
 pub mod status;
 pub mod step;
@@ -57,6 +58,8 @@ pub enum Error {
     Inputs(#[from] inputs::Error),
     #[error("failed to write the status of a SmartRegionShare")]
     ShareStatus(#[source] kube::Error),
+    #[error("failed to write the status of a SmartRegionDataset")]
+    DatasetStatus(#[source] kube::Error),
 }
 
 impl Error {
@@ -77,7 +80,9 @@ impl Error {
     pub fn metric_label(&self) -> ErrorLabel {
         match self {
             Error::Apply(error) => error.metric_label(),
-            Error::Status(_) | Error::ShareStatus(_) => ErrorLabel::Status,
+            Error::Status(_) | Error::ShareStatus(_) | Error::DatasetStatus(_) => {
+                ErrorLabel::Status
+            }
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
             Error::Inputs(error) => error.metric_label(),
@@ -134,6 +139,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     let observation = observe(tenant, context, &validated, &applied, &database, &ingest);
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
     let shares = share_step(context, &validated, &inputs, &database).await;
+    let datasets = dataset_step(context, &validated, &inputs, &database).await;
     record_metrics(context, tenant, &observation, &database, &applied);
     let retiring = database
         .done()
@@ -145,6 +151,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     database.into_result()?;
     released?;
     shares?;
+    datasets?;
     // A rotated writer login retires once no ingest pod may still use it; until then the
     // tenant is looked at again soon (a pod that finally goes changes nothing watched).
     // So is a consumer whose provider was busy when its reader was to be granted.
@@ -227,6 +234,47 @@ async fn share_step(
         .await
         .map(|_| ())
         .map_err(Error::ShareStatus)
+}
+
+/// The status of the tenant's open datasets, from what the database step published
+/// (nothing when it did not run).
+async fn dataset_step(
+    context: &Context,
+    validated: &Validated,
+    inputs: &Step<inputs::Inputs, inputs::Error>,
+    database: &Step<database::Outcome, database::Error>,
+) -> Result<(), Error> {
+    let Some(found) = inputs.done() else {
+        return Ok(());
+    };
+    if found.datasets.is_empty() {
+        return Ok(());
+    }
+    let published = match database {
+        Step::Done(..) if validated.ipa_code.is_none() => open_data::Published::NoIpaCode,
+        Step::Done(..) => open_data::Published::Yes,
+        Step::Failed(observed, _) | Step::Waiting(observed) => {
+            open_data::Published::Failed(&observed.message)
+        }
+        Step::Skipped => return Ok(()),
+    };
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let changes = found
+        .datasets
+        .iter()
+        .filter(|object| object.metadata.deletion_timestamp.is_none())
+        .map(|object| {
+            (
+                object.clone(),
+                open_data::dataset_status(object, validated, &context.config, published, &now),
+            )
+        })
+        .collect();
+    open_data::update_dataset_statuses(&context.client, changes)
+        .await
+        .map(|_| ())
+        .map_err(Error::DatasetStatus)
 }
 
 /// How often a tenant whose rotated writer login waits for the pods is looked at.
@@ -321,7 +369,9 @@ async fn database_step(
         with_me: sharing::shared_with(&found.shared_with_me, &context.config.namespace_prefix),
         consumers_present: found.consumers_present.clone(),
     };
-    match database::ensure_database(locked, shared, tenant, validated, found, &sharing).await {
+    let open = open_data::declared(&found.datasets, validated);
+    match database::ensure_database(locked, shared, tenant, validated, found, &sharing, &open).await
+    {
         Ok(outcome) => {
             let provisioned = Observed::ok(
                 DATABASE_READY,

@@ -74,6 +74,8 @@ pub fn admin_role(tenant: &Validated, config: &Config) -> Role {
         // The ente decides what of its data others read (docs/sharing.md); the shares'
         // status is the operator's.
         rule(&["smartregion.toscana.it"], &["smartregionshares"], ALL),
+        // And what it publishes as open data (docs/open-data.md).
+        rule(&["smartregion.toscana.it"], &["smartregiondatasets"], ALL),
         rule(&["networking.k8s.io"], &["ingresses"], ingresses),
         // What the operator manages is visible but not editable.
         rule(&[""], &["resourcequotas", "limitranges"], READ),

@@ -54,6 +54,15 @@ pub fn read_endpoint(tenant: &Validated) -> String {
     format!("http://{READ}.{}.svc:{READ_PORT}", tenant.namespace)
 }
 
+/// The base of the read service's URLs as its clients use them: the tenant's exposed
+/// host where ingest is exposed, else the in-cluster endpoint.
+pub fn public_url(tenant: &Validated, config: &Config) -> String {
+    match (config.exposure.as_ref(), tenant.ingest.enabled) {
+        (Some(exposure), true) => format!("https://{}", super::exposure::host(tenant, exposure)),
+        _ => read_endpoint(tenant),
+    }
+}
+
 /// The labels that select the read pods (Deployment, Service, the `allow-read`
 /// NetworkPolicy).
 pub fn pod_labels(tenant: &Validated) -> BTreeMap<String, String> {
@@ -65,12 +74,17 @@ pub fn pod_labels(tenant: &Validated) -> BTreeMap<String, String> {
 
 /// The container's environment: the contract of `smartregion_contract::env`, the
 /// database's from `db-reader`.
-fn env(tenant: &Validated) -> Vec<EnvVar> {
+fn env(tenant: &Validated, config: &Config) -> Vec<EnvVar> {
     let mut env = vec![
         value(env::TENANT, tenant.name.to_string()),
         value(env::SCHEMA, TenantDb::for_tenant(&tenant.name).schema),
         value(env::READ_LISTEN, format!("0.0.0.0:{READ_PORT}")),
+        value(env::PUBLISHER_NAME, tenant.display_name.clone()),
+        value(env::READ_PUBLIC_URL, public_url(tenant, config)),
     ];
+    if let Some(code) = &tenant.ipa_code {
+        env.push(value(env::PUBLISHER_IPA_CODE, code.clone()));
+    }
     for (name, key) in [
         (env::PGHOST, "host"),
         (env::PGPORT, "port"),
@@ -110,7 +124,7 @@ pub fn read_deployment(tenant: &Validated, config: &Config, secrets_checksum: &s
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(env(tenant)),
+        env: Some(env(tenant, config)),
         resources: Some(ResourceRequirements {
             requests: Some(resources.clone()),
             limits: Some(resources),

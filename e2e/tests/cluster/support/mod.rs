@@ -11,7 +11,9 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use smartregion_e2e::operator::SHARD_LABEL;
 use smartregion_e2e::{apply, paths, shared, wait};
-use smartregion_operator::crd::{Phase, SmartRegionShare, SmartRegionTenant, Storage};
+use smartregion_operator::crd::{
+    Phase, SmartRegionDataset, SmartRegionShare, SmartRegionTenant, Storage,
+};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -342,5 +344,79 @@ where
             Ok(_) => Ok(None),
         }
     })
+    .await
+}
+
+/// A `SmartRegionDataset` of `provider` named `name`: a realistic description, with
+/// `spec` on top.
+pub fn dataset(provider: &str, name: &str, spec: Value) -> Value {
+    let mut object = json!({
+        "apiVersion": "smartregion.toscana.it/v1alpha1",
+        "kind": "SmartRegionDataset",
+        "metadata": { "name": name, "namespace": format!("srt-{provider}") },
+        "spec": {
+            "title": "Qualità dell'aria, medie orarie",
+            "description": "PM10 delle centraline \"urbane\" <misure validate> & non validate.",
+            "licence": "CC-BY-4.0",
+            "themes": ["ENVI"],
+            "keywords": ["aria", "pm10"],
+            "updateFrequency": "HOURLY",
+            "contact": { "name": "Ufficio Ambiente", "email": "ambiente@comune.example.it" },
+        },
+    });
+    if let Value::Object(fields) = spec {
+        for (key, value) in fields {
+            object["spec"][key] = value;
+        }
+    }
+    object
+}
+
+/// Server-side applies a dataset as `client` (the tenant's admin, usually).
+pub async fn apply_dataset(
+    client: &Client,
+    dataset: &Value,
+) -> Result<SmartRegionDataset, kube::Error> {
+    let namespace = dataset["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let name = dataset["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<SmartRegionDataset> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-user").force(),
+        &Patch::Apply(dataset),
+    )
+    .await
+}
+
+/// Waits until the dataset's status describes its current generation with a `Ready`
+/// condition of `status` ("True" or "False"); returns it.
+pub async fn wait_dataset(
+    client: &Client,
+    provider: &str,
+    name: &str,
+    status: &str,
+) -> Result<SmartRegionDataset> {
+    let api: Api<SmartRegionDataset> = Api::namespaced(client.clone(), &format!("srt-{provider}"));
+    wait::until(
+        &format!("dataset {name}: Ready {status}"),
+        READY_TIMEOUT,
+        || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                let dataset = api.get(&name).await?;
+                let current = dataset.status.as_ref().and_then(|s| s.observed_generation)
+                    == dataset.metadata.generation;
+                let ready = dataset
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == status);
+                Ok((current && ready).then_some(dataset))
+            }
+        },
+    )
     .await
 }
