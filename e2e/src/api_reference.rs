@@ -25,14 +25,16 @@ pub const REGENERATE: &str =
 pub type EnumDocs = BTreeMap<Vec<String>, Vec<(String, String)>>;
 
 /// The whole document: the header, then one section per CRD (SmartRegionTenant,
-/// SmartRegionShare), as this build of the operator generates them.
+/// SmartRegionShare, SmartRegionDataset), as this build of the operator generates them.
 pub fn document() -> String {
+    use smartregion_operator::crd::*;
     format!(
         "<!-- Generated from the CRD types in operator/src/crd.rs; do not edit by hand.\n     \
          Regenerate with: {REGENERATE}\n     \
-         (e2e/tests/offline/docs.rs fails when this file is stale.) -->\n{}\n{}",
-        smartregion_tenant(),
-        smartregion_share()
+         (e2e/tests/offline/docs.rs fails when this file is stale.) -->\n{}\n{}\n{}",
+        reference::<SmartRegionTenant, SmartRegionTenantSpec, SmartRegionTenantStatus>(),
+        reference::<SmartRegionShare, SmartRegionShareSpec, SmartRegionShareStatus>(),
+        reference::<SmartRegionDataset, SmartRegionDatasetSpec, SmartRegionDatasetStatus>()
     )
 }
 
@@ -48,32 +50,19 @@ pub fn section<'a>(document: &'a str, kind: &str) -> &'a str {
     &rest[..end]
 }
 
-/// The reference for the SmartRegionShare CRD.
-pub fn smartregion_share() -> String {
-    use kube::CustomResourceExt;
-    use smartregion_operator::crd::{
-        SmartRegionShare, SmartRegionShareSpec, SmartRegionShareStatus,
-    };
+/// The reference for one CRD, from its kind and the types of its spec and status.
+pub fn reference<K, Spec, Status>() -> String
+where
+    K: kube::CustomResourceExt,
+    Spec: schemars::JsonSchema,
+    Status: schemars::JsonSchema,
+{
     let mut generator = schemars::SchemaGenerator::default();
-    let spec = generator.subschema_for::<SmartRegionShareSpec>();
-    let status = generator.subschema_for::<SmartRegionShareStatus>();
+    let spec = generator.subschema_for::<Spec>();
+    let status = generator.subschema_for::<Status>();
     let mut schemas = vec![spec.to_value(), status.to_value()];
     schemas.extend(generator.definitions().values().cloned());
-    render(&SmartRegionShare::crd(), &enum_docs(&schemas))
-}
-
-/// The reference for the SmartRegionTenant CRD.
-pub fn smartregion_tenant() -> String {
-    use kube::CustomResourceExt;
-    use smartregion_operator::crd::{
-        SmartRegionTenant, SmartRegionTenantSpec, SmartRegionTenantStatus,
-    };
-    let mut generator = schemars::SchemaGenerator::default();
-    let spec = generator.subschema_for::<SmartRegionTenantSpec>();
-    let status = generator.subschema_for::<SmartRegionTenantStatus>();
-    let mut schemas = vec![spec.to_value(), status.to_value()];
-    schemas.extend(generator.definitions().values().cloned());
-    render(&SmartRegionTenant::crd(), &enum_docs(&schemas))
+    render(&K::crd(), &enum_docs(&schemas))
 }
 
 /// Documented enum values found anywhere in `schemas` (schemars output, before kube turns

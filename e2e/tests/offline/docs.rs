@@ -50,6 +50,11 @@ fn api_reference_covers_every_field_value_and_rule_of_the_crds() {
             "SmartRegionShare",
             ["`srs`", "`Namespaced`", "`smartregion.toscana.it/v1alpha1`"],
         ),
+        (
+            "crds/smartregiondatasets.smartregion.toscana.it.yaml",
+            "SmartRegionDataset",
+            ["`srd`", "`Namespaced`", "`smartregion.toscana.it/v1alpha1`"],
+        ),
     ] {
         covers(api_reference::section(&document, kind), file, &facts);
     }
