@@ -37,6 +37,16 @@ enum Probe {
         #[arg(long, default_value_t = 1)]
         attempts: u32,
     },
+    /// GETs a URL; succeeds on a 2xx answer, and prints the status and the body.
+    Get {
+        url: String,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Attempts, one second apart, while the connection fails.
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
+    },
     /// POSTs measurements to a URL without pause for a while, each request on a new
     /// connection (so the Service spreads them over the pods, as many senders would) and
     /// with one new row; succeeds when every request was answered 2xx. Prints the count
@@ -76,6 +86,12 @@ enum Probe {
 }
 
 fn post(url: &str, headers: &[String], body: &str, attempts: u32) -> Result<String> {
+    request(url, headers, Some(body), attempts)
+}
+
+/// One request (a POST of `body` as JSON, or a GET without one), tried up to `attempts`
+/// times while the connection fails.
+fn request(url: &str, headers: &[String], body: Option<&str>, attempts: u32) -> Result<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -83,14 +99,30 @@ fn post(url: &str, headers: &[String], body: &str, attempts: u32) -> Result<Stri
         .into();
     let mut last = None;
     for attempt in 1..=attempts.max(1) {
-        let mut request = agent.post(url);
+        let mut named = Vec::new();
         for header in headers {
             let (name, value) = header
                 .split_once(':')
                 .with_context(|| format!("header {header:?} is not `Name: value`"))?;
-            request = request.header(name.trim(), value.trim());
+            named.push((name.trim(), value.trim()));
         }
-        match request.content_type("application/json").send(body) {
+        let answer = match body {
+            Some(body) => {
+                let mut request = agent.post(url);
+                for (name, value) in &named {
+                    request = request.header(*name, *value);
+                }
+                request.content_type("application/json").send(body)
+            }
+            None => {
+                let mut request = agent.get(url);
+                for (name, value) in &named {
+                    request = request.header(*name, *value);
+                }
+                request.call()
+            }
+        };
+        match answer {
             Ok(mut response) => {
                 let status = response.status();
                 let text = response.body_mut().read_to_string().unwrap_or_default();
@@ -108,7 +140,8 @@ fn post(url: &str, headers: &[String], body: &str, attempts: u32) -> Result<Stri
         }
     }
     bail!(
-        "POST {url} failed: {}",
+        "{} {url} failed: {}",
+        if body.is_some() { "POST" } else { "GET" },
         last.map(|e| e.to_string()).unwrap_or_default()
     )
 }
@@ -275,6 +308,11 @@ fn run(probe: &Probe) -> Result<String> {
             body,
             attempts,
         } => post(url, headers, body, *attempts),
+        Probe::Get {
+            url,
+            headers,
+            attempts,
+        } => request(url, headers, None, *attempts),
         Probe::Load {
             url,
             headers,

@@ -3,6 +3,9 @@
 //! tenant's ingest Service (the name in `status.ingestEndpoint`), and prints what the
 //! tenant's own `db-reader` login then reads back; with `--shared-with`, also what another
 //! tenant's `db-reader` reads of it through the views its `status.sharedWithMe` names.
+//! Then, from a pod again, through the tenant's read service (`status.readEndpoint`):
+//! hourly averages with its key, and without any key the open-data catalogue and the
+//! public hourly series of each `SmartRegionDataset` the tenant publishes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use serde_json::json;
 use smartregion_contract::postgres::{SslMode, connector};
 use smartregion_e2e::Cluster;
 use smartregion_e2e::pods::ClientPod;
-use smartregion_operator::crd::SmartRegionTenant;
+use smartregion_operator::crd::{SmartRegionDataset, SmartRegionTenant};
 
 #[derive(Parser)]
 #[command(name = "demo-ingest")]
@@ -197,7 +200,77 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
         }
     }
-    Ok(())
+    read_back(&client, &namespace, &cli.tenant).await
+}
+
+/// From a pod in the tenant's namespace: an hourly query with the tenant's read key, the
+/// open catalogue and each open dataset's hourly series without one.
+async fn read_back(client: &kube::Client, namespace: &str, tenant: &str) -> Result<()> {
+    let tenants: Api<SmartRegionTenant> = Api::all(client.clone());
+    let endpoint = tenants
+        .get(tenant)
+        .await?
+        .status
+        .and_then(|status| status.read_endpoint)
+        .context("the tenant's status names no read endpoint")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let keys = secret_value(&secrets.get("read-keys").await?, "keys")?;
+    let key = keys.lines().next().context("read-keys holds no key")?;
+    let datasets: Api<SmartRegionDataset> = Api::namespaced(client.clone(), namespace);
+    let datasets = datasets.list(&Default::default()).await?.items;
+    println!("\nstarting a reader pod in {namespace} on the real node, reading {endpoint}");
+    let pod = ClientPod::start(
+        client,
+        namespace,
+        &smartregion_e2e::unique_name("demo-reader"),
+        json!({ "app.kubernetes.io/name": "demo-reader" }),
+        true,
+    )
+    .await?;
+    let auth = format!("Authorization: Bearer {key}");
+    let mut gets = vec![(
+        format!("{endpoint}/v2/attrs/pm10?aggrMethod=avg,max,count&aggrPeriod=PT1H&format=csv"),
+        "hourly PM10 of every sensor, with the tenant's read key".to_string(),
+        Some(auth.as_str()),
+    )];
+    gets.push((
+        format!("{endpoint}/open/catalog"),
+        "the open-data catalogue (DCAT-AP_IT, Turtle), without a key".to_string(),
+        None,
+    ));
+    for dataset in &datasets {
+        let name = kube::ResourceExt::name_any(dataset);
+        gets.push((
+            format!(
+                "{endpoint}/open/{name}/v2/attrs?aggrMethod=avg,min,max&aggrPeriod={}&format=csv",
+                dataset.spec.granularity.iso()
+            ),
+            format!("the open dataset {name}, without a key"),
+            None,
+        ));
+    }
+    for (url, what, header) in gets {
+        let mut args = vec!["get", url.as_str(), "--attempts", "20"];
+        if let Some(header) = header {
+            args.extend(["--header", header]);
+        }
+        let outcome = pod.probe(&args).await?;
+        ensure!(
+            outcome.succeeded,
+            "GET {url} ({what}) failed: {}",
+            outcome.message
+        );
+        println!("\n  GET {url}\n  {what}:");
+        let body = outcome
+            .message
+            .split_once(' ')
+            .map(|(_, rest)| rest)
+            .unwrap_or(&outcome.message);
+        for line in body.lines().take(14) {
+            println!("    {line}");
+        }
+    }
+    pod.delete().await
 }
 
 /// `tenant`'s own `db-reader` login, verifying the server with the CA its Secret carries.
