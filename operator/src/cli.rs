@@ -299,6 +299,12 @@ pub struct RunArgs {
     )]
     pub ingress_from_namespace: Option<String>,
 
+    /// Namespace of the platform's Grafana: tenants with `spec.grafana.enabled` get their
+    /// data source (a Secret labelled `grafana_datasource: "1"`) and starter dashboard
+    /// (a ConfigMap labelled `grafana_dashboard: "1"`) there, for Grafana's sidecar.
+    #[arg(long, env = "SMARTREGION_GRAFANA_NAMESPACE", value_name = "NAMESPACE")]
+    pub grafana_namespace: Option<String>,
+
     /// Log format: json in clusters, text for people.
     #[arg(long, env = smartregion_contract::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

@@ -332,6 +332,9 @@ pub struct Config {
     pub ingest_placement: Placement,
     /// How tenants' ingest is reachable from outside the cluster; not at all when unset.
     pub exposure: Option<Exposure>,
+    /// The namespace of the platform's Grafana, where tenants' data sources and
+    /// dashboards are placed for its sidecar; none when unset.
+    pub grafana_namespace: Option<String>,
 }
 
 /// The platform Gateway that tenants' HTTPRoutes attach to (`--ingest-gateway`).
@@ -532,6 +535,7 @@ impl Default for Config {
             ingest_image_pull_policy: ImagePullPolicy::IfNotPresent,
             ingest_placement: Placement::default(),
             exposure: None,
+            grafana_namespace: None,
         }
     }
 }

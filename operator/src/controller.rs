@@ -103,6 +103,7 @@ fn config_from(args: &RunArgs) -> Result<Config> {
             tolerations: args.ingest_tolerations.clone(),
         },
         exposure: Exposure::from_flags(&args.exposure_flags())?,
+        grafana_namespace: args.grafana_namespace.clone(),
     };
     config.check()?;
     Ok(config)

@@ -105,6 +105,11 @@ pub struct SmartRegionTenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadSpec>,
 
+    /// A Grafana data source and starter dashboard for the platform's Grafana (off by
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<GrafanaSpec>,
+
     /// Time-series storage settings; unset values come from the tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
@@ -306,6 +311,17 @@ fn default_true() -> bool {
 pub struct ReadSpec {
     /// Run the read service (one pod). Default true.
     #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Dashboards the ecosystem's way: a Grafana data source for the tenant's reader and a
+/// starter dashboard, placed where the platform's Grafana picks them up
+/// (docs/grafana.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrafanaSpec {
+    /// Provide them. Default false.
+    #[serde(default)]
     pub enabled: bool,
 }
 

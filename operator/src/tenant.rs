@@ -70,6 +70,8 @@ pub struct Validated {
     pub ingest: Ingest,
     /// `spec.read.enabled`, true when unset.
     pub read_enabled: bool,
+    /// `spec.grafana.enabled`, false when unset.
+    pub grafana: bool,
     /// `spec.displayName`: the publisher's name in the open-data catalogue.
     pub display_name: String,
     /// `spec.entity.ipaCode`: the publisher's identifier in the open-data catalogue.

@@ -23,6 +23,7 @@ pub fn tenant(name: &str) -> TenantBuilder {
         admins: None,
         ingest: None,
         read: None,
+        grafana: None,
         database: None,
         deletion_policy: DeletionPolicy::Retain,
         suspended: false,

@@ -13,6 +13,7 @@ mod database;
 mod database_outage;
 mod exposure;
 mod gateway;
+mod grafana;
 mod ingest;
 mod ingest_deployment;
 mod ingest_mqtt;

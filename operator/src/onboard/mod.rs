@@ -154,6 +154,7 @@ pub fn tenant(ente: &Ente) -> Result<SmartRegionTenant, Vec<Invalid>> {
                     .then_some(Admins { groups, users }),
                 ingest: None,
                 read: None,
+                grafana: None,
                 database: None,
                 deletion_policy: DeletionPolicy::Retain,
                 suspended: false,

@@ -29,6 +29,8 @@ pub enum Error {
     Status(#[from] status::Error),
     #[error(transparent)]
     Database(#[from] super::database::Error),
+    #[error(transparent)]
+    Grafana(#[from] super::grafana::Error),
 }
 
 impl Error {
@@ -39,6 +41,7 @@ impl Error {
             Error::DeleteNamespace(..) => ErrorLabel::DeleteNamespace,
             Error::Status(_) => ErrorLabel::Status,
             Error::Database(error) => error.metric_label(),
+            Error::Grafana(_) => ErrorLabel::Prune,
         }
     }
 }
@@ -104,6 +107,11 @@ pub async fn cleanup(tenant: &SmartRegionTenant, context: &Context) -> Result<Ac
     if let (Some(database), Ok(tenant_name)) = (&context.database, TenantName::parse(&name)) {
         let drop_data = tenant.spec.deletion_policy == DeletionPolicy::Delete;
         super::database::ensure_database_released(database, &tenant_name, drop_data).await?;
+    }
+
+    if let (Some(namespace), Some(uid)) = (&context.config.grafana_namespace, &tenant.metadata.uid)
+    {
+        super::grafana::ensure_removed(&context.client, namespace, &name, uid).await?;
     }
 
     if let Some(waiting) = ensure_namespace_gone(tenant, context).await? {

@@ -18,6 +18,7 @@ pub mod context;
 pub mod database;
 pub mod exposure;
 pub mod finalize;
+pub mod grafana;
 pub mod ingest;
 pub mod inputs;
 pub mod kinds;
@@ -60,6 +61,8 @@ pub enum Error {
     ShareStatus(#[source] kube::Error),
     #[error("failed to write the status of a SmartRegionDataset")]
     DatasetStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Grafana(#[from] grafana::Error),
 }
 
 impl Error {
@@ -86,6 +89,9 @@ impl Error {
             Error::Finalize(error) => error.metric_label(),
             Error::Database(error) => error.metric_label(),
             Error::Inputs(error) => error.metric_label(),
+            Error::Grafana(grafana::Error::NotOurs(_)) => ErrorLabel::NotOurs,
+            Error::Grafana(grafana::Error::Read(..)) => ErrorLabel::Read,
+            Error::Grafana(grafana::Error::Write(..)) => ErrorLabel::Apply,
         }
     }
 }
@@ -140,6 +146,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     status::update(&context.client, &context.recorder, tenant, &observation).await?;
     let shares = share_step(context, &validated, &inputs, &database).await;
     let datasets = dataset_step(context, &validated, &inputs, &database).await;
+    let dashboards = grafana_step(context, &validated, &database).await;
     record_metrics(context, tenant, &observation, &database, &applied);
     let retiring = database
         .done()
@@ -152,6 +159,7 @@ async fn reconcile_live(tenant: &SmartRegionTenant, context: &Context) -> Result
     released?;
     shares?;
     datasets?;
+    dashboards?;
     // A rotated writer login retires once no ingest pod may still use it; until then the
     // tenant is looked at again soon (a pod that finally goes changes nothing watched).
     // So is a consumer whose provider was busy when its reader was to be granted.
@@ -234,6 +242,32 @@ async fn share_step(
         .await
         .map(|_| ())
         .map_err(Error::ShareStatus)
+}
+
+/// The tenant's Grafana data source and dashboard, with the reader's credentials the
+/// database step decided (nothing is written when it did not run).
+async fn grafana_step(
+    context: &Context,
+    validated: &Validated,
+    database: &Step<database::Outcome, database::Error>,
+) -> Result<(), Error> {
+    let reader = database
+        .done()
+        .zip(context.database.as_ref())
+        .map(|(outcome, shared)| grafana::Reader {
+            password: &outcome.secrets.reader_password,
+            endpoint: &shared.endpoint,
+            timescaledb: outcome.status.storage == Some(crate::crd::Storage::Hypertable),
+        });
+    grafana::ensure_grafana(
+        &context.client,
+        context.config.grafana_namespace.as_deref(),
+        validated,
+        reader,
+    )
+    .await
+    .inspect_err(|error| warn!(error = %error_chain(error), "placing the Grafana objects failed"))
+    .map_err(Error::from)
 }
 
 /// The status of the tenant's open datasets, from what the database step published

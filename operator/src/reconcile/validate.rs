@@ -56,6 +56,7 @@ pub fn validate(tenant: &SmartRegionTenant, config: &Config) -> Result<Validated
         },
         ingest,
         read_enabled: spec.read.as_ref().is_none_or(|read| read.enabled),
+        grafana: spec.grafana.as_ref().is_some_and(|grafana| grafana.enabled),
         display_name: spec.display_name.clone(),
         ipa_code: spec.entity.ipa_code.clone(),
         suspended: spec.suspended,

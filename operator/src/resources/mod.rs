@@ -6,6 +6,7 @@
 
 pub mod exposure;
 pub mod gateway_api;
+pub mod grafana;
 pub mod ingest;
 pub mod namespace;
 pub mod network;
