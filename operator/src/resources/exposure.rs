@@ -81,7 +81,13 @@ fn paths(tenant: &Validated) -> Vec<&'static str> {
 }
 
 /// The read API's paths (docs/read-api.md), routed to the Service `read`.
-pub const READ_PATHS: [&str; 4] = ["/v2/entities", "/v2/attrs", "/shared", "/openapi.json"];
+pub const READ_PATHS: [&str; 5] = [
+    "/v2/entities",
+    "/v2/attrs",
+    "/shared",
+    "/open",
+    "/openapi.json",
+];
 
 /// The read paths with their Service, while the tenant runs a read pod.
 fn read_paths(tenant: &Validated) -> Option<(&'static str, u16)> {
