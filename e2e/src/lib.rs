@@ -23,6 +23,7 @@ pub mod bench;
 pub mod cgroup;
 pub mod chart_operator;
 pub mod cluster;
+pub mod dcat;
 pub mod gateway;
 pub mod gateway_api;
 pub mod helm;

@@ -10,6 +10,7 @@ use crate::read::{DAYS, all_pages, read_service, same_rows, sql_rows, write_minu
 use crate::support::*;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use smartregion_e2e::dcat::{self, Format};
 use smartregion_e2e::ingest::{HttpClient, Ingest};
 use smartregion_e2e::operator::Operator;
 use smartregion_e2e::{shared, unique_name};
@@ -167,6 +168,39 @@ async fn anyone_reads_exactly_the_declared_series_at_the_declared_granularity_an
             .all(|entity| entity["attrs"].as_array().is_some_and(Vec::is_empty)),
         "the open catalogue tells raw last values: {body}"
     );
+
+    // The catalogue lists the tenant's datasets and nothing of another tenant, and the
+    // harvester's own code (ckanext-dcat) collects it; the DCAT-AP_IT shapes pass it.
+    for (accept, format) in [
+        ("text/turtle", Format::Turtle),
+        ("application/ld+json", Format::JsonLd),
+    ] {
+        let answer = HttpClient::new()
+            .get_with(&service.url("/open/catalog"), &[("accept", accept)])
+            .await?;
+        ensure!(answer.status == 200, "{accept}: {}", answer.status);
+        let text = String::from_utf8(answer.body.to_vec())?;
+        let harvest = dcat::harvest(&text, format)?;
+        ensure!(harvest.conforms, "{accept}: {}", harvest.report);
+        ensure!(
+            harvest.datasets.len() == 1,
+            "{accept}: {:?}",
+            harvest.datasets
+        );
+        let harvested = &harvest.datasets[0];
+        ensure!(dcat::extra(harvested, "identifier") == Some("c_g999:pm10-hourly"));
+        ensure!(harvested["title"] == json!("Qualità dell'aria, medie orarie"));
+        ensure!(
+            harvested["resources"]
+                .as_array()
+                .is_some_and(|resources| resources.len() == 2
+                    && resources.iter().all(|r| r["url"]
+                        .as_str()
+                        .is_some_and(|url| url.contains("/open/pm10-hourly/")))),
+            "{harvested}"
+        );
+        ensure!(!text.contains("everything-daily"));
+    }
 
     // Refused by the service, anonymously: raw rows, a finer or misaligned period, first
     // and last, a range of too many buckets, the tenant's own API, another tenant's

@@ -2,6 +2,7 @@
 //! the code, the contract between the two binaries, and the TimescaleDB SQL on PGlite.
 
 mod contract;
+mod dcat;
 mod docs;
 mod images;
 mod timescaledb_sql;

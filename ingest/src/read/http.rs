@@ -100,7 +100,12 @@ impl OpenAccess {
     }
 
     /// 429 with `Retry-After` when the client is over its rate.
-    fn admit(&self, headers: &HeaderMap, peer: IpAddr, id: RequestId) -> Option<Response> {
+    pub(super) fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        id: RequestId,
+    ) -> Option<Response> {
         let client = self.client(headers, peer);
         let not_until = self.limiter.check_key(&client).err()?;
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -165,7 +170,7 @@ pub fn router(app: Arc<App>) -> Router {
                 )
             }),
         )
-        // .route(OPEN_CATALOG_PATH, get(open_catalog))
+        .route(OPEN_CATALOG_PATH, get(super::catalog::open_catalog))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -181,7 +186,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// A refusal: `{"error", "parameter"?, "id"}`.
-fn refusal(
+pub(super) fn refusal(
     status: StatusCode,
     message: impl Into<String>,
     parameter: Option<&str>,
@@ -275,7 +280,7 @@ fn source(app: &App, path: &HashMap<String, String>) -> Result<Source, Invalid> 
 /// that does not exist: the two are not told apart) is 404, a database that cannot be
 /// reached 503, a query that ran out of time 503 with advice; anything else 500. The
 /// server's own words go to the log only.
-fn database_refusal(error: &ReadError, source: &Source, id: RequestId) -> Response {
+pub(super) fn database_refusal(error: &ReadError, source: &Source, id: RequestId) -> Response {
     use tokio_postgres::error::SqlState;
     let error = match error {
         ReadError::Database(error) => error,

@@ -7,7 +7,9 @@
 //! - [`sql`]: the statements that answer it. Pure.
 //! - [`http`]: the API, streaming the rows from the database to the client.
 
+pub mod catalog;
 pub mod cursor;
+pub mod dcat;
 pub mod http;
 pub mod openapi;
 pub mod query;
