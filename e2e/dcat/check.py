@@ -3,8 +3,9 @@
 
 Usage: check.py CATALOGUE FORMAT SHAPES, FORMAT `turtle` or `json-ld`.
 
-1. ckanext-dcat's RDFParser (the code CKAN's DCAT harvester runs), with its DCAT-AP 2
-   profile, parses the catalogue into the dataset dictionaries CKAN would store.
+1. ckanext-dcat's RDFParser (the code CKAN's DCAT harvester runs), with the profile it
+   uses unless a site configures another (euro_dcat_ap_3 in ckanext-dcat 2.4.4, which
+   extends DCAT-AP 2), parses the catalogue into the dataset dictionaries CKAN would store.
 2. pyshacl validates the same graph against the project's DCAT-AP_IT shapes.
 
 Prints one JSON object: {"datasets": [...], "conforms": bool, "report": "..."}; exits 1
@@ -23,7 +24,7 @@ def main() -> int:
     path, rdf_format, shapes = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(path, encoding="utf-8") as file:
         data = file.read()
-    parser = RDFParser(profiles=["euro_dcat_ap_2"])
+    parser = RDFParser(profiles=["euro_dcat_ap_3"])
     parser.parse(data, _format=rdf_format)
     datasets = list(parser.datasets())
     graph = Graph().parse(data=data, format=rdf_format)

@@ -1,5 +1,5 @@
 //! The open-data catalogue through the harvester's own code: `e2e/dcat/check.py` parses
-//! it with ckanext-dcat's `RDFParser` (DCAT-AP 2 profile) into the dataset dictionaries
+//! it with ckanext-dcat's `RDFParser` (its default profile) into the dataset dictionaries
 //! CKAN would store, and validates it with pyshacl against the project's DCAT-AP_IT shapes
 //! (`e2e/dcat/dcat-ap-it-shapes.ttl`). Python and the packages come from the virtual
 //! environment `e2e/lib/python-deps.sh` makes (`SMARTREGION_DCAT_PYTHON`).

@@ -147,32 +147,47 @@ fn ckan_harvests_every_declared_field_from_the_catalogue_in_both_serialisations(
             );
             assert_eq!(
                 resource["license"],
-                "https://creativecommons.org/licenses/by/4.0/"
+                "https://w3id.org/italia/controlled-vocabulary/licences/A21_CCBY40"
             );
         }
         let traffic = by_identifier(&harvest.datasets, "c_g999:traffic");
         assert_eq!(
             traffic["resources"][0]["license"],
-            "https://www.dati.gov.it/content/italian-open-data-license-v20"
+            "https://w3id.org/italia/controlled-vocabulary/licences/A29_IODL20"
         );
     }
 }
 
 #[test]
-fn the_shapes_refuse_a_catalogue_without_a_mandatory_property() {
+fn the_shapes_refuse_a_catalogue_without_a_mandatory_property_or_outside_the_vocabularies() {
     let text = turtle(&catalogue());
-    // The rights holder is mandatory on every dataset (DCAT-AP_IT): remove it.
-    let without: String = text
-        .lines()
-        .filter(|line| !line.contains("dct:rightsHolder"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert_ne!(without, text);
-    let harvest = harvest(&without, Format::Turtle).unwrap_or_else(|error| panic!("{error:#}"));
-    assert!(!harvest.conforms);
-    assert!(
-        harvest.report.contains("rightsHolder"),
-        "{}",
-        harvest.report
-    );
+    for (what, broken, named) in [
+        // The rights holder is mandatory on every dataset (DCAT-AP_IT): renamed away.
+        (
+            "no rights holder",
+            text.replace("dct:rightsHolder", "<http://example.org/holder>"),
+            "rightsHolder",
+        ),
+        // A theme outside the EU data-theme vocabulary.
+        (
+            "a theme of no vocabulary",
+            text.replace(
+                "http://publications.europa.eu/resource/authority/data-theme/ENVI",
+                "http://example.org/themes/ENVI",
+            ),
+            "theme",
+        ),
+        // A distribution without its licence (renamed away).
+        (
+            "no licence",
+            text.replace("dct:license", "<http://example.org/terms>"),
+            "license",
+        ),
+    ] {
+        assert_ne!(broken, text, "{what}");
+        let harvest =
+            harvest(&broken, Format::Turtle).unwrap_or_else(|error| panic!("{what}: {error:#}"));
+        assert!(!harvest.conforms, "{what}: the shapes passed it");
+        assert!(harvest.report.contains(named), "{what}: {}", harvest.report);
+    }
 }

@@ -13,8 +13,9 @@
 //!   `vcard:Kind` with `vcard:fn` and `vcard:hasEmail`), keywords, `dct:temporal`, language,
 //!   `dcat:landingPage`, distributions.
 //! - `dcat:Distribution`, `dcatapit:Distribution`: `dct:format` (EU file types),
-//!   `dcat:accessURL`, `dcat:downloadURL`, title, `dct:license` (a `dct:LicenseDocument`
-//!   with its ADMS licence type and name).
+//!   `dcat:accessURL`, `dcat:downloadURL`, title, `dct:license`: the licence's concept in
+//!   the Italian licence vocabulary, a `dct:LicenseDocument` with its ADMS licence type,
+//!   name, version and `dcatapit:referenceDoc` (its legal text).
 
 use jiff::Timestamp;
 use oxrdf::vocab::{rdf, xsd};
@@ -31,6 +32,9 @@ const FREQUENCIES: &str = "http://publications.europa.eu/resource/authority/freq
 const FILE_TYPES: &str = "http://publications.europa.eu/resource/authority/file-type/";
 const LANGUAGES: &str = "http://publications.europa.eu/resource/authority/language/";
 const LICENCE_TYPES: &str = "http://purl.org/adms/licencetype/";
+/// The Italian licence vocabulary DCAT-AP_IT (and ckanext-dcatapit) names licences by.
+const ITALIAN_LICENCES: &str = "https://w3id.org/italia/controlled-vocabulary/licences/";
+const OWL_VERSION_INFO: &str = "http://www.w3.org/2002/07/owl#versionInfo";
 
 /// The prefixes both serialisations declare.
 const PREFIXES: &[(&str, &str)] = &[
@@ -115,31 +119,56 @@ pub enum Licence {
     Iodl20,
 }
 
+/// A licence as DCAT-AP_IT describes it.
+struct LicenceTerms {
+    /// Its code in the Italian licence vocabulary (the concept's IRI ends with it).
+    code: &'static str,
+    /// Its ADMS licence type.
+    kind: &'static str,
+    name: &'static str,
+    version: &'static str,
+    /// Its legal text (`dcatapit:referenceDoc`).
+    document: &'static str,
+}
+
 impl Licence {
-    /// The licence's own URI, its name, and its ADMS licence type.
-    fn facts(self) -> (&'static str, &'static str, &'static str) {
+    fn terms(self) -> LicenceTerms {
         match self {
-            Licence::CcBy40 => (
-                "https://creativecommons.org/licenses/by/4.0/",
-                "Creative Commons Attribuzione 4.0 Internazionale (CC BY 4.0)",
-                "Attribution",
-            ),
-            Licence::Cc010 => (
-                "https://creativecommons.org/publicdomain/zero/1.0/",
-                "Creative Commons CC0 1.0 Universale - Public Domain Dedication (CC0 1.0)",
-                "PublicDomain",
-            ),
-            Licence::CcBySa40 => (
-                "https://creativecommons.org/licenses/by-sa/4.0/",
-                "Creative Commons Attribuzione - Condividi allo stesso modo 4.0 Internazionale (CC BY-SA 4.0)",
-                "ShareAlike",
-            ),
-            Licence::Iodl20 => (
-                "https://www.dati.gov.it/content/italian-open-data-license-v20",
-                "Italian Open Data License v2.0 (IODL 2.0)",
-                "Attribution",
-            ),
+            Licence::CcBy40 => LicenceTerms {
+                code: "A21_CCBY40",
+                kind: "Attribution",
+                name: "Creative Commons Attribuzione 4.0 Internazionale (CC BY 4.0)",
+                version: "4.0",
+                document: "https://creativecommons.org/licenses/by/4.0/",
+            },
+            // The vocabulary spells it with the letter O: CCO.
+            Licence::Cc010 => LicenceTerms {
+                code: "A11_CCO10",
+                kind: "PublicDomain",
+                name: "Creative Commons CC0 1.0 Universale - Public Domain Dedication (CC0 1.0)",
+                version: "1.0",
+                document: "https://creativecommons.org/publicdomain/zero/1.0/",
+            },
+            Licence::CcBySa40 => LicenceTerms {
+                code: "A31_CCBYSA40",
+                kind: "ViralEffect-ShareAlike",
+                name: "Creative Commons Attribuzione - Condividi allo stesso modo 4.0 Internazionale (CC BY-SA 4.0)",
+                version: "4.0",
+                document: "https://creativecommons.org/licenses/by-sa/4.0/",
+            },
+            Licence::Iodl20 => LicenceTerms {
+                code: "A29_IODL20",
+                kind: "Attribution",
+                name: "Italian Open Data License 2.0 (IODL 2.0)",
+                version: "2.0",
+                document: "https://www.dati.gov.it/content/italian-open-data-license-v20",
+            },
         }
+    }
+
+    /// The licence's concept in the Italian licence vocabulary.
+    pub fn iri(self) -> String {
+        format!("{ITALIAN_LICENCES}{}", self.terms().code)
     }
 }
 
@@ -326,7 +355,9 @@ impl Graph {
         if let Some((start, end)) = dataset.temporal {
             let period: NamedOrBlankNode = BlankNode::default().into();
             self.types(&period, &[(DCT, "PeriodOfTime")]);
-            // DCAT 2's properties, and schema.org's, which DCAT-AP_IT 1.x names.
+            // DCAT-AP_IT's own, DCAT 2's, and schema.org's: each reader looks for one.
+            self.add(period.clone(), term(DCATAPIT, "startDate"), date(start));
+            self.add(period.clone(), term(DCATAPIT, "endDate"), date(end));
             self.add(period.clone(), term(DCAT, "startDate"), date_time(start));
             self.add(period.clone(), term(DCAT, "endDate"), date_time(end));
             self.add(period.clone(), term(SCHEMA, "startDate"), date(start));
@@ -368,15 +399,25 @@ impl Graph {
             term(DCT, "title"),
             italian(&distribution.title),
         );
-        let (uri, name, kind) = licence.facts();
-        let document: NamedOrBlankNode = iri(uri).into();
+        let terms = licence.terms();
+        let document: NamedOrBlankNode = iri(&licence.iri()).into();
         self.types(&document, &[(DCT, "LicenseDocument")]);
         self.add(
             document.clone(),
             term(DCT, "type"),
-            term(LICENCE_TYPES, kind),
+            term(LICENCE_TYPES, terms.kind),
         );
-        self.add(document.clone(), term(FOAF, "name"), text(name));
+        self.add(document.clone(), term(FOAF, "name"), italian(terms.name));
+        self.add(
+            document.clone(),
+            NamedNode::new_unchecked(OWL_VERSION_INFO),
+            text(terms.version),
+        );
+        self.add(
+            document.clone(),
+            term(DCATAPIT, "referenceDoc"),
+            Literal::new_typed_literal(terms.document, xsd::ANY_URI),
+        );
         self.add(node.clone(), term(DCT, "license"), document);
         node
     }
@@ -440,7 +481,10 @@ pub fn turtle(catalogue: &Catalogue) -> String {
             .expect("the prefixes are IRIs");
     }
     let mut writer = serializer.for_writer(Vec::new());
-    for triple in graph(catalogue) {
+    // Grouped by subject, so each resource is written once with all its properties.
+    let mut triples = graph(catalogue);
+    triples.sort_by_cached_key(|triple| triple.subject.to_string());
+    for triple in triples {
         writer
             .serialize_triple(&triple)
             .expect("writing to memory cannot fail");
@@ -565,7 +609,8 @@ mod tests {
         assert_eq!("CC-BY-4.0".parse::<Licence>().unwrap(), Licence::CcBy40);
         assert_eq!("IODL-2.0".parse::<Licence>().unwrap(), Licence::Iodl20);
         for licence in Licence::iter() {
-            assert!(NamedNode::new(licence.facts().0).is_ok());
+            assert!(NamedNode::new(licence.iri()).is_ok());
+            assert!(NamedNode::new(licence.terms().document).is_ok());
         }
     }
 }
