@@ -392,6 +392,20 @@ async fn provision_tenant(
         },
     )
     .await?;
+    if let Some(extension) = timescaledb {
+        // Compression and the jobs, as the operator's maintenance sets them.
+        provision::ensure_hypertable(
+            admin,
+            db,
+            &HypertableSettings {
+                chunk_interval_hours: 24,
+                retention_days: 3650,
+                compress_after_days: 7,
+            },
+            extension,
+        )
+        .await?;
+    }
     if timescaledb.is_none() {
         let mut day = start;
         while day <= end {
