@@ -866,7 +866,7 @@ pub struct SmartRegionDatasetSpec {
     /// The licence the data is published under.
     pub licence: Licence,
 
-    /// Themes of the EU data-theme vocabulary, e.g. [ENVI].
+    /// Themes of the EU data-theme vocabulary, e.g. `[ENVI]`.
     #[schemars(length(min = 1, max = 5))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub themes: Vec<Theme>,
