@@ -131,7 +131,11 @@ async fn bench_storage(
         .await?;
     let reader = {
         let mut config: tokio_postgres::Config = postgres.url().parse()?;
-        config.user(&db.reader).password(&password);
+        // With the service's session settings (it turns JIT off).
+        config
+            .user(&db.reader)
+            .password(&password)
+            .options("-c jit=off");
         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         client
@@ -507,7 +511,8 @@ async fn report(
          resolution for a year ({YEAR_ROWS} rows) and 100 sensors × 2 metrics for a day\n\
          (288 000 rows). Each figure: the median of {RUNS} alternating runs after a warm-up,\n\
          in ms; \"SQL\" is the statement the service runs, fetched completely by the tenant's\n\
-         reader with tokio-postgres (the reference, measured in the same run).\n\n\
+         reader with tokio-postgres and the service's session settings (JIT off), the\n\
+         reference, measured in the same run.\n\n\
          | storage | query | service | SQL as the reader | service / SQL |\n|---|---|---|---|---|\n",
         jiff::Timestamp::now().strftime("%-d %b %Y %H:%M UTC"),
         extension
