@@ -138,6 +138,23 @@ pub async fn update(
     }
     let name = tenant.name_any();
     let api: Api<SmartRegionTenant> = Api::all(client.clone());
+    // The reconciled object comes from the watch cache, which may not have seen this
+    // operator's own last status write yet: compared with it alone, an idle tenant got
+    // its unchanged status written again (the idle test saw one such PATCH). The status
+    // as the server has it decides; the generation stays the one reconciled.
+    let fresh = api.get_status(&name).await.map_err(|source| Error {
+        name: name.clone(),
+        source,
+    })?;
+    let status = desired_status(
+        fresh.status.as_ref(),
+        tenant.meta().generation,
+        observation,
+        &now,
+    );
+    if fresh.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
     api.patch_status(
         &name,
         &PatchParams::default(),
@@ -149,7 +166,7 @@ pub async fn update(
         source,
     })?;
 
-    for event in events(tenant.status.as_ref(), observation) {
+    for event in events(fresh.status.as_ref(), observation) {
         // An Event is a courtesy: failing to record it must not fail the reconcile.
         if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
             tracing::warn!(tenant = %name, %error, "failed to record an Event");
