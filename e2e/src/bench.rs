@@ -1,9 +1,72 @@
-//! Shared by the benchmark programs: process memory and their sections of
-//! `docs/benchmarks.md`.
+//! Shared by the benchmark programs: the bench tenant's database part, process memory
+//! and their sections of `docs/benchmarks.md`.
 
 use anyhow::{Context, Result};
+use smartregion_operator::surface::provisioning::{
+    self as provision, Desired, HypertableSettings, Layout, Passwords, RoleLimits, TenantDb,
+};
 
 use crate::paths;
+
+/// The bench tenant's schema and roles as the operator provisions them (10 years kept,
+/// daily chunks, compressed after 7 days), `password` for both logins: a hypertable
+/// with compression and its jobs when `timescaledb` names the extension's schema, else
+/// partitions, one for each day of `days`.
+pub async fn provision_tenant(
+    admin: &mut tokio_postgres::Client,
+    db: &TenantDb,
+    password: &str,
+    timescaledb: Option<&str>,
+    days: impl IntoIterator<Item = jiff::Timestamp>,
+) -> Result<()> {
+    let hypertable = HypertableSettings {
+        chunk_interval_hours: 24,
+        retention_days: 3650,
+        compress_after_days: 7,
+    };
+    let layout = match timescaledb {
+        Some(schema) => Layout::Hypertable {
+            timescaledb: schema.to_string(),
+        },
+        None => Layout::Partitions,
+    };
+    provision::ensure_schema_exists(
+        admin,
+        db,
+        &provision::Provisioning {
+            desired: &Desired {
+                limits: RoleLimits {
+                    connection_limit: 100,
+                    statement_timeout_ms: 30_000,
+                },
+                layout,
+                timescaledb_schema: timescaledb.map(str::to_string),
+                hypertable: hypertable.clone(),
+            },
+            table: None,
+            logins: &provision::WriterLogins::first(db),
+            passwords: Passwords {
+                writer: password,
+                reader: password,
+            },
+            credentials: provision::Credentials::Keep,
+            writes: provision::Writes::Allowed,
+        },
+    )
+    .await?;
+    match timescaledb {
+        // Compression and the jobs, as the operator's maintenance sets them.
+        Some(extension) => {
+            provision::ensure_hypertable(admin, db, &hypertable, extension).await?;
+        }
+        None => {
+            for day in days {
+                provision::ensure_partitions(admin, db, day, 24, 3650).await?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Peak resident memory (VmHWM) of process `pid`, in MiB.
 pub fn peak_rss_mib(pid: u32) -> Result<f64> {

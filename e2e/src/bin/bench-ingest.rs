@@ -35,10 +35,7 @@ use smartregion_e2e::ingest::{HttpClient, Ingest, near_limit_notification};
 use smartregion_e2e::mosquitto::{self, Broker, Mosquitto, Published};
 use smartregion_e2e::{Cluster, PostgresServer, wait};
 use smartregion_operator::surface::TenantName;
-use smartregion_operator::surface::provisioning::HypertableSettings;
-use smartregion_operator::surface::provisioning::RoleLimits;
 use smartregion_operator::surface::provisioning::TenantDb;
-use smartregion_operator::surface::provisioning::{self as provision, Desired, Passwords};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -668,7 +665,14 @@ impl Bench<'_> {
         let db = TenantDb::for_tenant(&TenantName::parse(TENANT)?);
         let password = smartregion_operator::surface::provisioning::new_password();
         let mut admin = connect(&url).await?;
-        provision_tenant(&mut admin, &db, &password).await?;
+        smartregion_e2e::bench::provision_tenant(
+            &mut admin,
+            &db,
+            &password,
+            None,
+            [jiff::Timestamp::now()],
+        )
+        .await?;
         eprintln!("bench-ingest: reference: one binary COPY of {COPY_ROWS} rows");
         let copy = raw_copy(&url, &db, "copy-a").await?;
         eprintln!("bench-ingest: raw COPY {copy:.0} rows/s");
@@ -762,44 +766,6 @@ impl Bench<'_> {
         )
         .await
     }
-}
-
-/// The tenant's schema, roles and partitions, as the operator provisions them.
-async fn provision_tenant(
-    admin: &mut tokio_postgres::Client,
-    db: &TenantDb,
-    password: &str,
-) -> Result<()> {
-    provision::ensure_schema_exists(
-        admin,
-        db,
-        &provision::Provisioning {
-            desired: &Desired {
-                limits: RoleLimits {
-                    connection_limit: 100,
-                    statement_timeout_ms: 30_000,
-                },
-                layout: smartregion_operator::surface::provisioning::Layout::Partitions,
-                timescaledb_schema: None,
-                hypertable: HypertableSettings {
-                    chunk_interval_hours: 24,
-                    retention_days: 3650,
-                    compress_after_days: 7,
-                },
-            },
-            table: None,
-            logins: &provision::WriterLogins::first(db),
-            passwords: Passwords {
-                writer: password,
-                reader: password,
-            },
-            credentials: provision::Credentials::Keep,
-            writes: provision::Writes::Allowed,
-        },
-    )
-    .await?;
-    provision::ensure_partitions(admin, db, k8s_openapi::jiff::Timestamp::now(), 24, 3650).await?;
-    Ok(())
 }
 
 /// N plain connections doing one-row INSERT and COMMIT, for each N of [`CONCURRENCY`].

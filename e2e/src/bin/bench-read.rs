@@ -21,9 +21,7 @@ use smartregion_e2e::{Cluster, Engine, PostgresServer};
 use smartregion_ingest::read::query::{Aggregation, Format, Method, SeriesQuery};
 use smartregion_ingest::read::sql::{self, Flavour, Source};
 use smartregion_operator::surface::TenantName;
-use smartregion_operator::surface::provisioning::{
-    self as provision, Desired, HypertableSettings, Layout, Passwords, RoleLimits, TenantDb,
-};
+use smartregion_operator::surface::provisioning::{self as provision, TenantDb};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -111,7 +109,14 @@ async fn bench_storage(
         jiff::Timestamp::from_second(now - now.rem_euclid(3600))?
     };
     let start = end - jiff::SignedDuration::from_mins(YEAR_ROWS);
-    provision_tenant(&mut admin, &db, &password, timescaledb, start, end).await?;
+    smartregion_e2e::bench::provision_tenant(
+        &mut admin,
+        &db,
+        &password,
+        timescaledb,
+        days(start, end),
+    )
+    .await?;
     eprintln!(
         "bench-read: {storage}: loading {YEAR_ROWS} + {} rows",
         SENSORS * 2 * 1440
@@ -352,72 +357,13 @@ async fn direct(
     Ok(())
 }
 
-/// The tenant's schema and roles as the operator provisions them; on partitions, the
-/// daily partitions the operator would have made over the year.
-async fn provision_tenant(
-    admin: &mut tokio_postgres::Client,
-    db: &TenantDb,
-    password: &str,
-    timescaledb: Option<&str>,
-    start: jiff::Timestamp,
-    end: jiff::Timestamp,
-) -> Result<()> {
-    let layout = match timescaledb {
-        Some(schema) => Layout::Hypertable {
-            timescaledb: schema.to_string(),
-        },
-        None => Layout::Partitions,
-    };
-    provision::ensure_schema_exists(
-        admin,
-        db,
-        &provision::Provisioning {
-            desired: &Desired {
-                limits: RoleLimits {
-                    connection_limit: 100,
-                    statement_timeout_ms: 30_000,
-                },
-                layout,
-                timescaledb_schema: timescaledb.map(str::to_string),
-                hypertable: HypertableSettings {
-                    chunk_interval_hours: 24,
-                    retention_days: 3650,
-                    compress_after_days: 7,
-                },
-            },
-            table: None,
-            logins: &provision::WriterLogins::first(db),
-            passwords: Passwords {
-                writer: password,
-                reader: password,
-            },
-            credentials: provision::Credentials::Keep,
-            writes: provision::Writes::Allowed,
-        },
-    )
-    .await?;
-    if let Some(extension) = timescaledb {
-        // Compression and the jobs, as the operator's maintenance sets them.
-        provision::ensure_hypertable(
-            admin,
-            db,
-            &HypertableSettings {
-                chunk_interval_hours: 24,
-                retention_days: 3650,
-                compress_after_days: 7,
-            },
-            extension,
-        )
-        .await?;
-    }
-    if timescaledb.is_none() {
-        let mut day = start;
-        while day <= end {
-            provision::ensure_partitions(admin, db, day, 24, 3650).await?;
-            day += jiff::SignedDuration::from_hours(24);
-        }
-    }
-    Ok(())
+/// Every day from `start` to `end`: the daily partitions the operator would have made
+/// over the year.
+fn days(start: jiff::Timestamp, end: jiff::Timestamp) -> impl Iterator<Item = jiff::Timestamp> {
+    std::iter::successors(Some(start), |day| {
+        Some(*day + jiff::SignedDuration::from_hours(24))
+    })
+    .take_while(move |day| *day <= end)
 }
 
 /// The year of `year-1`, and a day of 100 sensors with two metrics, by binary COPY.
