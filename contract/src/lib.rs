@@ -5,6 +5,8 @@
 //! - [`tenant`]: the tenant-name rule and the schema a name maps to.
 //! - [`format`](mod@format): the payload formats (`spec.ingest.formats` and ingest's endpoints).
 //! - [`mqtt`]: the MQTT broker address syntax.
+//! - [`open_data`]: the vocabularies an open dataset is described with (licence, themes,
+//!   update frequency).
 //! - [`postgres`]: `sslmode` and TLS to PostgreSQL with rustls.
 //! - [`logging`]: the log formats and their set-up.
 //!
@@ -15,5 +17,6 @@ pub mod env;
 pub mod format;
 pub mod logging;
 pub mod mqtt;
+pub mod open_data;
 pub mod postgres;
 pub mod tenant;

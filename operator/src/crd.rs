@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
+pub use smartregion_contract::open_data::{Frequency, Licence, Theme};
 
 /// API group of every smartregion resource.
 pub const GROUP: &str = "smartregion.toscana.it";
@@ -609,15 +610,64 @@ pub struct Usage {
 
 /// Most consumers of one share.
 pub const MAX_SHARE_CONSUMERS: usize = 20;
-/// Most metrics, or metric prefixes, of one share.
-pub const MAX_SHARE_METRICS: usize = 50;
-/// Most sensors, or sensor prefixes, of one share.
-pub const MAX_SHARE_SENSORS: usize = 200;
+/// Most metrics, or metric prefixes, of one share or open dataset.
+pub const MAX_FILTER_METRICS: usize = 50;
+/// Most sensors, or sensor prefixes, of one share or open dataset.
+pub const MAX_FILTER_SENSORS: usize = 200;
 /// A tenant name as a share names it: what `metadata.name` of a tenant may be.
 pub const TENANT_NAME_PATTERN: &str = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$";
 /// A metric name or sensor id (or prefix) as a share lists it: printable text, no
 /// control characters.
 pub const SHARED_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
+
+/// Which measurements a share or an open dataset covers: a row filter the database
+/// enforces, on metric, sensor and time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RowFilter {
+    /// Metrics included, by exact name. With `metricPrefixes`, a measurement is included
+    /// when its metric is listed here or starts with a listed prefix; with neither, every
+    /// metric is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_FILTER_METRICS),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metrics: Vec<String>,
+
+    /// Metrics included, by the start of their name, e.g. "river_".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_FILTER_METRICS),
+        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub metric_prefixes: Vec<String>,
+
+    /// Sensors included, by exact id. With `sensorPrefixes`, as for metrics; with neither,
+    /// every sensor is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_FILTER_SENSORS),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensors: Vec<String>,
+
+    /// Sensors included, by the start of their id, e.g. "arno-".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_FILTER_SENSORS),
+        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sensor_prefixes: Vec<String>,
+
+    /// Only measurements from this time on (RFC 3339, e.g. "2026-01-01T00:00:00Z").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
 
 /// Data one ente shares with others: which tenants may read which of its measurements.
 /// Made by the providing ente itself, in its own namespace (its admins may create and
@@ -663,48 +713,10 @@ pub struct SmartRegionShareSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub consumers: Vec<String>,
 
-    /// Metrics shared, by exact name. With `metricPrefixes`, a measurement is shared when
-    /// its metric is listed here or starts with a listed prefix; with neither, every
-    /// metric is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_SHARE_METRICS),
-        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub metrics: Vec<String>,
-
-    /// Metrics shared, by the start of their name, e.g. "river_".
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_SHARE_METRICS),
-        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub metric_prefixes: Vec<String>,
-
-    /// Sensors shared, by exact id. With `sensorPrefixes`, as for metrics; with neither,
-    /// every sensor is. The sensor catalogue shared is these sensors' entries.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_SHARE_SENSORS),
-        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub sensors: Vec<String>,
-
-    /// Sensors shared, by the start of their id, e.g. "arno-".
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_SHARE_SENSORS),
-        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub sensor_prefixes: Vec<String>,
-
-    /// Only measurements from this time on (RFC 3339, e.g. "2026-01-01T00:00:00Z").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Time>,
+    /// Which of the provider's measurements are shared. The sensor catalogue shared is
+    /// the chosen sensors' entries.
+    #[serde(flatten)]
+    pub rows: RowFilter,
 }
 
 /// What the operator made of a share.
@@ -766,8 +778,6 @@ pub struct SharedWith {
     pub sensors_read_as: String,
 }
 
-/// Most metrics, metric prefixes, sensors or sensor prefixes of one open dataset.
-pub const MAX_DATASET_NAMES: usize = 100;
 /// Longest open dataset title, in characters.
 pub const DATASET_TITLE_MAX_LEN: usize = 200;
 /// Longest open dataset description, in characters.
@@ -820,48 +830,9 @@ pub struct SmartRegionDatasetSpec {
     #[serde(default)]
     pub granularity: Granularity,
 
-    /// Metrics published, by exact name. With `metricPrefixes`, a measurement is
-    /// published when its metric is listed here or starts with a listed prefix; with
-    /// neither, every metric is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_DATASET_NAMES),
-        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub metrics: Vec<String>,
-
-    /// Metrics published, by the start of their name, e.g. "pm".
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_DATASET_NAMES),
-        inner(length(min = 1, max = 128), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub metric_prefixes: Vec<String>,
-
-    /// Sensors published, by exact id; with `sensorPrefixes`, as for metrics; with
-    /// neither, every sensor is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_DATASET_NAMES),
-        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub sensors: Vec<String>,
-
-    /// Sensors published, by the start of their id, e.g. "aq-".
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = MAX_DATASET_NAMES),
-        inner(length(min = 1, max = 256), regex(pattern = SHARED_VALUE_PATTERN))
-    )]
-    #[x_kube(merge_strategy = ListMerge::Set)]
-    pub sensor_prefixes: Vec<String>,
-
-    /// Only measurements from this time on (RFC 3339, e.g. "2026-01-01T00:00:00Z").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Time>,
+    /// Which of the ente's measurements are published.
+    #[serde(flatten)]
+    pub rows: RowFilter,
 
     /// The licence the data is published under.
     pub licence: Licence,
@@ -933,67 +904,6 @@ impl Granularity {
             Granularity::Day => "P1D",
         }
     }
-}
-
-/// A licence open data is published under (DCAT-AP_IT's licence vocabulary).
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
-)]
-pub enum Licence {
-    #[serde(rename = "CC-BY-4.0")]
-    CcBy40,
-    #[serde(rename = "CC0-1.0")]
-    Cc010,
-    #[serde(rename = "CC-BY-SA-4.0")]
-    CcBySa40,
-    #[serde(rename = "IODL-2.0")]
-    Iodl20,
-}
-
-/// A theme of the EU data-theme vocabulary.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Theme {
-    Agri,
-    Econ,
-    Educ,
-    Ener,
-    Envi,
-    Gove,
-    Heal,
-    Intr,
-    Just,
-    Regi,
-    Soci,
-    Tech,
-    Tran,
-}
-
-/// How often an open dataset is updated (EU frequency vocabulary).
-#[derive(
-    JsonSchema,
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::EnumIter,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Frequency {
-    /// Continuously, as measurements arrive.
-    Cont,
-    #[default]
-    Hourly,
-    Daily,
-    Weekly,
-    Monthly,
 }
 
 /// The contact point of an open dataset.

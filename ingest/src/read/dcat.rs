@@ -76,48 +76,7 @@ pub struct Contact {
     pub email: String,
 }
 
-/// A theme of the EU data-theme vocabulary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::Display, strum::EnumIter)]
-#[strum(serialize_all = "UPPERCASE")]
-pub enum Theme {
-    Agri,
-    Econ,
-    Educ,
-    Ener,
-    Envi,
-    Gove,
-    Heal,
-    Intr,
-    Just,
-    Regi,
-    Soci,
-    Tech,
-    Tran,
-}
-
-/// An update frequency of the EU frequency vocabulary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::Display, strum::EnumIter)]
-#[strum(serialize_all = "UPPERCASE")]
-pub enum Frequency {
-    Cont,
-    Hourly,
-    Daily,
-    Weekly,
-    Monthly,
-}
-
-/// A licence open data is published under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::Display, strum::EnumIter)]
-pub enum Licence {
-    #[strum(serialize = "CC-BY-4.0")]
-    CcBy40,
-    #[strum(serialize = "CC0-1.0")]
-    Cc010,
-    #[strum(serialize = "CC-BY-SA-4.0")]
-    CcBySa40,
-    #[strum(serialize = "IODL-2.0")]
-    Iodl20,
-}
+pub use smartregion_contract::open_data::{Frequency, Licence, Theme};
 
 /// A licence as DCAT-AP_IT describes it.
 struct LicenceTerms {
@@ -131,45 +90,44 @@ struct LicenceTerms {
     document: &'static str,
 }
 
-impl Licence {
-    fn terms(self) -> LicenceTerms {
-        match self {
-            Licence::CcBy40 => LicenceTerms {
-                code: "A21_CCBY40",
-                kind: "Attribution",
-                name: "Creative Commons Attribuzione 4.0 Internazionale (CC BY 4.0)",
-                version: "4.0",
-                document: "https://creativecommons.org/licenses/by/4.0/",
-            },
-            // The vocabulary spells it with the letter O: CCO.
-            Licence::Cc010 => LicenceTerms {
-                code: "A11_CCO10",
-                kind: "PublicDomain",
-                name: "Creative Commons CC0 1.0 Universale - Public Domain Dedication (CC0 1.0)",
-                version: "1.0",
-                document: "https://creativecommons.org/publicdomain/zero/1.0/",
-            },
-            Licence::CcBySa40 => LicenceTerms {
-                code: "A31_CCBYSA40",
-                kind: "ViralEffect-ShareAlike",
-                name: "Creative Commons Attribuzione - Condividi allo stesso modo 4.0 Internazionale (CC BY-SA 4.0)",
-                version: "4.0",
-                document: "https://creativecommons.org/licenses/by-sa/4.0/",
-            },
-            Licence::Iodl20 => LicenceTerms {
-                code: "A29_IODL20",
-                kind: "Attribution",
-                name: "Italian Open Data License 2.0 (IODL 2.0)",
-                version: "2.0",
-                document: "https://www.dati.gov.it/content/italian-open-data-license-v20",
-            },
-        }
+/// The licence's terms, as DCAT-AP_IT describes them.
+fn terms(licence: Licence) -> LicenceTerms {
+    match licence {
+        Licence::CcBy40 => LicenceTerms {
+            code: "A21_CCBY40",
+            kind: "Attribution",
+            name: "Creative Commons Attribuzione 4.0 Internazionale (CC BY 4.0)",
+            version: "4.0",
+            document: "https://creativecommons.org/licenses/by/4.0/",
+        },
+        // The vocabulary spells it with the letter O: CCO.
+        Licence::Cc010 => LicenceTerms {
+            code: "A11_CCO10",
+            kind: "PublicDomain",
+            name: "Creative Commons CC0 1.0 Universale - Public Domain Dedication (CC0 1.0)",
+            version: "1.0",
+            document: "https://creativecommons.org/publicdomain/zero/1.0/",
+        },
+        Licence::CcBySa40 => LicenceTerms {
+            code: "A31_CCBYSA40",
+            kind: "ViralEffect-ShareAlike",
+            name: "Creative Commons Attribuzione - Condividi allo stesso modo 4.0 Internazionale (CC BY-SA 4.0)",
+            version: "4.0",
+            document: "https://creativecommons.org/licenses/by-sa/4.0/",
+        },
+        Licence::Iodl20 => LicenceTerms {
+            code: "A29_IODL20",
+            kind: "Attribution",
+            name: "Italian Open Data License 2.0 (IODL 2.0)",
+            version: "2.0",
+            document: "https://www.dati.gov.it/content/italian-open-data-license-v20",
+        },
     }
+}
 
-    /// The licence's concept in the Italian licence vocabulary.
-    pub fn iri(self) -> String {
-        format!("{ITALIAN_LICENCES}{}", self.terms().code)
-    }
+/// The licence's concept in the Italian licence vocabulary.
+pub fn licence_iri(licence: Licence) -> String {
+    format!("{ITALIAN_LICENCES}{}", terms(licence).code)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,8 +357,8 @@ impl Graph {
             term(DCT, "title"),
             italian(&distribution.title),
         );
-        let terms = licence.terms();
-        let document: NamedOrBlankNode = iri(&licence.iri()).into();
+        let terms = terms(licence);
+        let document: NamedOrBlankNode = iri(&licence_iri(licence)).into();
         self.types(&document, &[(DCT, "LicenseDocument")]);
         self.add(
             document.clone(),
@@ -609,8 +567,8 @@ mod tests {
         assert_eq!("CC-BY-4.0".parse::<Licence>().unwrap(), Licence::CcBy40);
         assert_eq!("IODL-2.0".parse::<Licence>().unwrap(), Licence::Iodl20);
         for licence in Licence::iter() {
-            assert!(NamedNode::new(licence.iri()).is_ok());
-            assert!(NamedNode::new(licence.terms().document).is_ok());
+            assert!(NamedNode::new(licence_iri(licence)).is_ok());
+            assert!(NamedNode::new(terms(licence).document).is_ok());
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod child_status;
 pub mod conditions;
 pub mod context;
 pub mod database;
@@ -207,38 +208,29 @@ async fn share_step(
     if found.shares.is_empty() {
         return Ok(());
     }
+    let provided = match database {
+        Step::Done(outcome, _) => Ok(outcome.sharing.provided.as_ref()),
+        Step::Failed(observed, _) | Step::Waiting(observed) => Err(observed.message.as_str()),
+        Step::Skipped => return Ok(()),
+    };
     let declared = sharing::declared(&found.shares, &validated.name);
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let changes = found
-        .shares
-        .iter()
-        .filter(|object| object.metadata.deletion_timestamp.is_none())
-        .map(|object| {
-            let mine = declared.iter().find(|d| d.share.name == object.name_any());
-            let enforced = match database {
-                Step::Done(outcome, _) => match &outcome.sharing.provided {
-                    None => sharing::Enforced::Forbidden,
-                    Some(provided) => provided
-                        .iter()
-                        .find(|(name, _)| *name == object.name_any())
-                        .map(|(_, active)| sharing::Enforced::Active(active))
-                        .unwrap_or(sharing::Enforced::Active(&[])),
-                },
-                Step::Failed(observed, _) => sharing::Enforced::Failed(&observed.message),
-                Step::Waiting(observed) => sharing::Enforced::Failed(&observed.message),
-                Step::Skipped => return None,
-            };
-            Some((
-                object.clone(),
-                sharing::share_status(object, &validated.name, mine, enforced, &now),
-            ))
-        })
-        .collect::<Option<Vec<_>>>();
-    let Some(changes) = changes else {
-        return Ok(());
+    let live = live(&found.shares);
+    let desired = |object: &crate::crd::SmartRegionShare, previous: Option<&_>| {
+        let mine = declared.iter().find(|d| d.share.name == object.name_any());
+        let enforced = match provided {
+            Err(why) => sharing::Enforced::Failed(why),
+            Ok(None) => sharing::Enforced::Forbidden,
+            Ok(Some(provided)) => provided
+                .iter()
+                .find(|(name, _)| *name == object.name_any())
+                .map(|(_, active)| sharing::Enforced::Active(active))
+                .unwrap_or(sharing::Enforced::Active(&[])),
+        };
+        sharing::share_status(object, previous, &validated.name, mine, enforced, &now)
     };
-    sharing::update_share_statuses(&context.client, &context.recorder, changes)
+    sharing::update_share_statuses(&context.client, &context.recorder, &live, desired)
         .await
         .map(|_| ())
         .map_err(Error::ShareStatus)
@@ -294,21 +286,29 @@ async fn dataset_step(
     };
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let changes = found
-        .datasets
-        .iter()
-        .filter(|object| object.metadata.deletion_timestamp.is_none())
-        .map(|object| {
-            (
-                object.clone(),
-                open_data::dataset_status(object, validated, &context.config, published, &now),
-            )
-        })
-        .collect();
-    open_data::update_dataset_statuses(&context.client, changes)
+    let desired = |object: &crate::crd::SmartRegionDataset, previous: Option<&_>| {
+        open_data::dataset_status(
+            object,
+            previous,
+            validated,
+            &context.config,
+            published,
+            &now,
+        )
+    };
+    open_data::update_dataset_statuses(&context.client, &live(&found.datasets), desired)
         .await
         .map(|_| ())
         .map_err(Error::DatasetStatus)
+}
+
+/// The objects not being deleted: the ones whose status is still worth writing.
+fn live<K: kube::Resource + Clone>(objects: &[K]) -> Vec<K> {
+    objects
+        .iter()
+        .filter(|object| object.meta().deletion_timestamp.is_none())
+        .cloned()
+        .collect()
 }
 
 /// How often a tenant whose rotated writer login waits for the pods is looked at.

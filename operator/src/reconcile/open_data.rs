@@ -2,17 +2,15 @@
 //! in the tenant's namespace to what the database step publishes, and from what it
 //! published to the datasets' status.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
+use super::child_status;
 use super::conditions::Reason;
 use crate::config::Config;
 use crate::crd::{SmartRegionDataset, SmartRegionDatasetStatus};
 use crate::database::datasets::{self, Dataset};
 use crate::database::names::TenantDb;
-use crate::database::shares::Share;
 use crate::tenant::Validated;
 
 /// The datasets to publish, from the objects in the tenant's namespace; none when the
@@ -26,22 +24,9 @@ pub fn declared(objects: &[SmartRegionDataset], tenant: &Validated) -> Vec<Datas
         .filter(|object| object.metadata.deletion_timestamp.is_none())
         .map(|object| {
             let spec = &object.spec;
-            let sorted = |values: &[String]| {
-                let mut values = values.to_vec();
-                values.sort();
-                values.dedup();
-                values
-            };
             Dataset {
                 name: object.name_any(),
-                rows: Share {
-                    name: object.name_any(),
-                    metrics: sorted(&spec.metrics),
-                    metric_prefixes: sorted(&spec.metric_prefixes),
-                    sensors: sorted(&spec.sensors),
-                    sensor_prefixes: sorted(&spec.sensor_prefixes),
-                    since: spec.since.as_ref().map(|time| time.0.to_string()),
-                },
+                rows: super::sharing::rows(object.name_any(), &spec.rows),
                 period_seconds: spec.granularity.seconds(),
                 metadata: metadata(spec, tenant),
             }
@@ -78,9 +63,10 @@ pub fn url(tenant: &Validated, config: &Config, name: &str) -> String {
     )
 }
 
-/// The status a dataset has after the database step.
+/// The status a dataset has after the database step, its last one `previous`.
 pub fn dataset_status(
     object: &SmartRegionDataset,
+    previous: Option<&SmartRegionDatasetStatus>,
     tenant: &Validated,
     config: &Config,
     published: Published<'_>,
@@ -115,55 +101,35 @@ pub fn dataset_status(
         ),
         Published::Failed(why) => (false, Reason::PublishFailed, why.to_string()),
     };
-    let state = if ok { "True" } else { "False" };
-    let since = object
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == state)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+    let generation = object.metadata.generation;
+    let previous = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     SmartRegionDatasetStatus {
-        observed_generation: object.metadata.generation,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: state.into(),
-            reason: reason.as_str().into(),
-            message,
-            last_transition_time: since,
-            observed_generation: object.metadata.generation,
-        }],
+        observed_generation: generation,
+        conditions: vec![child_status::ready(
+            previous, generation, ok, reason, message, now,
+        )],
         url: (published == Published::Yes).then_some(url),
         read_as: (published == Published::Yes).then_some(read_as),
     }
 }
 
-/// Writes each dataset's status where it changed (never on an idle reconcile). Returns
-/// the writes made.
+/// Writes each dataset's status where it changed (never on an idle reconcile); `desired`
+/// makes a dataset's status from its last one. Returns the writes made.
 pub async fn update_dataset_statuses(
     client: &Client,
-    changes: Vec<(SmartRegionDataset, SmartRegionDatasetStatus)>,
+    datasets: &[SmartRegionDataset],
+    desired: impl Fn(&SmartRegionDataset, Option<&SmartRegionDatasetStatus>) -> SmartRegionDatasetStatus,
 ) -> Result<usize, kube::Error> {
     let mut writes = 0;
-    for (object, status) in changes {
-        if object.status.as_ref() == Some(&status) {
-            continue;
+    for object in datasets {
+        if child_status::write(client, object, |previous| desired(object, previous))
+            .await?
+            .is_some()
+        {
+            writes += 1;
         }
-        let api: Api<SmartRegionDataset> =
-            Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-        let mut value = serde_json::to_value(&status).expect("status serializes");
-        for field in ["url", "readAs"] {
-            if value.get(field).is_none() {
-                value[field] = serde_json::Value::Null;
-            }
-        }
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": value })),
-        )
-        .await?;
-        writes += 1;
     }
     Ok(writes)
 }

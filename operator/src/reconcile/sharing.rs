@@ -7,14 +7,15 @@
 //! appears after its provider). Nothing crosses namespaces on the Kubernetes side: no
 //! Secret is copied, the consumer reads with its own reader login.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 
+use super::child_status;
 use super::conditions::Reason;
-use crate::crd::{ShareConsumer, ShareState, SharedWith, SmartRegionShare, SmartRegionShareStatus};
+use crate::crd::{
+    RowFilter, ShareConsumer, ShareState, SharedWith, SmartRegionShare, SmartRegionShareStatus,
+};
 use crate::database::names::TenantDb;
 use crate::database::shares::{self, Share};
 use crate::tenant::TenantName;
@@ -35,14 +36,7 @@ pub fn declared(shares: &[SmartRegionShare], provider: &TenantName) -> Vec<Decla
         .map(|object| {
             let spec = &object.spec;
             Declared {
-                share: Share {
-                    name: object.name_any(),
-                    metrics: sorted(&spec.metrics),
-                    metric_prefixes: sorted(&spec.metric_prefixes),
-                    sensors: sorted(&spec.sensors),
-                    sensor_prefixes: sorted(&spec.sensor_prefixes),
-                    since: spec.since.as_ref().map(|time| time.0.to_string()),
-                },
+                share: rows(object.name_any(), &spec.rows),
                 consumers: spec
                     .consumers
                     .iter()
@@ -54,6 +48,19 @@ pub fn declared(shares: &[SmartRegionShare], provider: &TenantName) -> Vec<Decla
         .collect();
     declared.sort_by(|a, b| a.share.name.cmp(&b.share.name));
     declared
+}
+
+/// A row filter as the database step enforces it, named `name` (a share's or an open
+/// dataset's).
+pub(super) fn rows(name: String, filter: &RowFilter) -> Share {
+    Share {
+        name,
+        metrics: sorted(&filter.metrics),
+        metric_prefixes: sorted(&filter.metric_prefixes),
+        sensors: sorted(&filter.sensors),
+        sensor_prefixes: sorted(&filter.sensor_prefixes),
+        since: filter.since.as_ref().map(|time| time.0.to_string()),
+    }
 }
 
 /// In a canonical order: reordering a list in the spec changes no view.
@@ -179,9 +186,10 @@ pub enum Enforced<'a> {
     Failed(&'a str),
 }
 
-/// The status a share has after the provider's database step.
+/// The status a share has after the provider's database step, its last one `previous`.
 pub fn share_status(
     object: &SmartRegionShare,
+    previous: Option<&SmartRegionShareStatus>,
     provider: &TenantName,
     declared: Option<&Declared>,
     enforced: Enforced<'_>,
@@ -237,23 +245,15 @@ pub fn share_status(
             "; {provider} is the tenant that shares and is left out of its consumers"
         ));
     }
-    let state = if ok { "True" } else { "False" };
-    let previous = object.status.as_ref();
-    let since = previous
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == state)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+    let generation = object.metadata.generation;
+    let previous = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     SmartRegionShareStatus {
-        observed_generation: object.metadata.generation,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: state.into(),
-            reason: reason.as_str().into(),
-            message,
-            last_transition_time: since,
-            observed_generation: object.metadata.generation,
-        }],
+        observed_generation: generation,
+        conditions: vec![child_status::ready(
+            previous, generation, ok, reason, message, now,
+        )],
         read_as: Some(read_as),
         sensors_read_as: Some(shares::read_as(&db, &shares::sensors_view(&name))),
         consumers,
@@ -303,31 +303,22 @@ pub fn share_events(
 }
 
 /// Writes each share's status where it changed (never on an idle reconcile), with its
-/// Events. Returns the writes made.
+/// Events; `desired` makes a share's status from its last one. Returns the writes made.
 pub async fn update_share_statuses(
     client: &Client,
     recorder: &Recorder,
-    changes: Vec<(SmartRegionShare, SmartRegionShareStatus)>,
+    shares: &[SmartRegionShare],
+    desired: impl Fn(&SmartRegionShare, Option<&SmartRegionShareStatus>) -> SmartRegionShareStatus,
 ) -> Result<usize, kube::Error> {
     let mut writes = 0;
-    for (object, status) in changes {
-        if object.status.as_ref() == Some(&status) {
+    for object in shares {
+        let Some((previous, status)) =
+            child_status::write(client, object, |previous| desired(object, previous)).await?
+        else {
             continue;
-        }
-        let api: Api<SmartRegionShare> =
-            Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-        let mut value = serde_json::to_value(&status).expect("status serializes");
-        if status.consumers.is_empty() {
-            value["consumers"] = serde_json::Value::Null;
-        }
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": value })),
-        )
-        .await?;
+        };
         writes += 1;
-        for event in share_events(object.status.as_ref(), &status) {
+        for event in share_events(previous.as_ref(), &status) {
             if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
                 tracing::warn!(share = %object.name_any(), %error, "failed to record an Event");
             }
@@ -351,11 +342,10 @@ mod tests {
             },
             spec: crate::crd::SmartRegionShareSpec {
                 consumers: consumers.iter().map(|c| c.to_string()).collect(),
-                metrics: vec!["river_level".into(), "flow".into(), "flow".into()],
-                metric_prefixes: Vec::new(),
-                sensors: Vec::new(),
-                sensor_prefixes: Vec::new(),
-                since: None,
+                rows: RowFilter {
+                    metrics: vec!["river_level".into(), "flow".into(), "flow".into()],
+                    ..RowFilter::default()
+                },
             },
             status: None,
         }
@@ -459,6 +449,7 @@ mod tests {
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
         let waiting = share_status(
             &share,
+            None,
             &provider,
             declared.first(),
             Enforced::Active(&[name("firenze")]),
@@ -474,6 +465,7 @@ mod tests {
         let both = [name("firenze"), name("pisa")];
         let ready = share_status(
             &share,
+            Some(&waiting),
             &provider,
             declared.first(),
             Enforced::Active(&both),
