@@ -1,13 +1,12 @@
-//! The status of what a tenant's reconcile reports on besides the tenant itself, its
-//! shares and its open datasets: one `Ready` condition each, written the same way.
+//! How every kind's status is written (the tenant's, its shares' and its open datasets'),
+//! and the one `Ready` condition of shares and datasets.
 
 use std::fmt::Debug;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::object::HasStatus;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -44,28 +43,25 @@ pub fn ready(
 /// A status written: the one it replaced and the new one.
 pub type Written<S> = (Option<S>, S);
 
-/// Writes `object`'s status as `desired` makes it from the current one, unless that is
-/// what the object already has (never on an idle reconcile). The object comes from the
-/// watch cache, which may not have seen this operator's own last write: when the cache
-/// differs, the status as the server has it decides, as for the tenant's own status.
-/// Fields the new status no longer has are removed (a merge patch writes them null).
+/// Writes `object`'s status through `api` (its namespace's, or the cluster's for a
+/// tenant) as `desired` makes it from the current one, unless that is what the object
+/// already has (never on an idle reconcile). The object comes from the watch cache, which
+/// may not have seen this operator's own last write (compared with the cache alone, an
+/// idle tenant once got its unchanged status written again): when the cache differs, the
+/// status as the server has it decides. Fields the new status no longer has are removed
+/// (a merge patch writes them null).
 pub async fn write<K>(
-    client: &Client,
+    api: &Api<K>,
     object: &K,
     desired: impl Fn(Option<&K::Status>) -> K::Status,
 ) -> Result<Option<Written<K::Status>>, kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + HasStatus
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Resource<DynamicType = ()> + HasStatus + Clone + Debug + DeserializeOwned,
     K::Status: PartialEq + Clone + Serialize,
 {
     if object.status() == Some(&desired(object.status())) {
         return Ok(None);
     }
-    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     let name = object.name_any();
     let fresh = api.get_status(&name).await?;
     let previous = fresh.status().cloned();
@@ -84,7 +80,7 @@ where
 
 /// `next` as a merge patch over `previous`: every top-level field `previous` has and
 /// `next` leaves out becomes null.
-fn merge_patch<S: Serialize>(previous: Option<&S>, next: &S) -> serde_json::Value {
+pub(super) fn merge_patch<S: Serialize>(previous: Option<&S>, next: &S) -> serde_json::Value {
     let mut value = serde_json::to_value(next).expect("a status serializes");
     let before = previous.map(|p| serde_json::to_value(p).expect("a status serializes"));
     if let (Some(serde_json::Value::Object(before)), serde_json::Value::Object(after)) =

@@ -3,6 +3,7 @@
 //! published to the datasets' status.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::child_status;
@@ -124,7 +125,8 @@ pub async fn update_dataset_statuses(
 ) -> Result<usize, kube::Error> {
     let mut writes = 0;
     for object in datasets {
-        if child_status::write(client, object, |previous| desired(object, previous))
+        let api = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+        if child_status::write(&api, object, |previous| desired(object, previous))
             .await?
             .is_some()
         {

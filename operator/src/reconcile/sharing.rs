@@ -8,6 +8,7 @@
 //! Secret is copied, the consumer reads with its own reader login.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 
@@ -312,8 +313,9 @@ pub async fn update_share_statuses(
 ) -> Result<usize, kube::Error> {
     let mut writes = 0;
     for object in shares {
+        let api = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
         let Some((previous, status)) =
-            child_status::write(client, object, |previous| desired(object, previous)).await?
+            child_status::write(&api, object, |previous| desired(object, previous)).await?
         else {
             continue;
         };

@@ -5,11 +5,11 @@
 //! transition. Never puts a secret in status or an Event.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 
+use super::child_status;
 use crate::crd::{SmartRegionTenant, SmartRegionTenantStatus};
 
 pub use super::conditions::{ConditionType, ExposureSeen, Observation, Observed, Reason, truncate};
@@ -105,21 +105,9 @@ pub fn desired_status(
     status
 }
 
-/// The merge patch that stores `status`: a field it no longer has (`exposure` once
-/// exposure is off) is removed by an explicit null, which merge patches need.
-pub fn status_patch(status: &SmartRegionTenantStatus) -> serde_json::Value {
-    let mut value = serde_json::to_value(status).expect("status serializes");
-    if status.exposure.is_none() {
-        value["exposure"] = serde_json::Value::Null;
-    }
-    if status.shared_with_me.is_empty() {
-        value["sharedWithMe"] = serde_json::Value::Null;
-    }
-    json!({ "status": value })
-}
-
-/// Writes the status if it changed and announces a phase change with an Event.
-/// Returns whether anything was written.
+/// Writes the status if it changed (compared with the server's copy when the cache
+/// differs, [`child_status::write`]) and announces each change with an Event. Returns
+/// whether anything was written.
 pub async fn update(
     client: &Client,
     recorder: &Recorder,
@@ -127,46 +115,22 @@ pub async fn update(
     observation: &Observation,
 ) -> Result<bool, Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = desired_status(
-        tenant.status.as_ref(),
-        tenant.meta().generation,
-        observation,
-        &now,
-    );
-    if tenant.status.as_ref() == Some(&status) {
-        return Ok(false);
-    }
     let name = tenant.name_any();
     let api: Api<SmartRegionTenant> = Api::all(client.clone());
-    // The reconciled object comes from the watch cache, which may not have seen this
-    // operator's own last status write yet: compared with it alone, an idle tenant got
-    // its unchanged status written again (the idle test saw one such PATCH). The status
-    // as the server has it decides; the generation stays the one reconciled.
-    let fresh = api.get_status(&name).await.map_err(|source| Error {
-        name: name.clone(),
-        source,
-    })?;
-    let status = desired_status(
-        fresh.status.as_ref(),
-        tenant.meta().generation,
-        observation,
-        &now,
-    );
-    if fresh.status.as_ref() == Some(&status) {
+    // The generation stays the one reconciled, whichever status it is put on.
+    let desired = |previous: Option<&_>| {
+        desired_status(previous, tenant.meta().generation, observation, &now)
+    };
+    let written = child_status::write(&api, tenant, desired)
+        .await
+        .map_err(|source| Error {
+            name: name.clone(),
+            source,
+        })?;
+    let Some((previous, _)) = written else {
         return Ok(false);
-    }
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(status_patch(&status)),
-    )
-    .await
-    .map_err(|source| Error {
-        name: name.clone(),
-        source,
-    })?;
-
-    for event in events(fresh.status.as_ref(), observation) {
+    };
+    for event in events(previous.as_ref(), observation) {
         // An Event is a courtesy: failing to record it must not fail the reconcile.
         if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
             tracing::warn!(tenant = %name, %error, "failed to record an Event");
@@ -219,6 +183,7 @@ pub fn events(previous: Option<&SmartRegionTenantStatus>, observation: &Observat
 mod tests {
     use super::*;
     use crate::crd::Phase;
+    use crate::reconcile::child_status::merge_patch;
 
     fn time(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
@@ -304,8 +269,8 @@ mod tests {
         ));
         let on = desired_status(None, Some(1), &exposed, &time(100));
         assert!(on.exposure.is_some());
-        let patch = status_patch(&on);
-        assert_eq!(patch["status"]["exposure"]["kind"], "HTTPRoute");
+        let patch = merge_patch(None, &on);
+        assert_eq!(patch["exposure"]["kind"], "HTTPRoute");
         // A step that did not get as far as the exposure leaves it as it was.
         let unknown = desired_status(Some(&on), Some(1), &observation(true), &time(200));
         assert_eq!(unknown.exposure, on.exposure);
@@ -322,13 +287,9 @@ mod tests {
         assert_eq!(off.exposure, None);
         assert!(!off.conditions.iter().any(|c| c.type_ == "ExposureReady"));
         // A merge patch only removes what it sets to null.
-        assert!(status_patch(&off)["status"]["exposure"].is_null());
-        assert!(
-            status_patch(&off)["status"]
-                .as_object()
-                .unwrap()
-                .contains_key("exposure")
-        );
+        let patch = merge_patch(Some(&on), &off);
+        assert!(patch["exposure"].is_null());
+        assert!(patch.as_object().unwrap().contains_key("exposure"));
     }
 
     #[test]
