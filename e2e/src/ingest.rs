@@ -4,7 +4,7 @@
 //!
 //! Pods never run on the kwok nodes; this is how the tests prove the Deployment runnable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub enum Mode {
 /// A running `smartregion-ingest`, killed when dropped.
 pub struct Ingest {
     child: Child,
+    /// The `smartregion-ingest` executable it runs.
+    program: PathBuf,
     mode: Mode,
     pub port: u16,
     pub log: PathBuf,
@@ -69,17 +71,40 @@ impl Ingest {
         Self::start_with(cluster, Mode::Ingest, env, Some(cgroup.procs_files()))
     }
 
+    /// As [`Ingest::start`] or [`Ingest::start_in`], running `program` (another build of
+    /// `smartregion-ingest`, for benchmarks that compare builds).
+    pub fn start_program(
+        cluster: &Cluster,
+        program: &Path,
+        env: Vec<(String, String)>,
+        cgroup: Option<&crate::cgroup::Cgroup>,
+    ) -> Result<Ingest> {
+        let procs = cgroup.map(crate::cgroup::Cgroup::procs_files);
+        Self::start_program_with(cluster, program.to_path_buf(), Mode::Ingest, env, procs)
+    }
+
     fn start_with(
         cluster: &Cluster,
         mode: Mode,
         env: Vec<(String, String)>,
         cgroup: Option<Vec<PathBuf>>,
     ) -> Result<Ingest> {
+        Self::start_program_with(cluster, binary()?, mode, env, cgroup)
+    }
+
+    fn start_program_with(
+        cluster: &Cluster,
+        program: PathBuf,
+        mode: Mode,
+        env: Vec<(String, String)>,
+        cgroup: Option<Vec<PathBuf>>,
+    ) -> Result<Ingest> {
         let port = free_port()?;
         let log = cluster.state_dir.join(format!("ingest-{port}.log"));
-        let child = Self::spawn(mode, &log, port, &env, cgroup.as_deref())?;
+        let child = Self::spawn(&program, mode, &log, port, &env, cgroup.as_deref())?;
         Ok(Ingest {
             child,
+            program,
             mode,
             port,
             log,
@@ -89,6 +114,7 @@ impl Ingest {
     }
 
     fn spawn(
+        program: &Path,
         mode: Mode,
         log: &PathBuf,
         port: u16,
@@ -100,14 +126,14 @@ impl Ingest {
             .append(true)
             .open(log)?;
         let mut command = match cgroup {
-            None => Command::new(binary()?),
+            None => Command::new(program),
             Some(procs) => {
                 // sh's own pid is the service's after exec.
                 let mut command = Command::new("/bin/sh");
                 command
                     .arg("-c")
                     .arg(r#"for procs in "$@"; do echo $$ > "$procs" || exit 1; done; exec "$0""#)
-                    .arg(binary()?)
+                    .arg(program)
                     .args(procs);
                 command
             }
@@ -143,6 +169,7 @@ impl Ingest {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = Self::spawn(
+            &self.program,
             self.mode,
             &self.log,
             self.port,

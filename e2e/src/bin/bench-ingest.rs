@@ -877,16 +877,22 @@ struct Limited {
     alive: bool,
 }
 
-async fn ours_in_limits(bench: &Bench<'_>) -> Result<Limited> {
+/// The small tier's container limits, as a cgroup gets them.
+fn small_tier_limits() -> Result<cgroup::Limits> {
     let tier = smartregion_operator::surface::Tiers::default().small;
-    let limits = cgroup::Limits {
+    Ok(cgroup::Limits {
         memory_bytes: u64::try_from(tier.container_memory.whole_units())?,
         // Thousandths of a core are millicores.
         cpu_millis: u64::try_from(
             smartregion_operator::surface::parse_quantity(tier.container_cpu.as_str())
                 .context("the tier's container CPU")?,
         )?,
-    };
+    })
+}
+
+async fn ours_in_limits(bench: &Bench<'_>) -> Result<Limited> {
+    let tier = smartregion_operator::surface::Tiers::default().small;
+    let limits = small_tier_limits()?;
     let group = Cgroup::create("bench-ingest", limits)?;
     let mut limited = Ingest::start_in(
         bench.cluster,
@@ -942,6 +948,131 @@ async fn ours_in_limits(bench: &Bench<'_>) -> Result<Limited> {
         oom_kills: oom_kills as u64,
         alive,
     })
+}
+
+/// Names builds of `smartregion-ingest` to compare instead of the whole bench:
+/// `before=/path/to/smartregion-ingest,after=/path/to/another`.
+const COMPARE: &str = "SMARTREGION_BENCH_COMPARE";
+/// Rounds of a comparison (3 unless set).
+const COMPARE_ROUNDS: &str = "SMARTREGION_BENCH_COMPARE_ROUNDS";
+
+/// Compares builds of `smartregion-ingest` (`builds` as [`COMPARE`] gives them) on the
+/// HTTP matrix, inside the small tier's limits and without limits: in each round, each
+/// build in turn, on the same database and table, so that what changes over the run (the
+/// table's size, the machine's other load) falls on every build alike. Prints each cell
+/// as measured, then the means and their ratio to the first build's. Writes no docs.
+async fn compare(bench: &Bench<'_>, builds: &str) -> Result<()> {
+    let builds = builds
+        .split(',')
+        .map(|build| {
+            let (name, program) = build
+                .split_once('=')
+                .with_context(|| format!("{COMPARE}: '{build}' is not name=path"))?;
+            let program = std::path::PathBuf::from(program);
+            if !program.is_file() {
+                bail!("{COMPARE}: {} is not a file", program.display());
+            }
+            Ok((name.to_string(), program))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rounds: usize = match std::env::var(COMPARE_ROUNDS) {
+        Ok(rounds) => rounds
+            .parse()
+            .with_context(|| format!("{COMPARE_ROUNDS}: '{rounds}' is not a count"))?,
+        Err(_) => 3,
+    };
+    // (limits, batch, senders) → each build's rows/s, one per round.
+    let mut cells: std::collections::BTreeMap<(&str, usize, usize), Vec<Vec<f64>>> =
+        std::collections::BTreeMap::new();
+    for round in 1..=rounds {
+        for (index, (name, program)) in builds.iter().enumerate() {
+            for limits in ["small tier", "none"] {
+                eprintln!(
+                    "bench-ingest: compare: round {round} of {rounds}, {name}, limits {limits}"
+                );
+                let who = format!("{name} r{round} {}", limits.replace(' ', "-"));
+                for (batch, senders, figures) in compare_run(bench, &who, program, limits).await? {
+                    let runs = cells
+                        .entry((limits, batch, senders))
+                        .or_insert_with(|| vec![Vec::new(); builds.len()]);
+                    runs[index].push(figures.rows_per_second);
+                }
+            }
+        }
+    }
+    let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len().max(1) as f64;
+    let names: Vec<&str> = builds.iter().map(|(name, _)| name.as_str()).collect();
+    println!(
+        "| limits | batch × senders | {} |",
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| if i == 0 {
+                format!("{name}: rows/s (runs)")
+            } else {
+                format!("{name}: rows/s (runs) | ratio")
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    for ((limits, batch, senders), runs) in &cells {
+        let first = mean(&runs[0]);
+        let columns: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, runs)| {
+                let each: Vec<String> = runs.iter().map(|rate| format!("{rate:.0}")).collect();
+                let cell = format!("{:.0} ({})", mean(runs), each.join(", "));
+                if i == 0 {
+                    cell
+                } else {
+                    format!("{cell} | {:.2}", mean(runs) / first)
+                }
+            })
+            .collect();
+        println!(
+            "| {limits} | {batch} × {senders} | {} |",
+            columns.join(" | ")
+        );
+    }
+    Ok(())
+}
+
+/// One build's HTTP matrix: inside the small tier's limits (its batches) or without.
+async fn compare_run(
+    bench: &Bench<'_>,
+    who: &str,
+    program: &std::path::Path,
+    limits: &str,
+) -> Result<Vec<(usize, usize, Figures)>> {
+    let (group, env, batches) = if limits == "none" {
+        (None, bench.ingest_env(None, false), &BATCHES[..])
+    } else {
+        let limits = small_tier_limits()?;
+        let group = Cgroup::create("bench-ingest", limits)?;
+        let env = bench.ingest_env(Some(limits.memory_bytes), false);
+        (Some(group), env, &LIMITED_BATCHES[..])
+    };
+    let mut ingest = Ingest::start_program(bench.cluster, program, env, group.as_ref())?;
+    let base = ingest.url("");
+    wait_ready(&base).await?;
+    let processes = bench.processes(Some(ingest.pid()));
+    let endpoint = format!("{base}/v1/measurements");
+    http_run(
+        &endpoint,
+        &format!("warmup-{}", who.replace(' ', "-")),
+        100,
+        8,
+        processes,
+    )
+    .await?;
+    let http = matrix(who, &endpoint, batches, &CONCURRENCY, bench.copy, processes).await?;
+    ingest.kill()?;
+    drop(ingest);
+    if let Some(group) = group {
+        group.remove()?;
+    }
+    Ok(http)
 }
 
 /// Telegraf on the same rows, into tables of the same layout.
@@ -1052,6 +1183,9 @@ async fn telegraf(bench: &Bench<'_>) -> Result<Peer> {
 
 async fn run(cluster: &Cluster) -> Result<()> {
     let bench = Bench::set_up(cluster).await?;
+    if let Ok(builds) = std::env::var(COMPARE) {
+        return compare(&bench, &builds).await;
+    }
     let plain = plain_references(&bench).await?;
     let ours = ours_unconstrained(&bench).await?;
     let limited = ours_in_limits(&bench).await?;
