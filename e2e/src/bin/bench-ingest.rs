@@ -958,8 +958,8 @@ const COMPARE_ROUNDS: &str = "SMARTREGION_BENCH_COMPARE_ROUNDS";
 
 /// Compares builds of `smartregion-ingest` (`builds` as [`COMPARE`] gives them) on the
 /// HTTP matrix, inside the small tier's limits and without limits: in each round, each
-/// build in turn, on the same database and table, so that what changes over the run (the
-/// table's size, the machine's other load) falls on every build alike. Prints each cell
+/// build in turn, on the same database, each from an empty table, so that what changes
+/// over the run (the machine's other load) falls on every build alike. Prints each cell
 /// as measured, then the means and their ratio to the first build's. Writes no docs.
 async fn compare(bench: &Bench<'_>, builds: &str) -> Result<()> {
     let builds = builds
@@ -1053,6 +1053,13 @@ async fn compare_run(
         let env = bench.ingest_env(Some(limits.memory_bytes), false);
         (Some(group), env, &LIMITED_BATCHES[..])
     };
+    // Every build starts from an empty table, and the rounds' rows (tens of millions)
+    // never pile up on the disk.
+    bench
+        .admin
+        .batch_execute(&format!("TRUNCATE {}", bench.table()))
+        .await
+        .context("emptying the table between builds")?;
     let mut ingest = Ingest::start_program(bench.cluster, program, env, group.as_ref())?;
     let base = ingest.url("");
     wait_ready(&base).await?;
