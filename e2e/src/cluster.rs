@@ -356,9 +356,11 @@ fn stop_all(state_dir: &Path, marker: &Path) -> Result<usize> {
         .map(|state| state.processes)
         .unwrap_or_default();
     // The real node first, while the rest still runs: its pods go through containerd,
-    // and what it changed on the machine is given back.
-    node::teardown(state_dir)?;
+    // and what it changed on the machine is given back. Whatever of it failed, the other
+    // processes are still stopped before the failure is reported.
+    let node = node::teardown(state_dir);
     let stopped = stop_processes(marker, &recorded)?;
+    node?;
     let _ = std::fs::remove_file(State::path(state_dir));
     Ok(stopped)
 }

@@ -682,8 +682,22 @@ pub fn teardown(state_dir: &Path) -> Result<()> {
             note(run("ip", &["netns", "del", netns]).map(|_| ()));
         }
     }
-    if Path::new("/sys/class/net").join(HOST_LINK).exists() {
-        note(run("ip", &["link", "del", HOST_LINK]).map(|_| ()));
+    let host_link = Path::new("/sys/class/net").join(HOST_LINK);
+    if host_link.exists() {
+        // The namespace's deletion takes the veth's other end, and with it this one, but
+        // the kernel does so in the background: the link may be gone by the time `ip`
+        // runs, which is what this step wants.
+        note(
+            run("ip", &["link", "del", HOST_LINK])
+                .map(|_| ())
+                .or_else(|error| {
+                    if host_link.exists() {
+                        Err(error)
+                    } else {
+                        Ok(())
+                    }
+                }),
+        );
     }
     note(remove_container_log_links(state_dir));
     note(give_back_first_run_paths(&paths));
