@@ -958,8 +958,9 @@ const COMPARE_ROUNDS: &str = "SMARTREGION_BENCH_COMPARE_ROUNDS";
 
 /// Compares builds of `smartregion-ingest` (`builds` as [`COMPARE`] gives them) on the
 /// HTTP matrix, inside the small tier's limits and without limits: in each round, each
-/// build in turn, on the same database, each from an empty table, so that what changes
-/// over the run (the machine's other load) falls on every build alike. Prints each cell
+/// build in turn (each round starting with the next one), on the same database, each
+/// from an empty table, so that what changes over the run (the machine's other load)
+/// falls on every build alike. Prints each cell
 /// as measured, then the means and their ratio to the first build's. Writes no docs.
 async fn compare(bench: &Bench<'_>, builds: &str) -> Result<()> {
     let builds = builds
@@ -985,13 +986,18 @@ async fn compare(bench: &Bench<'_>, builds: &str) -> Result<()> {
     let mut cells: std::collections::BTreeMap<(&str, usize, usize), Vec<Vec<f64>>> =
         std::collections::BTreeMap::new();
     for round in 1..=rounds {
-        for (index, (name, program)) in builds.iter().enumerate() {
-            for limits in ["small tier", "none"] {
+        // Each round starts with the next build: what drifts within a round (the
+        // database's background work, the machine's other load) falls on each alike.
+        for turn in 0..builds.len() {
+            let index = (turn + round - 1) % builds.len();
+            let (name, program) = &builds[index];
+            for in_tier in [true, false] {
+                let limits = if in_tier { "small tier" } else { "none" };
                 eprintln!(
                     "bench-ingest: compare: round {round} of {rounds}, {name}, limits {limits}"
                 );
                 let who = format!("{name} r{round} {}", limits.replace(' ', "-"));
-                for (batch, senders, figures) in compare_run(bench, &who, program, limits).await? {
+                for (batch, senders, figures) in compare_run(bench, &who, program, in_tier).await? {
                     let runs = cells
                         .entry((limits, batch, senders))
                         .or_insert_with(|| vec![Vec::new(); builds.len()]);
@@ -1038,20 +1044,21 @@ async fn compare(bench: &Bench<'_>, builds: &str) -> Result<()> {
     Ok(())
 }
 
-/// One build's HTTP matrix: inside the small tier's limits (its batches) or without.
+/// One build's HTTP matrix: inside the small tier's limits (`in_tier`, with its batches)
+/// or without.
 async fn compare_run(
     bench: &Bench<'_>,
     who: &str,
     program: &std::path::Path,
-    limits: &str,
+    in_tier: bool,
 ) -> Result<Vec<(usize, usize, Figures)>> {
-    let (group, env, batches) = if limits == "none" {
-        (None, bench.ingest_env(None, false), &BATCHES[..])
-    } else {
+    let (group, env, batches) = if in_tier {
         let limits = small_tier_limits()?;
         let group = Cgroup::create("bench-ingest", limits)?;
         let env = bench.ingest_env(Some(limits.memory_bytes), false);
         (Some(group), env, &LIMITED_BATCHES[..])
+    } else {
+        (None, bench.ingest_env(None, false), &BATCHES[..])
     };
     // Every build starts from an empty table, and the rounds' rows (tens of millions)
     // never pile up on the disk.
