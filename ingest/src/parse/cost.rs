@@ -4,7 +4,8 @@
 //! kernel's OOM killer.
 //!
 //! The bound follows how the parse allocates (`parse::stream`): one item at a time as a
-//! `serde_json::Value`, so the largest item counts, not their sum; then the rows and at
+//! `serde_json::Value` (the measurements format keeps less: only the fields it reads), so
+//! the largest item counts, not their sum; then the rows and at
 //! most [`MAX_EXPLANATIONS`] explanations it keeps. The constants are what `Value`,
 //! `BTreeMap` and `Vec` take on a 64-bit target, rounded up, with growth counted at its
 //! worst (a `Vec` holds its old and new buffer while it grows). `ingest/tests/parse_memory.rs`
@@ -87,23 +88,15 @@ impl Scan {
         let mut item: Option<(usize, usize)> = None;
         // Depth of the container the current item is an element of.
         let mut item_depth = 0;
-        let mut bytes = body.iter().copied().enumerate().peekable();
         // Inside an object, the next string is a key.
         let mut expect_key = false;
-        while let Some((_, byte)) = bytes.next() {
+        let mut at = 0;
+        while let Some(&byte) = body.get(at) {
+            at += 1;
             match byte {
                 b'"' => {
-                    let mut length = 0;
-                    while let Some((_, byte)) = bytes.next() {
-                        match byte {
-                            b'\\' => {
-                                bytes.next();
-                                length += 2;
-                            }
-                            b'"' => break,
-                            _ => length += 1,
-                        }
-                    }
+                    let (length, end) = string_end(body, at);
+                    at = end;
                     scan.longest_string = scan.longest_string.max(length);
                     let cost = length + STRING;
                     if expect_key {
@@ -148,13 +141,13 @@ impl Scan {
                 b':' | b' ' | b'\t' | b'\n' | b'\r' => {}
                 _ => {
                     // A number, true, false or null: one value, no heap.
-                    while bytes.peek().is_some_and(|(_, next)| {
+                    while body.get(at).is_some_and(|next| {
                         !matches!(
                             next,
                             b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r' | b':'
                         )
                     }) {
-                        bytes.next();
+                        at += 1;
                     }
                     scan.value(&mut stack, &mut item, &mut item_depth, 0, false);
                 }
@@ -214,5 +207,72 @@ impl Scan {
             self.largest_item = self.largest_item.max(bound);
             self.largest_item_values = self.largest_item_values.max(values);
         }
+    }
+}
+
+/// The string that starts at `start` (just past its opening quote): its length as the
+/// scan counts it (every byte up to the closing quote, an escape two) and where the scan
+/// goes on (past the closing quote, or the body's end). Finds the quotes and backslashes
+/// with `memchr`, not byte by byte: strings are most of a body's bytes.
+fn string_end(body: &[u8], start: usize) -> (usize, usize) {
+    let mut at = start;
+    let mut length = 0;
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &body[at..]) {
+        length += found;
+        at += found;
+        if body[at] == b'"' {
+            return (length, at + 1);
+        }
+        // An escape: the backslash and the byte after it, whatever it is (an escaped
+        // quote does not end the string).
+        length += 2;
+        at += 2;
+        if at >= body.len() {
+            return (length, body.len());
+        }
+    }
+    (length + body.len() - at, body.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain definition `string_end` must agree with: byte by byte, an escape two.
+    fn byte_by_byte(body: &[u8], start: usize) -> (usize, usize) {
+        let (mut at, mut length) = (start, 0);
+        while at < body.len() {
+            match body[at] {
+                b'"' => return (length, at + 1),
+                b'\\' => {
+                    length += 2;
+                    at += 2;
+                }
+                _ => {
+                    length += 1;
+                    at += 1;
+                }
+            }
+        }
+        (length, body.len())
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_unescaped_quote_or_at_the_body_end() {
+        for text in [
+            "\"plain\", 1",
+            "\"\"",
+            "\"esc\\\"aped\\\\\" ]",
+            "\"\\u00e8 and more\"",
+            "\"unterminated",
+            "\"ends in a backslash\\",
+            "\"ends in an escape\\n",
+            "\"\\\\\"",
+        ] {
+            let body = text.as_bytes();
+            assert_eq!(string_end(body, 1), byte_by_byte(body, 1), "{text}");
+        }
+        assert_eq!(string_end(b"\"ab\"", 1), (2, 4));
+        assert_eq!(string_end(b"\"a\\\"b\"x", 1), (4, 6));
     }
 }

@@ -17,14 +17,18 @@
 //! Each item is checked on its own: a bad one is rejected with its index and field, the
 //! others are stored.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use jiff::Timestamp;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smartregion_contract::format::IngestFormat;
 
 use super::stream::{self, Member, Shape};
 use super::{
-    BodyError, Format, Limits, Measurement, Parsed, Refusal, Window, json_number, kind,
-    metric_name, optional_str, sensor_id, timestamp, unit_name, within,
+    BodyError, Format, Limits, Measurement, Parsed, Refusal, Window, finite, metric_name,
+    sensor_id, timestamp, unit_name, within,
 };
 
 /// Parses a `/v1/measurements` body without limits. Every item carries its time;
@@ -58,7 +62,7 @@ impl Format for Measurements {
         };
         let mut parsed = Parsed::default();
         let outline = stream::items(body, &shape, &mut |index, item| {
-            match measurement(&item, received, &limits.window) {
+            match measurement(item, received, &limits.window) {
                 Ok(row) => parsed.row(row),
                 Err(refusal) => parsed.reject(index, refusal),
             }
@@ -82,29 +86,37 @@ impl Format for Measurements {
     }
 }
 
-fn measurement(item: &Value, received: Timestamp, window: &Window) -> Result<Measurement, Refusal> {
-    let Value::Object(fields) = item else {
-        return Err(Refusal::new(
-            "",
-            format!("expected a measurement object, found {}", kind(item)),
-        ));
+fn measurement(
+    item: Item<'_>,
+    received: Timestamp,
+    window: &Window,
+) -> Result<Measurement, Refusal> {
+    let fields = match item {
+        Item::Object(fields) => fields,
+        Item::Other(kind) => {
+            return Err(Refusal::new(
+                "",
+                format!("expected a measurement object, found {kind}"),
+            ));
+        }
     };
-    let sensor = required_str(fields, "sensor")
+    let sensor = required_str(fields.sensor.as_ref(), "sensor")
         .and_then(sensor_id)
         .map_err(Refusal::on("sensor"))?;
-    let metric = required_str(fields, "metric")
+    let metric = required_str(fields.metric.as_ref(), "metric")
         .and_then(metric_name)
         .map_err(Refusal::on("metric"))?;
-    let time = required_str(fields, "time")
+    let time = required_str(fields.time.as_ref(), "time")
         .and_then(timestamp)
         .and_then(|time| window.admit(time, received))
         .map_err(Refusal::on("time"))?;
-    let value = match fields.get("value") {
-        Some(value) => json_number(value),
+    let value = match fields.value {
+        Some(Field::Number(value)) => finite(value),
+        Some(other) => Err(format!("expected a number, found {}", other.kind())),
         None => Err("value is required".to_owned()),
     }
     .map_err(Refusal::on("value"))?;
-    let unit = optional_str(fields, "unit")
+    let unit = optional_str(fields.unit.as_ref())
         .and_then(|unit| unit.map(unit_name).transpose())
         .map_err(Refusal::on("unit"))?;
     Ok(Measurement {
@@ -116,15 +128,215 @@ fn measurement(item: &Value, received: Timestamp, window: &Window) -> Result<Mea
     })
 }
 
-fn required_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
-    optional_str(fields, name)?.ok_or_else(|| format!("{name} is required"))
+fn required_str<'a>(field: Option<&'a Field<'_>>, name: &str) -> Result<&'a str, String> {
+    optional_str(field)?.ok_or_else(|| format!("{name} is required"))
+}
+
+/// A field that may be absent (or null), but is a string when present.
+fn optional_str<'a>(field: Option<&'a Field<'_>>) -> Result<Option<&'a str>, String> {
+    match field {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Text(text)) => Ok(Some(text)),
+        Some(other) => Err(format!("expected a string, found {}", other.kind())),
+    }
+}
+
+/// An item as this format reads it: of an object, only the five fields it uses (the
+/// others are skipped unread); anything else, its kind. Read into a `Value`, an item was
+/// a map of every member with a copy of every key and string, and building and dropping
+/// it took most of the parse's time.
+enum Item<'b> {
+    Object(Fields<'b>),
+    Other(&'static str),
+}
+
+/// The fields of a measurement object, as found. A field given twice keeps its last
+/// value, as `serde_json::Map` does.
+#[derive(Default)]
+struct Fields<'b> {
+    sensor: Option<Field<'b>>,
+    metric: Option<Field<'b>>,
+    time: Option<Field<'b>>,
+    value: Option<Field<'b>>,
+    unit: Option<Field<'b>>,
+}
+
+/// A field's value: a string (borrowed from the body unless it holds escapes), a number
+/// (as `serde_json::Number::as_f64` gives it), null, or the kind of anything else.
+enum Field<'b> {
+    Null,
+    Text(Cow<'b, str>),
+    Number(f64),
+    Other(&'static str),
+}
+
+impl Field<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Field::Null => "null",
+            Field::Text(_) => "a string",
+            Field::Number(_) => "a number",
+            Field::Other(kind) => kind,
+        }
+    }
+}
+
+/// The members this format reads; any other is skipped.
+enum Key {
+    Sensor,
+    Metric,
+    Time,
+    Value,
+    Unit,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Key;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "sensor" => Key::Sensor,
+                    "metric" => Key::Metric,
+                    "time" => Key::Time,
+                    "value" => Key::Value,
+                    "unit" => Key::Unit,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Item<'de>, D::Error> {
+        struct Items;
+        impl<'de> Visitor<'de> for Items {
+            type Value = Item<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a measurement")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::Sensor => &mut fields.sensor,
+                        Key::Metric => &mut fields.metric,
+                        Key::Time => &mut fields.time,
+                        Key::Value => &mut fields.value,
+                        Key::Unit => &mut fields.unit,
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(Item::Object(fields))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item<'de>, A::Error> {
+                stream::Kind.visit_seq(seq).map(Item::Other)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
+                Ok(Item::Other("a boolean"))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
+                Ok(Item::Other("a number"))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
+                Ok(Item::Other("a number"))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
+                Ok(Item::Other("a number"))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+                Ok(Item::Other("a string"))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+                Ok(Item::Other("null"))
+            }
+        }
+        deserializer.deserialize_any(Items)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field<'de>, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Field<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a field's value")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Field<'de>, E> {
+                Ok(Field::Text(Cow::Owned(text)))
+            }
+
+            // As `serde_json::Number::as_f64` converts them.
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Number(number as f64))
+            }
+
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Number(number as f64))
+            }
+
+            fn visit_f64<E: de::Error>(self, number: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Number(number))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Null)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Other("a boolean"))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+                stream::Kind.visit_seq(seq).map(Field::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+                stream::Kind.visit_map(map).map(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(Fields)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::samples::{at, measurement_batch, received};
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn parse(body: &Value) -> Result<Parsed, BodyError> {
         parse_measurements(body.to_string().as_bytes(), received())
@@ -228,6 +440,46 @@ mod tests {
             ]
         );
         assert!(parsed.rows.is_empty());
+    }
+
+    #[test]
+    fn fields_are_read_as_a_json_map_would_hold_them() {
+        // Escapes, a repeated field (the last counts), unknown members of any shape,
+        // integers of both signs, null for an optional field.
+        let body = br#"[
+            {"sensor": "prato\"7\u00e8", "metric": "first", "metric": "no2",
+             "extra": {"nested": [1, {"deep": null}]}, "more": [true, "x"],
+             "time": "2026-11-23T10:00:00Z", "value": -3, "unit": null},
+            {"sensor": "s", "metric": "m", "time": "2026-11-23T10:00:00Z",
+             "value": 18446744073709551615},
+            {"sensor": null, "metric": "m", "time": "2026-11-23T10:00:00Z", "value": 1},
+            {"sensor": "s", "metric": ["m"], "time": "2026-11-23T10:00:00Z", "value": 1},
+            {"sensor": "s", "metric": "m", "time": "2026-11-23T10:00:00Z", "value": {"v": 1}},
+            {"sensor": "s", "metric": "m", "time": "2026-11-23T10:00:00Z", "value": null},
+            {"sensor": "s", "metric": "m", "time": true, "value": 1}
+        ]"#;
+        let parsed = parse_measurements(body, received()).expect("an array body");
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[0].sensor, "prato\"7\u{e8}");
+        assert_eq!(parsed.rows[0].metric, "no2");
+        assert_eq!(parsed.rows[0].value, -3.0);
+        assert_eq!(parsed.rows[0].unit, None);
+        assert_eq!(parsed.rows[1].value, 18_446_744_073_709_551_615_f64);
+        let refused: Vec<(usize, &str, &str)> = parsed
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (2, "sensor", "sensor is required"),
+                (3, "metric", "expected a string, found an array"),
+                (4, "value", "expected a number, found an object"),
+                (5, "value", "expected a number, found null"),
+                (6, "time", "expected a string, found a boolean"),
+            ]
+        );
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //!
 //! Members of an object body other than the items are skipped without being stored,
 //! except one string member a format asks for (NGSI's `subscriptionId`).
+//!
+//! An item is whatever the format deserializes it into: a `Value` (NGSI, SenML), or a
+//! type of the format's own that keeps only the fields it reads (`/v1/measurements`),
+//! borrowing their text from the body where it can.
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
 
 use super::{BodyError, json_error};
 
@@ -48,10 +52,10 @@ pub(super) enum Member {
 /// Streams the items of `body` (as `shape` says where they are) to `each`, with their
 /// index; `each` may stop the parse with an error. Malformed JSON anywhere in the body
 /// is an error even after items were handed out (the caller stores nothing then).
-pub(super) fn items(
-    body: &[u8],
+pub(super) fn items<'b, T: Deserialize<'b>>(
+    body: &'b [u8],
     shape: &Shape,
-    each: &mut dyn FnMut(usize, Value) -> Result<(), BodyError>,
+    each: &mut dyn FnMut(usize, T) -> Result<(), BodyError>,
 ) -> Result<Outline, BodyError> {
     let mut stopped = None;
     let mut outline = Outline::default();
@@ -70,9 +74,9 @@ pub(super) fn items(
     Ok(outline)
 }
 
-struct Body<'a, 'f> {
+struct Body<'a, 'f, T> {
     shape: &'a Shape,
-    each: &'a mut (dyn FnMut(usize, Value) -> Result<(), BodyError> + 'f),
+    each: &'a mut (dyn FnMut(usize, T) -> Result<(), BodyError> + 'f),
     stopped: &'a mut Option<BodyError>,
     outline: &'a mut Outline,
 }
@@ -83,13 +87,13 @@ fn stop<E: de::Error>() -> E {
     E::custom("stopped")
 }
 
-fn stream_seq<'de, A: SeqAccess<'de>>(
+fn stream_seq<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
     mut seq: A,
-    each: &mut dyn FnMut(usize, Value) -> Result<(), BodyError>,
+    each: &mut dyn FnMut(usize, T) -> Result<(), BodyError>,
     stopped: &mut Option<BodyError>,
 ) -> Result<(), A::Error> {
     let mut index = 0;
-    while let Some(item) = seq.next_element::<Value>()? {
+    while let Some(item) = seq.next_element::<T>()? {
         if let Err(error) = each(index, item) {
             *stopped = Some(error);
             return Err(stop());
@@ -108,7 +112,7 @@ macro_rules! scalar_kinds {
     };
 }
 
-impl<'de> Visitor<'de> for Body<'_, '_> {
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Body<'_, '_, T> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -161,19 +165,19 @@ impl<'de> Visitor<'de> for Body<'_, '_> {
     }
 }
 
-impl Body<'_, '_> {
+impl<T> Body<'_, '_, T> {
     fn found(self, kind: &'static str) {
         self.outline.body_kind = kind;
     }
 }
 
 /// The value of the items key: streamed when it is an array.
-struct Items<'a, 'f> {
-    each: &'a mut (dyn FnMut(usize, Value) -> Result<(), BodyError> + 'f),
+struct Items<'a, 'f, T> {
+    each: &'a mut (dyn FnMut(usize, T) -> Result<(), BodyError> + 'f),
     stopped: &'a mut Option<BodyError>,
 }
 
-impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Items<'_, '_, T> {
     type Value = Member;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Member, D::Error> {
@@ -181,7 +185,7 @@ impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Items<'_, '_> {
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<'_, '_, T> {
     type Value = Member;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -274,15 +278,21 @@ impl<'de> Visitor<'de> for StringOrKind {
 }
 
 /// Skips a container, saying what it was.
-struct Kind;
+pub(super) struct Kind;
 
 impl Kind {
-    fn visit_seq<'de, A: SeqAccess<'de>>(self, mut seq: A) -> Result<&'static str, A::Error> {
+    pub(super) fn visit_seq<'de, A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<&'static str, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok("an array")
     }
 
-    fn visit_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<&'static str, A::Error> {
+    pub(super) fn visit_map<'de, A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<&'static str, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok("an object")
     }
