@@ -218,8 +218,8 @@ impl<'de> Deserialize<'de> for Key {
 
 impl<'de> Deserialize<'de> for Item<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Item<'de>, D::Error> {
-        struct Items;
-        impl<'de> Visitor<'de> for Items {
+        struct AnyItem;
+        impl<'de> Visitor<'de> for AnyItem {
             type Value = Item<'de>;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -273,14 +273,14 @@ impl<'de> Deserialize<'de> for Item<'de> {
                 Ok(Item::Other("null"))
             }
         }
-        deserializer.deserialize_any(Items)
+        deserializer.deserialize_any(AnyItem)
     }
 }
 
 impl<'de> Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field<'de>, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
+        struct AnyField;
+        impl<'de> Visitor<'de> for AnyField {
             type Value = Field<'de>;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -328,7 +328,7 @@ impl<'de> Deserialize<'de> for Field<'de> {
                 stream::Kind.visit_map(map).map(Field::Other)
             }
         }
-        deserializer.deserialize_any(Fields)
+        deserializer.deserialize_any(AnyField)
     }
 }
 
